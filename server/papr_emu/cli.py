@@ -1,0 +1,89 @@
+"""The ``papr-emu`` command.
+
+Example::
+
+    papr-emu serve                                  # default platform on 127.0.0.1:50051
+    papr-emu serve --listen unix:/tmp/papr.sock --log-format json
+    papr-emu serve --config platforms.toml
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+import structlog
+
+from .config import ConfigError, load_config
+from .logs import LOG_LEVELS, configure_logging
+from .model import DEFAULT_PLATFORM, PlatformError, Platforms, default_geometry
+from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="papr-emu", description="PAPR/RTAS DRC platform emulator over gRPC")
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gRPC server")
+    serve.add_argument(
+        "--listen",
+        action="append",
+        metavar="ADDR",
+        help=f"host:port or unix:PATH; repeatable (default {DEFAULT_LISTEN}, or the config's server.listen)",
+    )
+    serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file with the platforms to create")
+    serve.add_argument("--log-format", choices=("json", "console"), default="console")
+    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
+    serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    return parser
+
+
+def serve(options: argparse.Namespace) -> int:
+    configure_logging(options.log_format, options.log_level)
+    log = structlog.get_logger("papr_emu.cli")
+    platforms = Platforms()
+    listen = options.listen or []
+    try:
+        if options.config is not None:
+            config = load_config(options.config)
+            listen = listen or config.listen
+            for platform in config.platforms:
+                platforms.create(platform.name, platform.geometry, platform.coldplug)
+        else:
+            platforms.create(DEFAULT_PLATFORM, default_geometry())
+    except (ConfigError, PlatformError) as error:
+        print(f"papr-emu: {error}", file=sys.stderr)
+        return 2
+    server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)
+    try:
+        server.start()
+    except ListenError as error:
+        print(f"papr-emu: {error}", file=sys.stderr)
+        return 2
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("server.signal", signal=signal.Signals(signum).name)
+        stopping.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not stopping.wait(0.5):
+        pass
+    server.stop(options.grace)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = _parser().parse_args(argv)
+    if options.command == "serve":
+        return serve(options)
+    return 2  # unreachable: argparse requires a command
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,173 @@
+"""The server's TOML configuration file: platforms and their boot devices.
+
+Example file::
+
+    [server]
+    listen = ["127.0.0.1:50051", "unix:/tmp/papr.sock"]
+
+    [[platform]]
+    name = "default"
+    memory = "1G"        # -m
+    max_memory = "4G"    # maxmem
+    slots = 4
+    cpus = 1
+    max_cpus = 4
+    threads = 1
+
+    [[platform.device]]  # present at boot (coldplugged)
+    type = "dimm"        # dimm | cpu-core | pci-function | phb
+    id = "dimm0"
+    size = "512M"
+
+Sizes are bytes, or a number with a binary suffix K, M, G, T or P, as QEMU reads them.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .model import CpuCoreParams, DimmRequest, Geometry, PciFunctionParams, PciModel, PhbParams, PlugRequest
+
+_SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
+_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
+_PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device"}
+_PCI_MODELS = {m.qemu_name: m for m in PciModel} | {"virtio-net": PciModel.VIRTIO_NET}
+
+
+class ConfigError(Exception):
+    """The configuration file is malformed; the message says where."""
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    name: str
+    geometry: Geometry
+    coldplug: list[tuple[str, PlugRequest]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    listen: list[str] = field(default_factory=list)
+    platforms: list[PlatformConfig] = field(default_factory=list)
+
+
+def parse_size(value: object, where: str) -> int:
+    """``"1G"`` -> 1073741824; ints pass through."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        match = _SIZE.fullmatch(value.strip())
+        if match:
+            return int(match.group(1)) << _SHIFTS[match.group(2).upper()]
+    raise ConfigError(f"{where}: {value!r} is not a size (bytes, or a number with K, M, G, T or P)")
+
+
+def _int(table: dict[str, Any], key: str, where: str, default: int | None = None) -> int | None:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{where}.{key}: {value!r} is not a non-negative integer")
+    return value
+
+
+def _required_int(table: dict[str, Any], key: str, where: str) -> int:
+    value = _int(table, key, where)
+    if value is None:
+        raise ConfigError(f"{where}.{key}: missing")
+    return value
+
+
+def _device(table: dict[str, Any], where: str) -> tuple[str, PlugRequest]:
+    kind = table.get("type")
+    allowed = {"dimm": {"size", "slot", "address"}, "cpu-core": {"core_id"}, "phb": {"index"},
+               "pci-function": {"phb", "slot", "function", "model"}}  # fmt: skip
+    if kind not in allowed:
+        raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(allowed)}")
+    unknown = set(table) - allowed[kind] - {"type", "id"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys for {kind}: {', '.join(sorted(unknown))}")
+    device_id = table.get("id", "")
+    if not isinstance(device_id, str):
+        raise ConfigError(f"{where}.id: {device_id!r} is not a string")
+    request: PlugRequest
+    if kind == "dimm":
+        if "size" not in table:
+            raise ConfigError(f"{where}.size: missing")
+        address = table.get("address")
+        request = DimmRequest(
+            size=parse_size(table["size"], f"{where}.size"),
+            slot=_int(table, "slot", where),
+            address=None if address is None else parse_size(address, f"{where}.address"),
+        )
+    elif kind == "cpu-core":
+        request = CpuCoreParams(_required_int(table, "core_id", where))
+    elif kind == "phb":
+        request = PhbParams(_required_int(table, "index", where))
+    else:
+        model = _PCI_MODELS.get(str(table.get("model", "e1000")))
+        if model is None:
+            raise ConfigError(f"{where}.model: {table.get('model')!r} is not one of {', '.join(_PCI_MODELS)}")
+        request = PciFunctionParams(
+            phb_index=_int(table, "phb", where, 0) or 0,
+            slot=_required_int(table, "slot", where),
+            function=_int(table, "function", where, 0) or 0,
+            model=model,
+        )
+    return device_id, request
+
+
+def _platform(table: dict[str, Any], where: str) -> PlatformConfig:
+    unknown = set(table) - _PLATFORM_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
+    name = table.get("name")
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: missing or not a string")
+
+    def size(key: str) -> int | None:
+        return parse_size(table[key], f"{where}.{key}") if key in table else None
+
+    from .model import InvalidArgument  # local: keeps the import list above about parsing
+
+    try:
+        geometry = Geometry.build(
+            memory=size("memory"),
+            max_memory=size("max_memory"),
+            slots=_int(table, "slots", where),
+            cpus=_int(table, "cpus", where),
+            max_cpus=_int(table, "max_cpus", where),
+            threads=_int(table, "threads", where),
+        )
+    except InvalidArgument as error:
+        raise ConfigError(f"{where}: {error}") from None
+    devices = table.get("device", [])
+    if not isinstance(devices, list):
+        raise ConfigError(f"{where}.device: must be an array of tables ([[platform.device]])")
+    coldplug = [_device(d, f"{where}.device[{n}]") for n, d in enumerate(devices)]
+    return PlatformConfig(name, geometry, coldplug)
+
+
+def load_config(path: Path) -> ServerConfig:
+    """Read and validate a configuration file; raises ConfigError."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    unknown = set(document) - {"server", "platform"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
+    server = document.get("server", {})
+    listen = server.get("listen", [])
+    if isinstance(listen, str):
+        listen = [listen]
+    if not isinstance(listen, list) or not all(isinstance(a, str) for a in listen):
+        raise ConfigError(f"{path}: server.listen: must be an address or a list of addresses")
+    platforms = [_platform(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
+    return ServerConfig(listen=listen, platforms=platforms)

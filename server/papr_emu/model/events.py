@@ -1,0 +1,193 @@
+"""Management events of one platform, with gap-free delivery to watchers.
+
+Every event gets the next per-platform sequence number. The log keeps the
+newest :data:`RETAINED_EVENTS` events, so a watcher can resume after a given
+sequence; each live subscription has a bounded queue, and a subscription
+whose queue overflows is cut off (the watcher learns the last sequence it
+was given and can resume from there).
+
+The platform publishes under its own lock, so subscribing and publishing are
+ordered: a subscription sees every event published after it was made.
+
+Example::
+
+    >>> log = EventLog("default", clock=lambda: 0.0)
+    >>> sub = log.subscribe()
+    >>> log.publish(DeviceDeleted("dimm0", DeviceType.DIMM, (0x80000004,), 0)).sequence
+    1
+    >>> sub.next(timeout=0).sequence
+    1
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from .devices import DeviceInfo, DeviceType
+from .errors import InvalidArgument, OutOfRange
+
+RETAINED_EVENTS: Final = 4096
+SUBSCRIPTION_QUEUE_LIMIT: Final = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceAdded:
+    device: DeviceInfo
+
+
+@dataclass(frozen=True, slots=True)
+class UnplugRequested:
+    device_id: str
+    device_type: DeviceType
+    drc_indexes: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceDeleted:
+    device_id: str
+    device_type: DeviceType
+    drc_indexes: tuple[int, ...]
+    released_by_drc_index: int  # 0: completed inside the unplug request
+
+
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    sequence: int
+    platform: str
+    time: float
+    body: EventBody
+
+
+class SubscriptionOverflow(Exception):
+    """The watcher fell more than the queue limit behind; ``last_sequence`` was the last it got."""
+
+    def __init__(self, last_sequence: int) -> None:
+        super().__init__(f"watcher fell behind by more than {SUBSCRIPTION_QUEUE_LIMIT} events")
+        self.last_sequence = last_sequence
+
+
+class SubscriptionClosed(Exception):
+    """The stream must end: the platform was deleted, or the server is stopping."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Subscription:
+    """One watcher's queue. ``next`` blocks until an event, a timeout, overflow or close."""
+
+    def __init__(self, backlog: Iterable[Event], limit: int) -> None:
+        self._queue: collections.deque[Event] = collections.deque(backlog)
+        self._limit = limit
+        self._ready = threading.Condition(threading.Lock())
+        self._overflowed = False
+        self._closed: str | None = None
+        self.last_delivered = 0
+
+    def _offer(self, event: Event) -> bool:
+        """Queue an event; False (and cut off) if the queue is full."""
+        with self._ready:
+            if len(self._queue) >= self._limit:
+                self._overflowed = True
+                self._ready.notify_all()
+                return False
+            self._queue.append(event)
+            self._ready.notify_all()
+            return True
+
+    def _close(self, reason: str) -> None:
+        with self._ready:
+            self._closed = reason
+            self._ready.notify_all()
+
+    def next(self, timeout: float | None) -> Event | None:
+        """The next event, or None after ``timeout`` seconds without one."""
+        with self._ready:
+            if not self._queue and not self._overflowed and self._closed is None:
+                self._ready.wait(timeout)
+            if self._queue:
+                event = self._queue.popleft()
+                self.last_delivered = event.sequence
+                return event
+            if self._overflowed:
+                raise SubscriptionOverflow(self.last_delivered)
+            if self._closed is not None:
+                raise SubscriptionClosed(self._closed)
+            return None
+
+
+class EventLog:
+    """Sequence numbers, retained history and live subscriptions of one platform."""
+
+    def __init__(
+        self,
+        platform: str,
+        clock: Callable[[], float] = time.time,
+        retained: int = RETAINED_EVENTS,
+        queue_limit: int = SUBSCRIPTION_QUEUE_LIMIT,
+    ) -> None:
+        self._platform = platform
+        self._clock = clock
+        self._history: collections.deque[Event] = collections.deque(maxlen=retained)
+        self._subscriptions: set[Subscription] = set()
+        self._queue_limit = queue_limit
+        self.last_sequence = 0
+
+    def publish(self, body: EventBody) -> Event:
+        self.last_sequence += 1
+        event = Event(self.last_sequence, self._platform, self._clock(), body)
+        self._history.append(event)
+        for subscription in list(self._subscriptions):
+            if not subscription._offer(event):
+                self._subscriptions.discard(subscription)
+        return event
+
+    def subscribe(self, after_sequence: int | None = None) -> Subscription:
+        """A live subscription; with ``after_sequence``, retained later events come first."""
+        backlog: list[Event] = []
+        if after_sequence is not None and after_sequence > self.last_sequence:
+            raise InvalidArgument(
+                "after_sequence", after_sequence, f"is ahead of the newest event ({self.last_sequence})"
+            )
+        if after_sequence is not None and after_sequence < self.last_sequence:
+            oldest = self._history[0].sequence if self._history else self.last_sequence + 1
+            if after_sequence + 1 < oldest:
+                raise OutOfRange(
+                    "after_sequence",
+                    after_sequence,
+                    f"events after it are no longer retained (oldest retained: {oldest})",
+                )
+            backlog = [e for e in self._history if e.sequence > after_sequence]
+        subscription = Subscription(backlog, self._queue_limit + len(backlog))
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def close(self, reason: str) -> None:
+        """End every subscription with ``reason`` ("deleted" or "shutdown")."""
+        for subscription in self._subscriptions:
+            subscription._close(reason)
+        self._subscriptions.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class UnplugRejected:
+    """The guest refused a pending unplug; the platform cancelled it."""
+
+    device_id: str
+    device_type: DeviceType
+    signal: str  # "configure-connector" or "unisolate"
+    drc_index: int  # the connector that carried the signal
+
+
+EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected

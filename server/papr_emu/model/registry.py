@@ -1,0 +1,74 @@
+"""The set of platforms a server holds, by name.
+
+Example::
+
+    >>> platforms = Platforms()
+    >>> platforms.create("lab", Geometry.build()).name
+    'lab'
+    >>> [p.name for p in platforms.list()]
+    ['lab']
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+from typing import Final
+
+from .errors import AlreadyExists, InvalidArgument, NotFound
+from .geometry import Geometry
+from .platform import Platform, PlugRequest
+
+PLATFORM_NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9-]{0,62}")
+DEFAULT_PLATFORM: Final = "default"
+
+
+def default_geometry() -> Geometry:
+    """The built-in default: QEMU's ``-m 1G,slots=4,maxmem=4G -smp 1,maxcpus=4``."""
+    return Geometry.build(memory=1 << 30, max_memory=4 << 30, slots=4, cpus=1, max_cpus=4)
+
+
+class Platforms:
+    """Platforms by name. Creating and deleting lock the registry only briefly."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._platforms: dict[str, Platform] = {}
+
+    def create(self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()) -> Platform:
+        if not PLATFORM_NAME_PATTERN.fullmatch(name):
+            raise InvalidArgument(
+                "name", name, "must be lower-case letters, digits and '-', starting with a letter (at most 63)"
+            )
+        with self._lock:
+            if name in self._platforms:
+                raise AlreadyExists("name", name, "a platform with this name exists")
+        # Built outside the registry lock (a large platform takes a moment); a racing create of
+        # the same name is caught again below.
+        platform = Platform(name, geometry, coldplug)
+        with self._lock:
+            if name in self._platforms:
+                raise AlreadyExists("name", name, "a platform with this name exists")
+            self._platforms[name] = platform
+        platform.log.info("platform.created", connectors=sum(n for _, n in platform.info().connector_counts))
+        return platform
+
+    def get(self, name: str) -> Platform:
+        with self._lock:
+            platform = self._platforms.get(name)
+        if platform is None:
+            raise NotFound("platform", name, "platform")
+        return platform
+
+    def list(self) -> list[Platform]:
+        with self._lock:
+            return [self._platforms[name] for name in sorted(self._platforms)]
+
+    def delete(self, name: str) -> None:
+        with self._lock:
+            platform = self._platforms.pop(name, None)
+        if platform is None:
+            raise NotFound("platform", name, "platform")
+        platform.close()
+        platform.log.info("platform.deleted")

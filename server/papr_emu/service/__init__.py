@@ -1,0 +1,7 @@
+"""Thin gRPC adapters over the platform model (papr.v1 services)."""
+
+from .hotplug import HotplugServicer
+from .platform import PlatformServicer
+from .rtas import RtasServicer
+
+__all__ = ["HotplugServicer", "PlatformServicer", "RtasServicer"]

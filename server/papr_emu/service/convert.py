@@ -1,0 +1,216 @@
+"""Conversions between the platform model and the papr.v1 messages.
+
+Every malformed field becomes an InvalidArgument naming it, so the services
+stay thin: convert, call the model, convert back.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+
+from ..model import (
+    DRC_TYPES,
+    ConnectorInfo,
+    CpuCoreParams,
+    DeviceAdded,
+    DeviceDeleted,
+    DeviceInfo,
+    DeviceType,
+    DimmRequest,
+    DrcType,
+    Event,
+    Geometry,
+    InvalidArgument,
+    PciFunctionParams,
+    PciModel,
+    PhbParams,
+    PlatformInfo,
+    PlugRequest,
+    UnplugRejected,
+    UnplugRequested,
+)
+from ..model.devices import CpuCoreParams as _Core
+from ..model.devices import DimmParams, PciFunctionParams as _Pci, PhbParams as _Phb
+
+_DRC_TYPE_BY_PB = {t.type_shift: t for t in DRC_TYPES}
+_DEVICE_TYPE_TO_PB = {
+    DeviceType.DIMM: device_pb2.DEVICE_TYPE_DIMM,
+    DeviceType.CPU_CORE: device_pb2.DEVICE_TYPE_CPU_CORE,
+    DeviceType.PCI_FUNCTION: device_pb2.DEVICE_TYPE_PCI_FUNCTION,
+    DeviceType.PHB: device_pb2.DEVICE_TYPE_PHB,
+}
+_DEVICE_TYPE_FROM_PB = {v: k for k, v in _DEVICE_TYPE_TO_PB.items()}
+_PCI_MODEL_TO_PB = {PciModel.E1000: device_pb2.PCI_MODEL_E1000, PciModel.VIRTIO_NET: device_pb2.PCI_MODEL_VIRTIO_NET}
+_PCI_MODEL_FROM_PB = {v: k for k, v in _PCI_MODEL_TO_PB.items()}
+
+
+def drc_type_from_pb(value: int, field: str = "type") -> DrcType | None:
+    """DRC_TYPE_UNSPECIFIED -> None (all types)."""
+    if value == connector_pb2.DRC_TYPE_UNSPECIFIED:
+        return None
+    drc_type = _DRC_TYPE_BY_PB.get(value)
+    if drc_type is None:
+        raise InvalidArgument(field, value, "unknown DrcType")
+    return drc_type
+
+
+def device_type_from_pb(value: int, field: str = "type") -> DeviceType | None:
+    if value == device_pb2.DEVICE_TYPE_UNSPECIFIED:
+        return None
+    device_type = _DEVICE_TYPE_FROM_PB.get(value)
+    if device_type is None:
+        raise InvalidArgument(field, value, "unknown DeviceType")
+    return device_type
+
+
+def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
+    def opt(name: str) -> int | None:
+        return int(getattr(message, name)) if message.HasField(name) else None
+
+    return Geometry.build(
+        memory=opt("memory_bytes"),
+        max_memory=opt("max_memory_bytes"),
+        slots=opt("memory_slots"),
+        cpus=opt("cpus"),
+        max_cpus=opt("max_cpus"),
+        threads=opt("threads_per_core"),
+    )
+
+
+def geometry_to_pb(geometry: Geometry) -> platform_pb2.Geometry:
+    return platform_pb2.Geometry(
+        memory_bytes=geometry.memory,
+        max_memory_bytes=geometry.max_memory,
+        memory_slots=geometry.slots,
+        cpus=geometry.cpus,
+        max_cpus=geometry.max_cpus,
+        threads_per_core=geometry.threads,
+    )
+
+
+def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> PlugRequest:
+    kind = spec.WhichOneof("kind")
+    if kind == "dimm":
+        dimm = spec.dimm
+        return DimmRequest(
+            size=dimm.size_bytes,
+            slot=dimm.slot if dimm.HasField("slot") else None,
+            address=dimm.address if dimm.HasField("address") else None,
+        )
+    if kind == "cpu_core":
+        return CpuCoreParams(spec.cpu_core.core_id)
+    if kind == "pci_function":
+        pci = spec.pci_function
+        model = _PCI_MODEL_FROM_PB.get(pci.model)
+        if model is None:
+            raise InvalidArgument(f"{field}.pci_function.model", pci.model, "must be PCI_MODEL_E1000 or PCI_MODEL_VIRTIO_NET")
+        return PciFunctionParams(pci.phb_index, pci.slot, pci.function, model)
+    if kind == "phb":
+        return PhbParams(spec.phb.index)
+    raise InvalidArgument(field, "", "must set one of dimm, cpu_core, pci_function, phb")
+
+
+def device_spec_to_pb(info: DeviceInfo) -> device_pb2.DeviceSpec:
+    params = info.params
+    if isinstance(params, DimmParams):
+        return device_pb2.DeviceSpec(
+            dimm=device_pb2.DimmSpec(size_bytes=params.size, slot=params.slot, address=params.address)
+        )
+    if isinstance(params, _Core):
+        return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=params.core_id))
+    if isinstance(params, _Pci):
+        return device_pb2.DeviceSpec(
+            pci_function=device_pb2.PciFunctionSpec(
+                phb_index=params.phb_index,
+                slot=params.slot,
+                function=params.function,
+                model=_PCI_MODEL_TO_PB[params.model],
+            )
+        )
+    assert isinstance(params, _Phb)
+    return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=params.index))
+
+
+def device_to_pb(info: DeviceInfo) -> device_pb2.Device:
+    return device_pb2.Device(
+        id=info.id,
+        type=_DEVICE_TYPE_TO_PB[info.type],
+        spec=device_spec_to_pb(info),
+        drc_indexes=info.drc_indexes,
+        hotplugged=info.hotplugged,
+        unplug_pending=info.unplug_pending,
+    )
+
+
+def connector_to_pb(info: ConnectorInfo) -> connector_pb2.Connector:
+    return connector_pb2.Connector(
+        index=info.index,
+        name=info.name,
+        type=info.type.type_shift,  # type: ignore[arg-type]  # DrcType values are the type shifts
+        type_name=info.type.type_string,
+        physical=info.type.physical,
+        state=int(info.state),  # type: ignore[arg-type]  # DrcState values are QEMU's numbers
+        entity_sense=info.entity_sense,
+        device_id=info.device_id,
+        unplug_pending=info.unplug_pending,
+        power_domain=info.power_domain,
+        dr_indicator=info.dr_indicator,
+        parent_path=info.parent_path,
+        configure_in_progress=info.configure_in_progress,
+    )
+
+
+def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
+    return platform_pb2.Platform(
+        name=info.name,
+        geometry=geometry_to_pb(info.geometry),
+        connector_counts=[
+            platform_pb2.ConnectorCount(type=t.type_shift, count=n)  # type: ignore[arg-type]
+            for t, n in info.connector_counts
+        ],
+        connector_total=sum(n for _, n in info.connector_counts),
+        device_count=info.device_count,
+        last_event_sequence=info.last_event_sequence,
+        device_memory_base=info.geometry.device_memory_base,
+    )
+
+
+def event_to_pb(event: Event) -> hotplug_pb2.Event:
+    time = Timestamp()
+    time.FromNanoseconds(int(event.time * 1e9))
+    message = hotplug_pb2.Event(sequence=event.sequence, platform=event.platform, time=time)
+    body = event.body
+    if isinstance(body, DeviceAdded):
+        message.device_added.device.CopyFrom(device_to_pb(body.device))
+    elif isinstance(body, UnplugRequested):
+        message.unplug_requested.CopyFrom(
+            hotplug_pb2.UnplugRequested(
+                device_id=body.device_id, device_type=_DEVICE_TYPE_TO_PB[body.device_type], drc_indexes=body.drc_indexes
+            )
+        )
+    elif isinstance(body, DeviceDeleted):
+        message.device_deleted.CopyFrom(
+            hotplug_pb2.DeviceDeleted(
+                device_id=body.device_id,
+                device_type=_DEVICE_TYPE_TO_PB[body.device_type],
+                drc_indexes=body.drc_indexes,
+                released_by_drc_index=body.released_by_drc_index,
+            )
+        )
+    elif isinstance(body, UnplugRejected):
+        message.unplug_rejected.CopyFrom(
+            hotplug_pb2.UnplugRejected(
+                device_id=body.device_id,
+                device_type=_DEVICE_TYPE_TO_PB[body.device_type],
+                signal=_SIGNAL_TO_PB[body.signal],
+                drc_index=body.drc_index,
+            )
+        )
+    return message
+
+
+_SIGNAL_TO_PB = {
+    "configure-connector": hotplug_pb2.REFUSAL_SIGNAL_CONFIGURE_CONNECTOR,
+    "unisolate": hotplug_pb2.REFUSAL_SIGNAL_UNISOLATE,
+}

@@ -1,0 +1,82 @@
+"""HotplugService: device_add / device_del, devices, and the event stream."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+from papr.v1 import hotplug_pb2, hotplug_pb2_grpc
+
+from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
+from . import convert
+from .platform import _call
+
+#: How often a blocked event stream checks whether its client went away.
+POLL_SECONDS = 0.25
+SUBSCRIBED_AFTER_KEY = "papr-subscribed-after"
+
+
+class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
+    def __init__(self, platforms: Platforms) -> None:
+        self._platforms = platforms
+
+    def PlugDevice(
+        self, request: hotplug_pb2.PlugDeviceRequest, context: grpc.ServicerContext
+    ) -> hotplug_pb2.PlugDeviceResponse:
+        def plug() -> hotplug_pb2.PlugDeviceResponse:
+            platform = self._platforms.get(request.platform)
+            plug_request = convert.plug_request_from_pb(request.spec)
+            return hotplug_pb2.PlugDeviceResponse(device=convert.device_to_pb(platform.plug(request.id, plug_request)))
+
+        return _call(context, plug)
+
+    def UnplugDevice(
+        self, request: hotplug_pb2.UnplugDeviceRequest, context: grpc.ServicerContext
+    ) -> hotplug_pb2.UnplugDeviceResponse:
+        outcome = _call(context, lambda: self._platforms.get(request.platform).unplug(request.id))
+        return hotplug_pb2.UnplugDeviceResponse(deleted=outcome.deleted, device=convert.device_to_pb(outcome.device))
+
+    def GetDevice(
+        self, request: hotplug_pb2.GetDeviceRequest, context: grpc.ServicerContext
+    ) -> hotplug_pb2.GetDeviceResponse:
+        info = _call(context, lambda: self._platforms.get(request.platform).device(request.id))
+        return hotplug_pb2.GetDeviceResponse(device=convert.device_to_pb(info))
+
+    def ListDevices(
+        self, request: hotplug_pb2.ListDevicesRequest, context: grpc.ServicerContext
+    ) -> hotplug_pb2.ListDevicesResponse:
+        def devices() -> hotplug_pb2.ListDevicesResponse:
+            platform = self._platforms.get(request.platform)
+            infos = platform.devices(convert.device_type_from_pb(request.type))
+            return hotplug_pb2.ListDevicesResponse(devices=[convert.device_to_pb(i) for i in infos])
+
+        return _call(context, devices)
+
+    def WatchEvents(
+        self, request: hotplug_pb2.WatchEventsRequest, context: grpc.ServicerContext
+    ) -> Iterator[hotplug_pb2.WatchEventsResponse]:
+        platform = _call(context, lambda: self._platforms.get(request.platform))
+        after = request.after_sequence if request.HasField("after_sequence") else None
+        with platform.lock:  # ordered against publishing: no event falls between the two
+            subscription = _call(context, lambda: platform.events.subscribe(after))
+            subscribed_after = platform.events.last_sequence
+        try:
+            context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
+            while context.is_active():
+                try:
+                    event = subscription.next(timeout=POLL_SECONDS)
+                except SubscriptionOverflow as overflow:
+                    context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"watcher fell behind by more than the queue limit; last sequence sent: "
+                        f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
+                    )
+                except SubscriptionClosed as closed:
+                    if closed.reason == "shutdown":
+                        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+                    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {request.platform!r}: was deleted")
+                if event is not None:
+                    yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
+        finally:
+            with platform.lock:
+                platform.events.unsubscribe(subscription)
