@@ -1,0 +1,28 @@
+"""papr-emu client library: connect to a server and drive it as a guest or a manager.
+
+Example::
+
+    from papr_emu_client import Guest, connect
+
+    client = connect()                                   # honours $PAPR_EMU_HOST
+    guest = Guest(client.rtas, "default")
+    guest.acquire_drc(0x80000004)
+    node = guest.configure_connector(0x80000004)         # memory@40000000
+"""
+
+from .connect import HOST_VARIABLE, Client, connect, target_from_env
+from .guest import Guest, RtasError
+from .workarea import CcItem, DtNode, new_work_area, read_item
+
+__all__ = [
+    "HOST_VARIABLE",
+    "CcItem",
+    "Client",
+    "DtNode",
+    "Guest",
+    "RtasError",
+    "connect",
+    "new_work_area",
+    "read_item",
+    "target_from_env",
+]
