@@ -1,0 +1,156 @@
+"""CPU core, PCI function and PHB hot-plug / hot-unplug cycles through a real server."""
+
+from __future__ import annotations
+
+from helpers import Watcher, connector, connectors
+from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+
+from papr_emu_client import Client, Guest
+
+ISOLATION, DR_INDICATOR, ALLOCATION = 9001, 9002, 9003
+S = connector_pb2
+
+
+def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
+    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
+
+
+def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
+    return client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
+
+
+def kinds(events: list[hotplug_pb2.Event]) -> list[str]:
+    return [str(e.WhichOneof("kind")) for e in events]
+
+
+def test_cpu_core_cycle(client: Client, platform: str, guest: Guest) -> None:
+    watcher = Watcher(client, platform)
+    core = plug(client, platform, "core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
+    assert list(core.drc_indexes) == [0x10000002]
+    assert connector(client, platform, 0x10000002).name == "CPU 2"
+    guest.acquire_drc(0x10000002)
+    node = guest.configure_connector(0x10000002)
+    assert node.name == "PowerPC,POWER9@2"
+    assert node.properties["ibm,my-drc-index"] == (0x10000002).to_bytes(4, "big")
+    assert node.properties["ibm,ppc-interrupt-server#s"] == (2).to_bytes(4, "big")
+    assert connector(client, platform, 0x10000002).state == S.DRC_STATE_LOGICAL_CONFIGURED
+
+    assert not unplug(client, platform, "core2").deleted
+    # configure-connector on a CPU with an unplug pending only replays: the unplug stays pending.
+    assert [i.status for i in guest.configure_items(0x10000002)][-1] == 0
+    assert connector(client, platform, 0x10000002).unplug_pending
+    # A second request is accepted (QEMU re-sends the remove event) and changes nothing.
+    assert not unplug(client, platform, "core2").deleted
+    assert guest.set_indicator(ALLOCATION, 0x10000002, 0) == -3  # CONFIGURED: must isolate first
+    guest.release_drc(0x10000002)
+    c = connector(client, platform, 0x10000002)
+    assert (c.state, c.device_id, c.unplug_pending) == (S.DRC_STATE_LOGICAL_UNUSABLE, "", False)
+    events = watcher.wait_for(3)
+    assert kinds(events) == ["device_added", "unplug_requested", "device_deleted"]
+    assert events[2].device_deleted.released_by_drc_index == 0x10000002
+    watcher.close()
+
+
+def test_boot_core_is_configured_and_not_unpluggable(client: Client, platform: str, guest: Guest) -> None:
+    c = connector(client, platform, 0x10000000)
+    assert (c.state, c.device_id) == (S.DRC_STATE_LOGICAL_CONFIGURED, "core0")
+    assert guest.sense(0x10000000) == (0, 1)
+    # The boot core's fragment can be replayed, as for any configured connector.
+    assert guest.configure_connector(0x10000000).name == "PowerPC,POWER9@0"
+
+
+def test_pci_function_cycle_on_physical_connector(client: Client, platform: str, guest: Guest) -> None:
+    index = 0x40000018  # PHB 0, slot 3, function 0: devfn 0x18
+    assert connector(client, platform, index).state == S.DRC_STATE_PHYSICAL_POWERON
+    assert guest.sense(index) == (0, 0)  # empty slot
+    assert guest.set_indicator(ISOLATION, index, 1) == -3  # nothing to unisolate
+    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_E1000))
+    device = plug(client, platform, "nic1", spec)
+    assert list(device.drc_indexes) == [index]
+    assert guest.sense(index) == (0, 1)  # present at once: no allocation step for physical DRCs
+    assert guest.set_indicator(ALLOCATION, index, 1) == -3
+    assert guest.set_indicator(DR_INDICATOR, index, 1) == 0  # drmgr's LED
+    assert connector(client, platform, index).dr_indicator == 1
+    assert guest.set_indicator(DR_INDICATOR, index, 4) == -3
+    assert guest.set_indicator(ISOLATION, index, 1) == 0
+    assert connector(client, platform, index).state == S.DRC_STATE_PHYSICAL_UNISOLATE
+    assert guest.set_indicator(ISOLATION, index, 0) == -3  # not before configured
+    node = guest.configure_connector(index)
+    assert node.name == "ethernet@3"
+    assert connector(client, platform, index).state == S.DRC_STATE_PHYSICAL_CONFIGURED
+
+    assert not unplug(client, platform, "nic1").deleted
+    # Unisolate with an unplug pending is a plain no-op on a physical connector: no refusal.
+    assert guest.set_indicator(ISOLATION, index, 1) == 0
+    assert connector(client, platform, index).unplug_pending
+    assert guest.set_indicator(ISOLATION, index, 0) == 0  # CONFIGURED -> POWERON releases it
+    c = connector(client, platform, index)
+    assert (c.state, c.device_id, c.entity_sense) == (S.DRC_STATE_PHYSICAL_POWERON, "", 0)
+
+
+def test_pci_unplug_before_guest_unisolated_is_immediate(client: Client, platform: str, guest: Guest) -> None:
+    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=5, model=device_pb2.PCI_MODEL_VIRTIO_NET))
+    plug(client, platform, "nic2", spec)
+    assert unplug(client, platform, "nic2").deleted
+    assert guest.sense(0x40000028) == (0, 0)
+
+
+def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) -> None:
+    def spec(slot: int, function: int) -> device_pb2.DeviceSpec:
+        return device_pb2.DeviceSpec(
+            pci_function=device_pb2.PciFunctionSpec(slot=slot, function=function, model=device_pb2.PCI_MODEL_E1000)
+        )
+
+    plug(client, platform, "f1", spec(6, 1))
+    plug(client, platform, "f0", spec(6, 0))
+    for index in (0x40000030, 0x40000031):
+        guest.set_indicator(ISOLATION, index, 1)
+        guest.configure_connector(index)
+    import grpc
+    import pytest
+
+    with pytest.raises(grpc.RpcError) as refused:
+        unplug(client, platform, "f0")
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "function 1 still present" in str(refused.value.details())
+    assert not unplug(client, platform, "f1").deleted
+    assert not unplug(client, platform, "f0").deleted
+    assert guest.configure_connector(0x40000031).name == "ethernet@6,1"
+
+
+def test_phb_cycle(client: Client, platform: str, guest: Guest) -> None:
+    before = {c.index for c in connectors(client, platform, type=S.DRC_TYPE_PCI)}
+    assert before == set(range(0x40000000, 0x40000100))
+    phb = plug(client, platform, "phb1", device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=1)))
+    assert list(phb.drc_indexes) == [0x20000001]
+    pci = connectors(client, platform, type=S.DRC_TYPE_PCI)
+    added = sorted(c.index for c in pci if c.index not in before)
+    assert added == list(range(0x40010000, 0x40010100))
+    assert {c.parent_path for c in pci if c.index in added} == {"/pci@800000020000001"}
+    spec = device_pb2.DeviceSpec(
+        pci_function=device_pb2.PciFunctionSpec(phb_index=1, slot=1, model=device_pb2.PCI_MODEL_E1000)
+    )
+    plug(client, platform, "nic-on-phb1", spec)
+
+    guest.acquire_drc(0x20000001)
+    node = guest.configure_connector(0x20000001)
+    assert node.name == "pci@800000020000001"
+    assert node.properties["ibm,my-drc-index"] == (0x20000001).to_bytes(4, "big")
+
+    watcher = Watcher(client, platform)
+    assert not unplug(client, platform, "phb1").deleted
+    guest.release_drc(0x20000001)
+    events = watcher.wait_for(3)
+    assert kinds(events) == ["unplug_requested", "device_deleted", "device_deleted"]
+    assert [e.device_deleted.device_id for e in events[1:]] == ["nic-on-phb1", "phb1"]
+    assert {c.index for c in connectors(client, platform, type=S.DRC_TYPE_PCI)} == before
+    devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=platform)).devices
+    assert [d.id for d in devices] == ["core0", "phb0"]
+    watcher.close()
+
+
+def test_platform_counts(client: Client, platform: str) -> None:
+    info = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform
+    counts = {c.type: c.count for c in info.connector_counts}
+    assert counts == {S.DRC_TYPE_CPU: 4, S.DRC_TYPE_PHB: 31, S.DRC_TYPE_PCI: 256, S.DRC_TYPE_LMB: 12, S.DRC_TYPE_PMEM: 4}
+    assert info.connector_total == 307 and info.device_count == 2 and info.device_memory_base == 1 << 30
