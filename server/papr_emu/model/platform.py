@@ -276,16 +276,23 @@ class Platform:
         return device
 
     def _pick_id(self, request: PlugRequest) -> str:
+        """A free id named after the device ("dimm0", "core2", "phb1", "pci0.3.0")."""
         if isinstance(request, DimmRequest):
             n = 0
             while f"dimm{n}" in self._devices:
                 n += 1
             return f"dimm{n}"
         if isinstance(request, CpuCoreParams):
-            return f"core{request.core_id}"
-        if isinstance(request, PhbParams):
-            return f"phb{request.index}"
-        return f"pci{request.phb_index}.{request.slot}.{request.function}"
+            base = f"core{request.core_id}"
+        elif isinstance(request, PhbParams):
+            base = f"phb{request.index}"
+        else:
+            base = f"pci{request.phb_index}.{request.slot}.{request.function}"
+        candidate, n = base, 0
+        while candidate in self._devices:
+            n += 1
+            candidate = f"{base}-{n}"
+        return candidate
 
     def _prepare(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
         if isinstance(request, DimmRequest):
@@ -373,9 +380,7 @@ class Platform:
                 "phb.index", request.index, f'"index" for PAPR PHB is too large (max {MAX_PHBS - 1})'
             )
         if request.index in self._phbs:
-            raise FailedPrecondition(
-                f"PHB with index {request.index} already exists", "phb.index", request.index
-            )
+            raise FailedPrecondition(f"PHB {request.index} already attached", "phb.index", request.index)
         return Phb(device_id, hotplugged, index=request.index)
 
     def _prepare_pci(self, device_id: str, request: PciFunctionParams, hotplugged: bool) -> PciFunction:
@@ -396,7 +401,7 @@ class Platform:
         if hotplugged and request.function != 0 and function0 is not None:
             raise FailedPrecondition(
                 f"PCI: slot {request.slot} function 0 already occupied by {function0.model.qemu_name}, "
-                "new func cannot be exposed to guest."
+                "additional functions can no longer be exposed to guest."
             )
         return PciFunction(
             device_id, hotplugged, phb_index=request.phb_index, slot=request.slot,
@@ -431,41 +436,47 @@ class Platform:
         with self.lock:
             device = self._device(device_id)
             self._check_unplug(device)
-            if device.unplug_pending and isinstance(device, (CpuCore, PciFunction)):
-                # QEMU: a repeated request for a core re-sends its remove event; for a PCI function
-                # it is a no-op. Neither changes connector state.
+            if device.unplug_pending:  # only a CPU core gets here: QEMU re-sends its remove event
                 self.log.info("device.unplug_repeated", device=device.id)
                 return UnplugOutcome(False, device.info())
-            device.unplug_pending = True
-            for index in sorted(device.attached):
-                drc = self._drcs.get(index)
-                assert drc is not None
-                drc.unplug_requested = True
-                if drc.state == drc.type.connector_class.empty_state:
-                    self._release(drc, released_by=0)  # never acquired by the guest: gone at once
-            if device.id not in self._devices:
-                return UnplugOutcome(True, device.info())
-            self.log.info(
-                "device.unplug_requested", device=device.id, drc_index=f"{min(device.attached):#x}"
-            )
-            self.events.publish(UnplugRequested(device.id, device.type, tuple(sorted(device.attached))))
-            return UnplugOutcome(False, device.info())
+            if isinstance(device, PciFunction) and device.function == 0:
+                # QEMU 7.2: unplugging function 0 takes every other function of the slot with it.
+                for function in range(1, PCI_FUNCTIONS):
+                    other = self._pci.get((device.phb_index, (device.slot << 3) | function))
+                    if other is not None and not other.unplug_pending:
+                        self._request_unplug(other)
+            deleted = self._request_unplug(device)
+            return UnplugOutcome(deleted, device.info())
 
     def _check_unplug(self, device: Device) -> None:
-        if isinstance(device, Dimm) and device.unplug_pending:
+        if not device.unplug_pending:
+            if isinstance(device, CpuCore) and device.core_id == 0:
+                raise FailedPrecondition("Boot CPU core may not be unplugged")
+            return
+        if isinstance(device, Dimm):
             raise FailedPrecondition(f"Memory unplug already in progress for device {device.id}")
-        if isinstance(device, Phb) and device.unplug_pending:
+        if isinstance(device, Phb):
             raise FailedPrecondition(f"PCI Host Bridge unplug already in progress for device {device.id}")
-        if isinstance(device, CpuCore) and device.core_id == 0:
-            raise FailedPrecondition("Boot CPU core may not be unplugged")
-        if isinstance(device, PciFunction) and device.function == 0 and not device.unplug_pending:
-            for function in range(1, PCI_FUNCTIONS):
-                other = self._pci.get((device.phb_index, (device.slot << 3) | function))
-                if other is not None and not other.unplug_pending:
-                    raise FailedPrecondition(
-                        f"PCI: slot {device.slot}, function {function} still present. "
-                        "Must unplug all non-0 functions first."
-                    )
+        if isinstance(device, PciFunction):
+            raise FailedPrecondition(f"PCI device unplug already in progress for device {device.id}")
+
+    def _request_unplug(self, device: Device) -> bool:
+        """Mark the device's connectors unplug-pending; release those the guest never acquired.
+
+        Returns True if the device is gone already.
+        """
+        device.unplug_pending = True
+        for index in sorted(device.attached):
+            drc = self._drcs.get(index)
+            assert drc is not None
+            drc.unplug_requested = True
+            if drc.state == drc.type.connector_class.empty_state:
+                self._release(drc, released_by=0)  # never acquired by the guest: gone at once
+        if device.id not in self._devices:
+            return True
+        self.log.info("device.unplug_requested", device=device.id, drc_index=f"{min(device.attached):#x}")
+        self.events.publish(UnplugRequested(device.id, device.type, tuple(sorted(device.attached))))
+        return False
 
     # --- release and refusal (the DrcOwner protocol) ----------------------------------------------
 
