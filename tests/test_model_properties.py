@@ -1,0 +1,85 @@
+"""Property tests on the pure platform model: any sequence of calls keeps it consistent.
+
+Invariants after every step: a connector without a device is in its empty state and not
+unplug-pending; devices and connectors agree on who is attached to what; a refused call
+(negative RTAS status or a PlatformError) changes nothing; event sequence numbers have no gaps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from papr_emu.model import CpuCoreParams, DimmRequest, Geometry, PciFunctionParams, PciModel, Platform, PlatformError
+from papr_emu.model.devices import Device
+from papr_emu.model.drc import DrcState
+
+INDEXES = [0x10000000, 0x10000001, 0x10000002, 0x80000004, 0x80000005, 0x80000006, 0x80000007,
+           0x40000008, 0x40000009, 0x20000001, 0x12345678]  # fmt: skip
+
+operations = st.one_of(
+    st.tuples(st.just("plug_dimm"), st.integers(1, 3)),
+    st.tuples(st.just("plug_core"), st.integers(1, 2)),
+    st.tuples(st.just("plug_pci"), st.integers(0, 1)),
+    st.tuples(st.just("unplug"), st.sampled_from(["dimm0", "dimm1", "core1", "core2", "pci0.1.0", "pci0.1.1"])),
+    st.tuples(st.just("set"), st.sampled_from([9001, 9002, 9003, 9004]), st.sampled_from(INDEXES), st.integers(0, 3)),
+    st.tuples(st.just("cc"), st.sampled_from(INDEXES)),
+)
+
+
+def state_of(platform: Platform) -> Any:
+    connectors, _ = platform.connectors(limit=10_000)
+    return connectors, platform.devices(), platform.events.last_sequence
+
+
+def check_invariants(platform: Platform) -> None:
+    devices: dict[str, Device] = platform._devices
+    for drc in list(platform._drcs._drcs.values()):
+        empty = drc.type.connector_class.empty_state
+        if drc.device is None:
+            assert drc.state == empty and not drc.unplug_requested, drc
+        else:
+            assert devices.get(drc.device.id) is drc.device and drc.index in drc.device.attached
+        assert drc.state != DrcState.INVALID
+    for device in devices.values():
+        assert device.attached, f"{device.id} has no connector but still exists"
+        for index in device.attached:
+            drc = platform._drcs.peek(index)
+            assert drc is not None and drc.device is device
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(operations, max_size=60))
+def test_any_sequence_keeps_the_model_consistent(steps: list[tuple[Any, ...]]) -> None:
+    platform = Platform("prop", Geometry.build(1 << 30, 4 << 30, slots=4, cpus=1, max_cpus=4), clock=lambda: 0.0)
+    dimms = 0
+    for step in steps:
+        before = state_of(platform)
+        refused = False
+        try:
+            if step[0] == "plug_dimm":
+                platform.plug(f"dimm{dimms % 2}", DimmRequest(size=step[1] << 28))
+                dimms += 1
+            elif step[0] == "plug_core":
+                platform.plug("", CpuCoreParams(step[1]))
+            elif step[0] == "plug_pci":
+                platform.plug("", PciFunctionParams(0, 1, step[1], PciModel.E1000))
+            elif step[0] == "unplug":
+                platform.unplug(step[1])
+            elif step[0] == "set":
+                refused = platform.set_indicator(step[1], step[2], step[3]) < 0
+            else:
+                area = step[1].to_bytes(4, "big") + bytes(4092)
+                status, out = platform.configure_connector(area)
+                refused = status < 0
+                if refused:
+                    assert out == area
+        except PlatformError:
+            refused = True
+        if refused:
+            assert state_of(platform) == before, step
+        check_invariants(platform)
+    sequences = [e.sequence for e in platform.events._history]
+    assert sequences == list(range(1, len(sequences) + 1))
