@@ -63,11 +63,7 @@ def generate(out_root: Path) -> None:
 
 def _generated_files(root: Path) -> dict[str, str]:
     folder = root / PACKAGE_DIR
-    return {
-        p.name: p.read_text()
-        for p in sorted(folder.iterdir())
-        if p.name.endswith(GENERATED_SUFFIXES)
-    }
+    return {p.name: p.read_text() for p in sorted(folder.iterdir()) if p.name.endswith(GENERATED_SUFFIXES)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,8 +81,12 @@ def main(argv: list[str] | None = None) -> int:
             stale = sorted(set(fresh) ^ set(current) | {n for n in fresh if current.get(n) != fresh[n]})
             for name in stale:
                 diff = difflib.unified_diff(
-                    current.get(name, "").splitlines(), fresh.get(name, "").splitlines(),
-                    f"committed/{name}", f"generated/{name}", lineterm="", n=1,
+                    current.get(name, "").splitlines(),
+                    fresh.get(name, "").splitlines(),
+                    f"committed/{name}",
+                    f"generated/{name}",
+                    lineterm="",
+                    n=1,
                 )
                 print("\n".join(list(diff)[:40]))
             if stale:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from papr.v1 import platform_pb2
 
+from papr.v1 import platform_pb2
 from papr_emu import PaprServer
 from papr_emu.model import Platforms, default_geometry
 from papr_emu_client import Client, Guest, connect
@@ -49,7 +49,9 @@ def new_platform(client: Client, geometry: platform_pb2.Geometry | None = None, 
         geometry = platform_pb2.Geometry(
             memory_bytes=1 << 30, max_memory_bytes=4 << 30, memory_slots=4, cpus=1, max_cpus=4
         )
-    client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=name, geometry=geometry, **kwargs))
+    client.platforms.CreatePlatform(
+        platform_pb2.CreatePlatformRequest(name=name, geometry=geometry, **kwargs)
+    )
     return name
 
 

@@ -6,8 +6,8 @@ import threading
 from collections.abc import Iterator
 
 import grpc
-from papr.v1 import connector_pb2, hotplug_pb2, platform_pb2
 
+from papr.v1 import connector_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client
 
 ALL_PAGES = 4096
@@ -19,7 +19,9 @@ def connectors(client: Client, platform: str, **filters: object) -> list[connect
     token = ""
     while True:
         page = client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(platform=platform, page_size=ALL_PAGES, page_token=token, **filters)
+            platform_pb2.ListConnectorsRequest(
+                platform=platform, page_size=ALL_PAGES, page_token=token, **filters
+            )
         )
         result.extend(page.connectors)
         token = page.next_page_token
@@ -48,7 +50,9 @@ def events_since(client: Client, platform: str, after: int) -> list[hotplug_pb2.
     wanted = info.last_event_sequence - after
     if wanted <= 0:
         return []
-    stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=after))
+    stream = client.hotplug.WatchEvents(
+        hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=after)
+    )
     events = []
     for response in stream:
         events.append(response.event)

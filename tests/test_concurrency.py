@@ -7,10 +7,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
+
 from conftest import new_platform
 from helpers import connectors, events_since
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
-
 from papr_emu import PaprServer
 from papr_emu_client import Client, Guest
 
@@ -24,7 +24,9 @@ def core_cycles(client: Client, platform: str, core_id: int, rounds: int) -> Non
     index = 0x10000000 + core_id
     spec = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=core_id))
     for _ in range(rounds):
-        client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=f"c{core_id}", spec=spec))
+        client.hotplug.PlugDevice(
+            hotplug_pb2.PlugDeviceRequest(platform=platform, id=f"c{core_id}", spec=spec)
+        )
         guest.acquire_drc(index)
         guest.configure_items(index)
         client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=f"c{core_id}"))
@@ -48,7 +50,10 @@ def dimm_cycles(client: Client, platform: str, slot: int, rounds: int) -> None:
 
 def test_many_stubs_on_two_platforms(client: Client) -> None:
     platforms = [new_platform(client, GEOMETRY) for _ in range(2)]
-    before = {p: client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=p)).platform for p in platforms}
+    before = {
+        p: client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=p)).platform
+        for p in platforms
+    }
     rounds = 8
     with ThreadPoolExecutor(max_workers=12) as pool:
         jobs = [pool.submit(core_cycles, client, p, core, rounds) for p in platforms for core in (1, 2, 3)]
@@ -81,12 +86,14 @@ def test_platforms_do_not_block_one_another(client: Client, server: PaprServer) 
     held.wait(5)
     try:
         reply = client.rtas.GetSensorState(
-            rtas_pb2.GetSensorStateRequest(platform=free, sensor_type=9003, sensor_index=0x10000000), timeout=2
+            rtas_pb2.GetSensorStateRequest(platform=free, sensor_type=9003, sensor_index=0x10000000),
+            timeout=2,
         )
         assert (reply.status, reply.state) == (0, 1)
         with pytest.raises(grpc.RpcError) as blocked:
             client.rtas.GetSensorState(
-                rtas_pb2.GetSensorStateRequest(platform=busy, sensor_type=9003, sensor_index=0x10000000), timeout=0.3
+                rtas_pb2.GetSensorStateRequest(platform=busy, sensor_type=9003, sensor_index=0x10000000),
+                timeout=0.3,
             )
         assert blocked.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:

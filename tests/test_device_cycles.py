@@ -7,7 +7,6 @@ import pytest
 
 from helpers import Watcher, connector, connectors
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
-
 from papr_emu_client import Client, Guest
 
 ISOLATION, DR_INDICATOR, ALLOCATION = 9001, 9002, 9003
@@ -15,7 +14,9 @@ S = connector_pb2
 
 
 def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
-    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
+    return client.hotplug.PlugDevice(
+        hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)
+    ).device
 
 
 def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
@@ -67,7 +68,9 @@ def test_pci_function_cycle_on_physical_connector(client: Client, platform: str,
     assert connector(client, platform, index).state == S.DRC_STATE_PHYSICAL_POWERON
     assert guest.sense(index) == (0, 0)  # empty slot
     assert guest.set_indicator(ISOLATION, index, 1) == -3  # nothing to unisolate
-    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_E1000))
+    spec = device_pb2.DeviceSpec(
+        pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_E1000)
+    )
     device = plug(client, platform, "nic1", spec)
     assert list(device.drc_indexes) == [index]
     assert guest.sense(index) == (0, 1)  # present at once: no allocation step for physical DRCs
@@ -92,7 +95,9 @@ def test_pci_function_cycle_on_physical_connector(client: Client, platform: str,
 
 
 def test_pci_unplug_before_guest_unisolated_is_immediate(client: Client, platform: str, guest: Guest) -> None:
-    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=5, model=device_pb2.PCI_MODEL_VIRTIO_NET))
+    spec = device_pb2.DeviceSpec(
+        pci_function=device_pb2.PciFunctionSpec(slot=5, model=device_pb2.PCI_MODEL_VIRTIO_NET)
+    )
     plug(client, platform, "nic2", spec)
     assert unplug(client, platform, "nic2").deleted
     assert guest.sense(0x40000028) == (0, 0)
@@ -101,7 +106,9 @@ def test_pci_unplug_before_guest_unisolated_is_immediate(client: Client, platfor
 def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) -> None:
     def spec(slot: int, function: int) -> device_pb2.DeviceSpec:
         return device_pb2.DeviceSpec(
-            pci_function=device_pb2.PciFunctionSpec(slot=slot, function=function, model=device_pb2.PCI_MODEL_E1000)
+            pci_function=device_pb2.PciFunctionSpec(
+                slot=slot, function=function, model=device_pb2.PCI_MODEL_E1000
+            )
         )
 
     plug(client, platform, "f1", spec(6, 1))
@@ -121,9 +128,14 @@ def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) ->
     for index in (0x40000031, 0x40000030):
         assert guest.set_indicator(ISOLATION, index, 0) == 0
     events = watcher.wait_for(4)
-    assert [(e.WhichOneof("kind"), e.unplug_requested.device_id or e.device_deleted.device_id) for e in events] == [
-        ("unplug_requested", "f1"), ("unplug_requested", "f0"), ("device_deleted", "f1"), ("device_deleted", "f0"),
-    ]  # fmt: skip
+    assert [
+        (e.WhichOneof("kind"), e.unplug_requested.device_id or e.device_deleted.device_id) for e in events
+    ] == [
+        ("unplug_requested", "f1"),
+        ("unplug_requested", "f0"),
+        ("device_deleted", "f1"),
+        ("device_deleted", "f0"),
+    ]
     watcher.close()
 
 
@@ -161,5 +173,11 @@ def test_phb_cycle(client: Client, platform: str, guest: Guest) -> None:
 def test_platform_counts(client: Client, platform: str) -> None:
     info = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform
     counts = {c.type: c.count for c in info.connector_counts}
-    assert counts == {S.DRC_TYPE_CPU: 4, S.DRC_TYPE_PHB: 31, S.DRC_TYPE_PCI: 256, S.DRC_TYPE_LMB: 12, S.DRC_TYPE_PMEM: 4}
+    assert counts == {
+        S.DRC_TYPE_CPU: 4,
+        S.DRC_TYPE_PHB: 31,
+        S.DRC_TYPE_PCI: 256,
+        S.DRC_TYPE_LMB: 12,
+        S.DRC_TYPE_PMEM: 4,
+    }
     assert info.connector_total == 307 and info.device_count == 2 and info.device_memory_base == 1 << 30

@@ -6,7 +6,6 @@ import struct
 
 from helpers import Watcher, connector, last_sequence
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, rtas_pb2
-
 from papr_emu_client import Client, Guest, new_work_area
 
 LMB = 256 << 20
@@ -129,12 +128,16 @@ def test_configure_connector_resumes_and_replays(client: Client, platform: str, 
     assert connector(client, platform, 0x80000004).state == connector_pb2.DRC_STATE_LOGICAL_CONFIGURED
 
 
-def test_configure_connector_on_unacquired_lmb_is_not_configurable(client: Client, platform: str, guest: Guest) -> None:
+def test_configure_connector_on_unacquired_lmb_is_not_configurable(
+    client: Client, platform: str, guest: Guest
+) -> None:
     plug_dimm(client, platform, LMB)
     assert guest.configure_step(new_work_area(0x80000004))[0] == -9003
     guest.set_indicator(ALLOCATION, 0x80000004, 1)
     assert guest.configure_step(new_work_area(0x80000004))[0] == -9003  # AVAILABLE
     assert guest.configure_step(new_work_area(0x80000010))[0] == -3  # no such connector
     area = new_work_area(0x80000004)
-    reply = client.rtas.ConfigureConnector(rtas_pb2.ConfigureConnectorRequest(platform=platform, work_area=area))
+    reply = client.rtas.ConfigureConnector(
+        rtas_pb2.ConfigureConnectorRequest(platform=platform, work_area=area)
+    )
     assert reply.work_area == area  # refusals write nothing

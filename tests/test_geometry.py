@@ -8,7 +8,6 @@ from conftest import new_platform
 from fdt_reader import read_dtb
 from helpers import connectors
 from papr.v1 import connector_pb2, platform_pb2
-
 from papr_emu_client import Client, Guest
 
 S = connector_pb2
@@ -21,13 +20,19 @@ def test_default_geometry_matches_qemu(client: Client, platform: str, guest: Gue
     for c in everything:
         by_type.setdefault(c.type, []).append(c)
     cpu = by_type[S.DRC_TYPE_CPU]
-    assert [(c.index, c.name, c.type_name) for c in cpu] == [(0x10000000 + n, f"CPU {n}", "CPU") for n in range(4)]
+    assert [(c.index, c.name, c.type_name) for c in cpu] == [
+        (0x10000000 + n, f"CPU {n}", "CPU") for n in range(4)
+    ]
     lmb = by_type[S.DRC_TYPE_LMB]
-    assert [(c.index, c.name, c.type_name) for c in lmb] == [(0x80000000 + n, f"LMB {n}", "MEM") for n in range(4, 16)]
+    assert [(c.index, c.name, c.type_name) for c in lmb] == [
+        (0x80000000 + n, f"LMB {n}", "MEM") for n in range(4, 16)
+    ]
     phb = by_type[S.DRC_TYPE_PHB]
     assert [(c.index, c.name) for c in phb] == [(0x20000000 + n, f"PHB {n}") for n in range(31)]
     pmem = by_type[S.DRC_TYPE_PMEM]
-    assert [(c.index, c.name, c.type_name) for c in pmem] == [(0x90000000 + n, f"PMEM {n}", "PMEM") for n in range(4)]
+    assert [(c.index, c.name, c.type_name) for c in pmem] == [
+        (0x90000000 + n, f"PMEM {n}", "PMEM") for n in range(4)
+    ]
     pci = by_type[S.DRC_TYPE_PCI]
     assert [(c.index, c.name, c.type_name, c.physical) for c in pci] == [
         (0x40000000 + n, f"C{n}", "28", True) for n in range(256)
@@ -44,7 +49,9 @@ def test_default_geometry_matches_qemu(client: Client, platform: str, guest: Gue
     assert sorted(phb0.cells("ibm,drc-indexes")[1:]) == [c.index for c in pci]
     names = phb0.properties["ibm,drc-names"][4:].split(b"\0")[:-1]
     assert sorted(n.decode() for n in names) == sorted(c.name for c in pci)
-    assert {c.parent_path for c in pci} == {"/pci@800000020000000"} and {c.parent_path for c in cpu} == {"/cpus"}
+    assert {c.parent_path for c in pci} == {"/pci@800000020000000"} and {c.parent_path for c in cpu} == {
+        "/cpus"
+    }
 
     # Coldplugged devices start as QEMU's do; everything else is empty.
     sense = {c.index: guest.sense(c.index) for c in everything}
@@ -79,7 +86,12 @@ def test_larger_geometries(client: Client) -> None:
     name = new_platform(
         client,
         platform_pb2.Geometry(
-            memory_bytes=4 << 30, max_memory_bytes=1 << 40, memory_slots=32, cpus=4, max_cpus=16, threads_per_core=2
+            memory_bytes=4 << 30,
+            max_memory_bytes=1 << 40,
+            memory_slots=32,
+            cpus=4,
+            max_cpus=16,
+            threads_per_core=2,
         ),
     )
     info = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=name)).platform

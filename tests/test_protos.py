@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_generated_code_is_up_to_date() -> None:
     result = subprocess.run(
-        [sys.executable, "proto/generate.py", "--check"], cwd=ROOT, capture_output=True, text=True, timeout=120
+        [sys.executable, "proto/generate.py", "--check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 

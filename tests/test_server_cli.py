@@ -15,6 +15,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from papr.v1 import platform_pb2, platform_pb2_grpc
 
 PAPR_EMU = [sys.executable, "-m", "papr_emu.cli"]
@@ -40,7 +41,9 @@ def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, list[s
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen([*PAPR_EMU, "serve", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE)
+        process = subprocess.Popen(
+            [*PAPR_EMU, "serve", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         processes.append(process)
         return process
 
@@ -62,9 +65,16 @@ def test_serve_default_platform_on_unix_socket(serve, tmp_path: Path) -> None:  
     assert listed[0].geometry.max_memory_bytes == 4 << 30 and listed[0].connector_total == 307
 
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    responses = reflection.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+    )
     services = {s.name for r in responses for s in r.list_services_response.service}
-    assert {"papr.v1.RtasService", "papr.v1.PlatformService", "papr.v1.HotplugService", "grpc.health.v1.Health"} <= services
+    assert {
+        "papr.v1.RtasService",
+        "papr.v1.PlatformService",
+        "papr.v1.HotplugService",
+        "grpc.health.v1.Health",
+    } <= services
     health = health_pb2_grpc.HealthStub(channel)
     reply = health.Check(health_pb2.HealthCheckRequest(service="papr.v1.RtasService"))
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -85,7 +95,8 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
     start, _, _ = serve
     config = tmp_path / "platforms.toml"
     socket = f"unix:{tmp_path}/cfg.sock"
-    config.write_text(textwrap.dedent(f"""
+    config.write_text(
+        textwrap.dedent(f"""
         [server]
         listen = ["{socket}"]
 
@@ -106,16 +117,21 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
         type = "pci-function"
         model = "virtio-net-pci"
         slot = 2
-    """))
+    """)
+    )
     process = start("--config", str(config))
     channel = wait_serving(socket, process)
     platforms = platform_pb2_grpc.PlatformServiceStub(channel)
     listed = platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
     assert [p.name for p in listed] == ["big"]
     assert listed[0].device_count == 5  # two boot cores, PHB 0, the DIMM, the NIC
-    lmb = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x80000010)).connector
+    lmb = platforms.GetConnector(
+        platform_pb2.GetConnectorRequest(platform="big", drc_index=0x80000010)
+    ).connector
     assert (lmb.device_id, lmb.state) == ("boot-dimm", 4)  # coldplugged: CONFIGURED
-    nic = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x40000010)).connector
+    nic = platforms.GetConnector(
+        platform_pb2.GetConnectorRequest(platform="big", drc_index=0x40000010)
+    ).connector
     assert (nic.state, nic.dr_indicator) == (8, 1)
     channel.close()
     process.terminate()

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+
 from helpers import connector, snapshot
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2
-
 from papr_emu_client import Client, Guest, new_work_area
 
 S = connector_pb2
@@ -30,20 +30,20 @@ LOGICAL_OPS: dict[str, Op] = {
     "configure-connector": "cc",
 }
 LOGICAL_STATES = ("unusable-empty", "unusable-device", "available", "unisolate", "configured")
-U, A, I, C = (
+U, A, UI, C = (
     S.DRC_STATE_LOGICAL_UNUSABLE, S.DRC_STATE_LOGICAL_AVAILABLE,
     S.DRC_STATE_LOGICAL_UNISOLATE, S.DRC_STATE_LOGICAL_CONFIGURED,
 )  # fmt: skip
 # expected (status, state afterwards) per operation, per state in LOGICAL_STATES order
 LOGICAL_TABLE: dict[str, list[tuple[int, int]]] = {
-    "alloc usable": [(-3, U), (0, A), (0, A), (0, I), (0, C)],
-    "alloc unusable": [(0, U), (0, U), (0, U), (-3, I), (-3, C)],
-    "alloc exchange": [(-3, U), (-3, U), (-3, A), (-3, I), (-3, C)],
-    "unisolate": [(-3, U), (-3, U), (0, I), (0, I), (0, C)],
-    "isolate": [(0, U), (0, U), (0, A), (-3, I), (0, A)],  # CONFIGURED: LMB is special, below
-    "iso value 2": [(-3, U), (-3, U), (-3, A), (-3, I), (-3, C)],
-    "dr-indicator": [(-3, U), (-3, U), (-3, A), (-3, I), (-3, C)],
-    "configure-connector": [(-9003, U), (-9003, U), (-9003, A), (2, I), (2, C)],
+    "alloc usable": [(-3, U), (0, A), (0, A), (0, UI), (0, C)],
+    "alloc unusable": [(0, U), (0, U), (0, U), (-3, UI), (-3, C)],
+    "alloc exchange": [(-3, U), (-3, U), (-3, A), (-3, UI), (-3, C)],
+    "unisolate": [(-3, U), (-3, U), (0, UI), (0, UI), (0, C)],
+    "isolate": [(0, U), (0, U), (0, A), (-3, UI), (0, A)],  # CONFIGURED: LMB is special, below
+    "iso value 2": [(-3, U), (-3, U), (-3, A), (-3, UI), (-3, C)],
+    "dr-indicator": [(-3, U), (-3, U), (-3, A), (-3, UI), (-3, C)],
+    "configure-connector": [(-9003, U), (-9003, U), (-9003, A), (2, UI), (2, C)],
 }
 
 KINDS: dict[str, tuple[device_pb2.DeviceSpec, int, int]] = {
@@ -79,7 +79,9 @@ def bring_to(client: Client, platform: str, guest: Guest, kind: str, state: str)
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("state", LOGICAL_STATES)
 @pytest.mark.parametrize("operation", sorted(LOGICAL_OPS))
-def test_logical_table(client: Client, platform: str, guest: Guest, kind: str, state: str, operation: str) -> None:
+def test_logical_table(
+    client: Client, platform: str, guest: Guest, kind: str, state: str, operation: str
+) -> None:
     index = bring_to(client, platform, guest, kind, state)
     expected_status, expected_state = LOGICAL_TABLE[operation][LOGICAL_STATES.index(state)]
     if kind == "lmb" and operation == "isolate" and state == "configured":
@@ -112,7 +114,9 @@ PHYSICAL_OPS: dict[str, Op] = {**LOGICAL_OPS, "dr-indicator 4": (IND, 4)}
 def test_physical_table(client: Client, platform: str, guest: Guest, state: str, operation: str) -> None:
     index = 0x40000008  # PHB 0 slot 1 function 0
     if state != "empty":
-        spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=1, model=device_pb2.PCI_MODEL_E1000))
+        spec = device_pb2.DeviceSpec(
+            pci_function=device_pb2.PciFunctionSpec(slot=1, model=device_pb2.PCI_MODEL_E1000)
+        )
         client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="nic", spec=spec))
         if state in ("unisolate", "configured"):
             assert guest.set_indicator(ISO, index, 1) == 0
@@ -136,18 +140,26 @@ def test_unknown_indexes_and_types(client: Client, platform: str, guest: Guest) 
     assert guest.set_indicator(9000, 0x10000000, 0) == -3  # unknown indicator type
     from papr.v1 import rtas_pb2
 
-    reply = client.rtas.GetSensorState(rtas_pb2.GetSensorStateRequest(platform=platform, sensor_type=9001, sensor_index=0x10000000))
+    reply = client.rtas.GetSensorState(
+        rtas_pb2.GetSensorStateRequest(platform=platform, sensor_type=9001, sensor_index=0x10000000)
+    )
     assert (reply.status, reply.state) == (-3, 0)  # only dr-entity-sense exists
     for domain in (-1, 0, 1):
-        set_reply = client.rtas.SetPowerLevel(rtas_pb2.SetPowerLevelRequest(platform=platform, power_domain=domain, level=0))
-        get_reply = client.rtas.GetPowerLevel(rtas_pb2.GetPowerLevelRequest(platform=platform, power_domain=domain))
+        set_reply = client.rtas.SetPowerLevel(
+            rtas_pb2.SetPowerLevelRequest(platform=platform, power_domain=domain, level=0)
+        )
+        get_reply = client.rtas.GetPowerLevel(
+            rtas_pb2.GetPowerLevelRequest(platform=platform, power_domain=domain)
+        )
         expected = (0, 100) if domain == -1 else (-3, 0)
         assert (set_reply.status, set_reply.level) == expected
         assert (get_reply.status, get_reply.level) == expected
     assert snapshot(client, platform) == before
 
 
-def test_pending_unplug_blocks_reacquire_and_unusable_releases(client: Client, platform: str, guest: Guest) -> None:
+def test_pending_unplug_blocks_reacquire_and_unusable_releases(
+    client: Client, platform: str, guest: Guest
+) -> None:
     spec, index, _ = KINDS["lmb"]
     client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="dev", spec=spec))
     assert guest.set_indicator(ALLOC, index, 1) == 0  # AVAILABLE

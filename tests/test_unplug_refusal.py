@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from helpers import Watcher, connector
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2
-
 from papr_emu_client import Client, Guest
 
 S = connector_pb2

@@ -17,6 +17,7 @@ import os
 from dataclasses import dataclass
 
 import grpc
+
 from papr.v1 import hotplug_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"

@@ -12,7 +12,17 @@ from __future__ import annotations
 
 from papr.v1 import rtas_pb2, rtas_pb2_grpc
 
-from .workarea import COMPLETE, NEXT_CHILD, NEXT_PROPERTY, NEXT_SIBLING, PREVIOUS_PARENT, CcItem, DtNode, new_work_area, read_item
+from .workarea import (
+    COMPLETE,
+    NEXT_CHILD,
+    NEXT_PROPERTY,
+    NEXT_SIBLING,
+    PREVIOUS_PARENT,
+    CcItem,
+    DtNode,
+    new_work_area,
+    read_item,
+)
 
 ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9003, 9003
 ISOLATE, UNISOLATE = 0, 1
@@ -37,7 +47,9 @@ class Guest:
 
     def sense(self, drc_index: int) -> tuple[int, int]:
         reply = self.rtas.GetSensorState(
-            rtas_pb2.GetSensorStateRequest(platform=self.platform, sensor_type=DR_ENTITY_SENSE, sensor_index=drc_index)
+            rtas_pb2.GetSensorStateRequest(
+                platform=self.platform, sensor_type=DR_ENTITY_SENSE, sensor_index=drc_index
+            )
         )
         return reply.status, reply.state
 
@@ -47,10 +59,12 @@ class Guest:
                 platform=self.platform, indicator_type=indicator, indicator_index=drc_index, new_state=value
             )
         )
-        return reply.status
+        return int(reply.status)
 
     def configure_step(self, area: bytes) -> tuple[int, bytes]:
-        reply = self.rtas.ConfigureConnector(rtas_pb2.ConfigureConnectorRequest(platform=self.platform, work_area=area))
+        reply = self.rtas.ConfigureConnector(
+            rtas_pb2.ConfigureConnectorRequest(platform=self.platform, work_area=area)
+        )
         return reply.status, reply.work_area
 
     def acquire_drc(self, drc_index: int) -> None:

@@ -35,7 +35,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 # --------------------------------------------------------------------------------------
 # Constants
@@ -44,8 +44,14 @@ from typing import Any, Iterator
 MACHINE = "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off"
 DEFAULT_GEOMETRY: list[str] = ["-m", "1G,slots=4,maxmem=4G", "-smp", "1,maxcpus=4"]
 COMMON_ARGS: list[str] = [
-    "-display", "none", "-nodefaults", "-nographic",
-    "-serial", "none", "-monitor", "none",
+    "-display",
+    "none",
+    "-nodefaults",
+    "-nographic",
+    "-serial",
+    "none",
+    "-monitor",
+    "none",
 ]
 
 # Sensor / indicator tokens
@@ -57,12 +63,12 @@ ALLOCATION_STATE = 9003
 # Guest-physical scratch addresses (well clear of SLOF at 0 and FDT/RTAS near the RMA top)
 ARGS_ADDR = 0x0100_0000
 RETS_ADDR = 0x0100_0100
-WA_ADDR = 0x0101_0000          # 4 KiB aligned configure-connector work area
-EVBUF_ADDR = 0x0102_0000       # check-exception buffer
+WA_ADDR = 0x0101_0000  # 4 KiB aligned configure-connector work area
+EVBUF_ADDR = 0x0102_0000  # check-exception buffer
 WA_SIZE = 4096
 EVBUF_SIZE = 2048
 
-IO_TIMEOUT = 10.0              # seconds per qtest/QMP reply
+IO_TIMEOUT = 10.0  # seconds per qtest/QMP reply
 
 # This Debian build has no qtest accelerator ("-accel qtest: invalid accelerator"), so
 # with -qtest the machine runs under TCG and SLOF executes on the boot vCPU. A vCPU
@@ -71,7 +77,7 @@ IO_TIMEOUT = 10.0              # seconds per qtest/QMP reply
 # of PCI devices / PHB children (finalised from RCU callbacks). By default the VM is
 # therefore paused with QMP "stop" right after the handshake; --running disables that.
 STOP_CPUS_DEFAULT = True
-CC_MAX_CALLS = 200             # guard against an endless configure-connector loop
+CC_MAX_CALLS = 200  # guard against an endless configure-connector loop
 
 
 class QemuHung(Exception):
@@ -89,14 +95,22 @@ class QmpError(Exception):
         self.desc = desc
 
 
-def qemu_argv(qemu: str, qtest_sock: str, qmp_sock: str, geometry: list[str],
-              extra_machine: str = "") -> list[str]:
+def qemu_argv(
+    qemu: str, qtest_sock: str, qmp_sock: str, geometry: list[str], extra_machine: str = ""
+) -> list[str]:
     """The machine line used for every run."""
     machine = MACHINE + ("," + extra_machine if extra_machine else "")
-    return [qemu, "-machine", machine,
-            "-qtest", f"unix:{qtest_sock}",
-            "-qmp", f"unix:{qmp_sock},server=on,wait=off",
-            *COMMON_ARGS, *geometry]
+    return [
+        qemu,
+        "-machine",
+        machine,
+        "-qtest",
+        f"unix:{qtest_sock}",
+        "-qmp",
+        f"unix:{qmp_sock},server=on,wait=off",
+        *COMMON_ARGS,
+        *geometry,
+    ]
 
 
 def s32(v: int) -> int:
@@ -133,20 +147,22 @@ class Qemu:
     # ---- lifecycle -------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        return qemu_argv(self.qemu, str(self._tmp / "Q"), str(self._tmp / "M"),
-                         self.geometry, self.extra_machine)
+        return qemu_argv(
+            self.qemu, str(self._tmp / "Q"), str(self._tmp / "M"), self.geometry, self.extra_machine
+        )
 
-    def __enter__(self) -> "Qemu":
+    def __enter__(self) -> Qemu:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         listener.bind(str(self._tmp / "Q"))
         listener.listen(1)
         listener.settimeout(IO_TIMEOUT)
         self._stderr = open(self._tmp / "stderr", "wb")
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL,
-                                     stdout=self._stderr, stderr=self._stderr)
+        self.proc = subprocess.Popen(
+            self.argv(), stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr
+        )
         try:
             conn, _ = listener.accept()
-        except socket.timeout as e:
+        except TimeoutError as e:
             self.close()
             raise RuntimeError(f"QEMU did not connect to qtest: {self.stderr_text()}") from e
         finally:
@@ -192,7 +208,7 @@ class Qemu:
             except Exception:
                 pass
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()          # only our own child, by pid
+            self.proc.kill()  # only our own child, by pid
             self.proc.wait(timeout=5)
         self._stderr.close()
         shutil.rmtree(self._tmp, ignore_errors=True)
@@ -203,8 +219,11 @@ class Qemu:
             text = (self._tmp / "stderr").read_text(errors="replace")
         except OSError:
             return ""
-        lines = [ln for ln in text.splitlines()
-                 if not (ln.startswith("[R ") or ln.startswith("[S ") or ln.startswith("[I "))]
+        lines = [
+            ln
+            for ln in text.splitlines()
+            if not (ln.startswith("[R ") or ln.startswith("[S ") or ln.startswith("[I "))
+        ]
         return "\n".join(lines)
 
     # ---- qtest -----------------------------------------------------------------------
@@ -223,7 +242,7 @@ class Qemu:
                 if not resp.startswith("OK"):
                     raise RuntimeError(f"qtest {line!r} -> {resp}")
                 return resp
-        except socket.timeout as e:
+        except TimeoutError as e:
             self.hung = True
             raise QemuHung(f"qtest timeout on {line!r}") from e
 
@@ -256,7 +275,7 @@ class Qemu:
     def _qmp_read(self) -> dict[str, Any]:
         try:
             line = self._qmp.readline()
-        except socket.timeout as e:
+        except TimeoutError as e:
             self.hung = True
             raise QemuHung("QMP timeout") from e
         if not line:
@@ -338,17 +357,19 @@ def decode_log(log: bytes) -> dict[str, Any]:
         "total_length": len(log),
     }
     if len(log) >= 0x74 and log[0x60:0x62] == b"HP":
-        d.update({
-            "ph_creation_date_bcd": log[0x20:0x24].hex(),
-            "ph_creation_time_bcd": log[0x24:0x28].hex(),
-            "ph_plid_raw": log[0x40:0x44].hex(),
-            "hp_type": log[0x68],
-            "hp_action": log[0x69],
-            "hp_id_type": log[0x6A],
-            "hp_reserved": log[0x6B],
-            "hp_id_word0": f"0x{struct.unpack('>I', log[0x6C:0x70])[0]:08x}",
-            "hp_id_word1": f"0x{struct.unpack('>I', log[0x70:0x74])[0]:08x}",
-        })
+        d.update(
+            {
+                "ph_creation_date_bcd": log[0x20:0x24].hex(),
+                "ph_creation_time_bcd": log[0x24:0x28].hex(),
+                "ph_plid_raw": log[0x40:0x44].hex(),
+                "hp_type": log[0x68],
+                "hp_action": log[0x69],
+                "hp_id_type": log[0x6A],
+                "hp_reserved": log[0x6B],
+                "hp_id_word0": f"0x{struct.unpack('>I', log[0x6C:0x70])[0]:08x}",
+                "hp_id_word1": f"0x{struct.unpack('>I', log[0x70:0x74])[0]:08x}",
+            }
+        )
     return d
 
 
@@ -362,8 +383,7 @@ class CCStep:
         return {"rc": self.rc, "name": self.name, "value_hex": self.value_hex}
 
 
-def configure_connector(q: Qemu, index: int, reset_wa: bool = True
-                        ) -> tuple[list[CCStep], bytes | None]:
+def configure_connector(q: Qemu, index: int, reset_wa: bool = True) -> tuple[list[CCStep], bytes | None]:
     """Run the configure-connector loop like Linux does; return steps and the
     raw work area after the first rc=3 call."""
     if reset_wa:
@@ -381,7 +401,7 @@ def configure_connector(q: Qemu, index: int, reset_wa: bool = True
             name = wa[name_off:end].decode("ascii", errors="replace")
             if rc == 3:
                 length, val_off = struct.unpack(">II", wa[12:20])
-                value = wa[val_off:val_off + length].hex()
+                value = wa[val_off : val_off + length].hex()
                 if first_prop_wa is None:
                     first_prop_wa = wa
         steps.append(CCStep(rc, name, value))
@@ -436,17 +456,41 @@ class DeviceCase:
 
 
 FRAGMENT_CASES: list[DeviceCase] = [
-    DeviceCase("lmb_dimm256", "first LMB of a 256 MiB pc-dimm",
-               [{"qom-type": "memory-backend-ram", "id": "mem1", "size": 256 << 20}],
-               {"driver": "pc-dimm", "memdev": "mem1", "id": "dimm1"}, True),
-    DeviceCase("cpu_core1", "power9_v2.0-spapr-cpu-core core-id=1", [],
-               {"driver": "power9_v2.0-spapr-cpu-core", "core-id": 1, "id": "core1"}, True),
-    DeviceCase("pci_e1000_addr3", "e1000 at addr=3 on PHB 0 (pci.0)", [],
-               {"driver": "e1000", "id": "nic1", "bus": "pci.0", "addr": "3"}, False),
-    DeviceCase("pci_virtio_net_addr4", "virtio-net-pci at addr=4 on PHB 0 (pci.0)", [],
-               {"driver": "virtio-net-pci", "id": "nic2", "bus": "pci.0", "addr": "4"}, False),
-    DeviceCase("phb1", "spapr-pci-host-bridge index=1", [],
-               {"driver": "spapr-pci-host-bridge", "index": 1, "id": "phb1"}, True),
+    DeviceCase(
+        "lmb_dimm256",
+        "first LMB of a 256 MiB pc-dimm",
+        [{"qom-type": "memory-backend-ram", "id": "mem1", "size": 256 << 20}],
+        {"driver": "pc-dimm", "memdev": "mem1", "id": "dimm1"},
+        True,
+    ),
+    DeviceCase(
+        "cpu_core1",
+        "power9_v2.0-spapr-cpu-core core-id=1",
+        [],
+        {"driver": "power9_v2.0-spapr-cpu-core", "core-id": 1, "id": "core1"},
+        True,
+    ),
+    DeviceCase(
+        "pci_e1000_addr3",
+        "e1000 at addr=3 on PHB 0 (pci.0)",
+        [],
+        {"driver": "e1000", "id": "nic1", "bus": "pci.0", "addr": "3"},
+        False,
+    ),
+    DeviceCase(
+        "pci_virtio_net_addr4",
+        "virtio-net-pci at addr=4 on PHB 0 (pci.0)",
+        [],
+        {"driver": "virtio-net-pci", "id": "nic2", "bus": "pci.0", "addr": "4"},
+        False,
+    ),
+    DeviceCase(
+        "phb1",
+        "spapr-pci-host-bridge index=1",
+        [],
+        {"driver": "spapr-pci-host-bridge", "index": 1, "id": "phb1"},
+        True,
+    ),
 ]
 
 
@@ -455,8 +499,7 @@ def drc_index_for(q: Qemu, case: DeviceCase) -> int:
     (the ADD event log's identifier must agree; see logs_device_add)."""
     drv = case.device["driver"]
     if drv == "pc-dimm":
-        addr = int(q.qmp("qom-get", path=f"/machine/peripheral/{case.device['id']}",
-                         property="addr"))
+        addr = int(q.qmp("qom-get", path=f"/machine/peripheral/{case.device['id']}", property="addr"))
         return 0x8000_0000 | (addr >> 28)
     if drv.endswith("-spapr-cpu-core"):
         return 0x1000_0000 | int(case.device["core-id"])
@@ -468,8 +511,11 @@ def drc_index_for(q: Qemu, case: DeviceCase) -> int:
 
 
 def capture_fragment(qemu_bin: str, case: DeviceCase) -> dict[str, Any]:
-    res: dict[str, Any] = {"description": case.description,
-                           "qmp_objects": case.objects, "qmp_device_add": case.device}
+    res: dict[str, Any] = {
+        "description": case.description,
+        "qmp_objects": case.objects,
+        "qmp_device_add": case.device,
+    }
     with Qemu(qemu=qemu_bin) as q:
         res["logs_before"] = drain_logs(q)
         res["events_boot"] = q.take_events()
@@ -483,18 +529,14 @@ def capture_fragment(qemu_bin: str, case: DeviceCase) -> dict[str, Any]:
 
         acq: list[dict[str, Any]] = []
         st, val = get_sensor(q, DR_ENTITY_SENSE, idx)
-        acq.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"],
-                    "rets": [st, val]})
+        acq.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"], "rets": [st, val]})
         if case.logical:
             rc = set_indicator(q, ALLOCATION_STATE, idx, 1)
-            acq.append({"call": "set-indicator", "args": [ALLOCATION_STATE, f"0x{idx:08x}", 1],
-                        "rets": [rc]})
+            acq.append({"call": "set-indicator", "args": [ALLOCATION_STATE, f"0x{idx:08x}", 1], "rets": [rc]})
         rc = set_indicator(q, ISOLATION_STATE, idx, 1)
-        acq.append({"call": "set-indicator", "args": [ISOLATION_STATE, f"0x{idx:08x}", 1],
-                    "rets": [rc]})
+        acq.append({"call": "set-indicator", "args": [ISOLATION_STATE, f"0x{idx:08x}", 1], "rets": [rc]})
         st, val = get_sensor(q, DR_ENTITY_SENSE, idx)
-        acq.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"],
-                    "rets": [st, val]})
+        acq.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"], "rets": [st, val]})
         res["acquire"] = acq
 
         steps, wa = configure_connector(q, idx)
@@ -514,15 +556,12 @@ def capture_fragment(qemu_bin: str, case: DeviceCase) -> dict[str, Any]:
         res["logs_device_del"] = drain_logs(q)
         rel: list[dict[str, Any]] = []
         rc = set_indicator(q, ISOLATION_STATE, idx, 0)
-        rel.append({"call": "set-indicator", "args": [ISOLATION_STATE, f"0x{idx:08x}", 0],
-                    "rets": [rc]})
+        rel.append({"call": "set-indicator", "args": [ISOLATION_STATE, f"0x{idx:08x}", 0], "rets": [rc]})
         if case.logical:
             rc = set_indicator(q, ALLOCATION_STATE, idx, 0)
-            rel.append({"call": "set-indicator",
-                        "args": [ALLOCATION_STATE, f"0x{idx:08x}", 0], "rets": [rc]})
+            rel.append({"call": "set-indicator", "args": [ALLOCATION_STATE, f"0x{idx:08x}", 0], "rets": [rc]})
         st, val = get_sensor(q, DR_ENTITY_SENSE, idx)
-        rel.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"],
-                    "rets": [st, val]})
+        rel.append({"call": "get-sensor-state", "args": [DR_ENTITY_SENSE, f"0x{idx:08x}"], "rets": [st, val]})
         res["release"] = rel
         res["events_after_release"] = q.take_events(settle=3.0)
         res["logs_after_release"] = drain_logs(q)
@@ -562,8 +601,7 @@ def part_fragments(qemu_bin: str, out: Path) -> None:
 def dump_dtb(qemu_bin: str, dtb: Path, geometry: list[str]) -> dict[str, Any]:
     """Run QEMU with dumpdtb=FILE (it exits after writing the tree)."""
     with tempfile.TemporaryDirectory(prefix="papr-dtb-") as tmp:
-        argv = qemu_argv(qemu_bin, os.path.join(tmp, "Q"), os.path.join(tmp, "M"),
-                         geometry, f"dumpdtb={dtb}")
+        argv = qemu_argv(qemu_bin, os.path.join(tmp, "Q"), os.path.join(tmp, "M"), geometry, f"dumpdtb={dtb}")
         # dumpdtb exits before using qtest; give the qtest chardev a listener anyway.
         ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         ls.bind(os.path.join(tmp, "Q"))
@@ -572,17 +610,22 @@ def dump_dtb(qemu_bin: str, dtb: Path, geometry: list[str]) -> dict[str, Any]:
             p = subprocess.run(argv, capture_output=True, timeout=30)
         finally:
             ls.close()
-    return {"argv": argv, "returncode": p.returncode,
-            "stderr": "\n".join(ln for ln in p.stderr.decode(errors="replace").splitlines()
-                                if not ln.startswith("[")),
-            "exists": dtb.exists()}
+    return {
+        "argv": argv,
+        "returncode": p.returncode,
+        "stderr": "\n".join(
+            ln for ln in p.stderr.decode(errors="replace").splitlines() if not ln.startswith("[")
+        ),
+        "exists": dtb.exists(),
+    }
 
 
 def dtb_to_dts(dtb: Path, dts: Path) -> bool:
     if shutil.which("dtc") is None:
         return False
-    p = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", str(dts), str(dtb)],
-                       capture_output=True, timeout=30)
+    p = subprocess.run(
+        ["dtc", "-I", "dtb", "-O", "dts", "-o", str(dts), str(dtb)], capture_output=True, timeout=30
+    )
     return p.returncode == 0
 
 
@@ -627,8 +670,9 @@ def cpu_topology(qemu_bin: str, geometry: list[str]) -> dict[str, Any]:
         with Qemu(qemu=qemu_bin, geometry=geometry) as q:
             res["started"] = True
             res["query_hotpluggable_cpus"] = q.qmp("query-hotpluggable-cpus")
-            res["query_cpus_fast"] = [{k: c.get(k) for k in ("cpu-index", "qom-path", "props")}
-                                      for c in q.qmp("query-cpus-fast")]
+            res["query_cpus_fast"] = [
+                {k: c.get(k) for k in ("cpu-index", "qom-path", "props")} for c in q.qmp("query-cpus-fast")
+            ]
             probes = {}
             for core in range(0, 9):
                 st, val = get_sensor(q, DR_ENTITY_SENSE, 0x1000_0000 | core)
@@ -638,20 +682,20 @@ def cpu_topology(qemu_bin: str, geometry: list[str]) -> dict[str, Any]:
             if free:
                 cid = min(c["props"]["core-id"] for c in free)
                 try:
-                    q.qmp("device_add", driver=free[0]["type"], **{"core-id": cid},
-                          id=f"core{cid}")
+                    q.qmp("device_add", driver=free[0]["type"], **{"core-id": cid}, id=f"core{cid}")
                     logs = drain_logs(q)
-                    res["hotplug_core"] = {"core-id": cid,
-                                           "logs": [l.get("decoded") for l in logs]}
+                    res["hotplug_core"] = {"core-id": cid, "logs": [entry.get("decoded") for entry in logs]}
                     idx = 0x1000_0000 | cid
                     set_indicator(q, ALLOCATION_STATE, idx, 1)
                     set_indicator(q, ISOLATION_STATE, idx, 1)
                     steps, _ = configure_connector(q, idx)
                     res["hotplug_core"]["cc_first_steps"] = [s.as_json() for s in steps[:1]]
                     res["hotplug_core"]["cc_my_drc_index"] = [
-                        s.value_hex for s in steps if s.name == "ibm,my-drc-index"]
+                        s.value_hex for s in steps if s.name == "ibm,my-drc-index"
+                    ]
                     res["hotplug_core"]["cc_interrupt_servers"] = [
-                        s.value_hex for s in steps if s.name == "ibm,ppc-interrupt-server#s"]
+                        s.value_hex for s in steps if s.name == "ibm,ppc-interrupt-server#s"
+                    ]
                 except QmpError as e:
                     res["hotplug_core"] = {"core-id": cid, "error": e.desc}
     except QemuStartError as e:
@@ -663,11 +707,11 @@ def cpu_topology(qemu_bin: str, geometry: list[str]) -> dict[str, Any]:
         info = dump_dtb(qemu_bin, dtb, geometry)
         res["dumpdtb"] = {"returncode": info["returncode"], "stderr": info["stderr"]}
         if dtb.exists() and shutil.which("dtc"):
-            dts = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", str(dtb)],
-                                 capture_output=True, text=True, timeout=30).stdout
+            dts = subprocess.run(
+                ["dtc", "-I", "dtb", "-O", "dts", str(dtb)], capture_output=True, text=True, timeout=30
+            ).stdout
             res["cpus_node_drc_properties"] = parse_dts_cpu_drcs(dts)
-            res["cpu_nodes"] = [ln.strip() for ln in dts.splitlines()
-                                if ln.strip().startswith("PowerPC,")]
+            res["cpu_nodes"] = [ln.strip() for ln in dts.splitlines() if ln.strip().startswith("PowerPC,")]
     return res
 
 
@@ -708,8 +752,8 @@ ErrorStep = tuple[str, dict[str, Any]]
 class ErrorCase:
     key: str
     description: str
-    setup: list[ErrorStep]     # steps expected to succeed
-    failing: ErrorStep          # the step whose error we record
+    setup: list[ErrorStep]  # steps expected to succeed
+    failing: ErrorStep  # the step whose error we record
     after: list[ErrorStep] = field(default_factory=list)  # observations afterwards
 
 
@@ -739,119 +783,205 @@ def qmp_step(cmd: str, **arguments: Any) -> ErrorStep:
 BOOT_CORE_PATH = "<qom-path of core-id 0 from query-hotpluggable-cpus>"
 
 ERROR_CASES: list[ErrorCase] = [
-    ErrorCase("dimm_second_device_del_pending",
-              "second device_del of a DIMM whose LMB the guest configured (unplug pending)",
-              [("dimm", {"n": 1, "size": 256 << 20}), ("drain", {}),
-               ("acquire", {"index": "0x80000004"}),
-               qmp_step("device_del", id="dimm1"), ("drain", {})],
-              qmp_step("device_del", id="dimm1")),
-    ErrorCase("dimm_second_device_del_unacquired",
-              "second device_del of a DIMM the guest never acquired",
-              [("dimm", {"n": 1, "size": 256 << 20}), qmp_step("device_del", id="dimm1")],
-              qmp_step("device_del", id="dimm1")),
-    ErrorCase("dimm_300M", "device_add pc-dimm on a 300M memory-backend-ram",
-              [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem1",
-                                         "size": 300 << 20})],
-              qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm1")),
-    ErrorCase("dimm_fifth_slot", "5th 256M DIMM with slots=4 (all slots used)",
-              [("dimm", {"n": i, "size": 256 << 20}) for i in range(1, 5)]
-              + [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem5",
-                                           "size": 256 << 20})],
-              qmp_step("device_add", driver=DIMM, memdev="mem5", id="dimm5")),
-    ErrorCase("dimm_no_space", "2G DIMM after a 2G DIMM (maxmem 4G, ram 1G)",
-              [("dimm", {"n": 1, "size": 2 << 30}),
-               qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem2",
-                                         "size": 2 << 30})],
-              qmp_step("device_add", driver=DIMM, memdev="mem2", id="dimm2")),
-    ErrorCase("dimm_too_big", "single 4G DIMM (maxmem 4G, ram 1G)",
-              [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem1",
-                                         "size": 4 << 30})],
-              qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm1")),
-    ErrorCase("dimm_backend_in_use", "second pc-dimm on the same (busy) memory backend",
-              [("dimm", {"n": 1, "size": 256 << 20})],
-              qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm2")),
-    ErrorCase("core_dup_boot", "CPU core with core-id 0 (the boot core)",
-              [], qmp_step("device_add", driver=CORE, **{"core-id": 0}, id="core0")),
-    ErrorCase("core_dup_hotplugged", "CPU core core-id 1 twice",
-              [qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1")],
-              qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1b")),
-    ErrorCase("core_id_5", "CPU core core-id 5 (maxcpus=4)",
-              [], qmp_step("device_add", driver=CORE, **{"core-id": 5}, id="core5")),
-    ErrorCase("core_del_boot", "device_del of the boot core (core-id 0)",
-              [], qmp_step("device_del", id=BOOT_CORE_PATH)),
-    ErrorCase("core_second_device_del_pending",
-              "second device_del of a CPU core the guest configured (unplug pending)",
-              [qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1"),
-               ("drain", {}), ("acquire", {"index": "0x10000001"}),
-               qmp_step("device_del", id="core1"), ("drain", {})],
-              qmp_step("device_del", id="core1")),
-    ErrorCase("phb_dup_index0", "PHB index=0 (the boot PHB)",
-              [], qmp_step("device_add", driver="spapr-pci-host-bridge", index=0, id="phb0b")),
-    ErrorCase("phb_dup_index1", "PHB index=1 twice",
-              [qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1")],
-              qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1b")),
-    ErrorCase("phb_index31", "PHB index=31",
-              [], qmp_step("device_add", driver="spapr-pci-host-bridge", index=31, id="phb31")),
-    ErrorCase("phb_second_device_del_pending",
-              "second device_del of a PHB the guest configured (unplug pending)",
-              [qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1"),
-               ("drain", {}), ("acquire", {"index": "0x20000001"}),
-               qmp_step("device_del", id="phb1"), ("drain", {})],
-              qmp_step("device_del", id="phb1")),
-    ErrorCase("pci_fn1_after_fn0", "e1000 addr=3.1 after e1000 addr=3",
-              [qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3")],
-              qmp_step("device_add", driver="e1000", id="nic1f1", bus="pci.0", addr="3.1")),
-    ErrorCase("pci_fn1_after_fn0_multifunction",
-              "e1000 addr=3.1 multifunction=on after e1000 addr=3 multifunction=on",
-              [qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3",
-                        multifunction=True)],
-              qmp_step("device_add", driver="e1000", id="nic1f1", bus="pci.0", addr="3.1",
-                       multifunction=True)),
-    ErrorCase("pci_fn0_after_fn1", "e1000 addr=6.1 then e1000 addr=6.0 (no multifunction)",
-              [qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1")],
-              qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0")),
-    ErrorCase("pci_del_fn0_with_fn1",
-              "e1000 6.1 then 6.0 (multifunction=on), device_del of function 0 "
-              "(guest never unisolated)",
-              [qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1",
-                        multifunction=True),
-               qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0",
-                        multifunction=True), ("drain", {})],
-              qmp_step("device_del", id="f0"),
-              [qmp_step("qom-list", path="/machine/peripheral"),
-               ("sensor", {"index": "0x40000030"}), ("sensor", {"index": "0x40000031"})]),
-    ErrorCase("pci_del_fn0_with_fn1_configured",
-              "e1000 6.1 then 6.0 (multifunction=on), guest configures both, "
-              "device_del of function 0, then guest isolates fn1 and fn0",
-              [qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1",
-                        multifunction=True),
-               qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0",
-                        multifunction=True), ("drain", {}),
-               ("acquire", {"index": "0x40000030", "logical": False}),
-               ("acquire", {"index": "0x40000031", "logical": False})],
-              qmp_step("device_del", id="f0"),
-              [qmp_step("qom-list", path="/machine/peripheral"),
-               ("indicator", {"type": ISOLATION_STATE, "index": "0x40000031", "state": 0}),
-               ("indicator", {"type": ISOLATION_STATE, "index": "0x40000030", "state": 0}),
-               ("sensor", {"index": "0x40000030"}), ("sensor", {"index": "0x40000031"}),
-               qmp_step("qom-list", path="/machine/peripheral")]),
-    ErrorCase("pci_del_fn1_then_fn0_configured",
-              "e1000 6.1 then 6.0 (multifunction=on), guest configures both, "
-              "device_del of function 1 then of function 0",
-              [qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1",
-                        multifunction=True),
-               qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0",
-                        multifunction=True), ("drain", {}),
-               ("acquire", {"index": "0x40000030", "logical": False}),
-               ("acquire", {"index": "0x40000031", "logical": False}),
-               qmp_step("device_del", id="f1"), ("drain", {})],
-              qmp_step("device_del", id="f0")),
-    ErrorCase("pci_second_device_del_pending",
-              "second device_del of an e1000 the guest configured (unplug pending)",
-              [qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3"),
-               ("drain", {}), ("acquire", {"index": "0x40000018", "logical": False}),
-               qmp_step("device_del", id="nic1"), ("drain", {})],
-              qmp_step("device_del", id="nic1")),
+    ErrorCase(
+        "dimm_second_device_del_pending",
+        "second device_del of a DIMM whose LMB the guest configured (unplug pending)",
+        [
+            ("dimm", {"n": 1, "size": 256 << 20}),
+            ("drain", {}),
+            ("acquire", {"index": "0x80000004"}),
+            qmp_step("device_del", id="dimm1"),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="dimm1"),
+    ),
+    ErrorCase(
+        "dimm_second_device_del_unacquired",
+        "second device_del of a DIMM the guest never acquired",
+        [("dimm", {"n": 1, "size": 256 << 20}), qmp_step("device_del", id="dimm1")],
+        qmp_step("device_del", id="dimm1"),
+    ),
+    ErrorCase(
+        "dimm_300M",
+        "device_add pc-dimm on a 300M memory-backend-ram",
+        [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem1", "size": 300 << 20})],
+        qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm1"),
+    ),
+    ErrorCase(
+        "dimm_fifth_slot",
+        "5th 256M DIMM with slots=4 (all slots used)",
+        [("dimm", {"n": i, "size": 256 << 20}) for i in range(1, 5)]
+        + [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem5", "size": 256 << 20})],
+        qmp_step("device_add", driver=DIMM, memdev="mem5", id="dimm5"),
+    ),
+    ErrorCase(
+        "dimm_no_space",
+        "2G DIMM after a 2G DIMM (maxmem 4G, ram 1G)",
+        [
+            ("dimm", {"n": 1, "size": 2 << 30}),
+            qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem2", "size": 2 << 30}),
+        ],
+        qmp_step("device_add", driver=DIMM, memdev="mem2", id="dimm2"),
+    ),
+    ErrorCase(
+        "dimm_too_big",
+        "single 4G DIMM (maxmem 4G, ram 1G)",
+        [qmp_step("object-add", **{"qom-type": "memory-backend-ram", "id": "mem1", "size": 4 << 30})],
+        qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm1"),
+    ),
+    ErrorCase(
+        "dimm_backend_in_use",
+        "second pc-dimm on the same (busy) memory backend",
+        [("dimm", {"n": 1, "size": 256 << 20})],
+        qmp_step("device_add", driver=DIMM, memdev="mem1", id="dimm2"),
+    ),
+    ErrorCase(
+        "core_dup_boot",
+        "CPU core with core-id 0 (the boot core)",
+        [],
+        qmp_step("device_add", driver=CORE, **{"core-id": 0}, id="core0"),
+    ),
+    ErrorCase(
+        "core_dup_hotplugged",
+        "CPU core core-id 1 twice",
+        [qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1")],
+        qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1b"),
+    ),
+    ErrorCase(
+        "core_id_5",
+        "CPU core core-id 5 (maxcpus=4)",
+        [],
+        qmp_step("device_add", driver=CORE, **{"core-id": 5}, id="core5"),
+    ),
+    ErrorCase(
+        "core_del_boot",
+        "device_del of the boot core (core-id 0)",
+        [],
+        qmp_step("device_del", id=BOOT_CORE_PATH),
+    ),
+    ErrorCase(
+        "core_second_device_del_pending",
+        "second device_del of a CPU core the guest configured (unplug pending)",
+        [
+            qmp_step("device_add", driver=CORE, **{"core-id": 1}, id="core1"),
+            ("drain", {}),
+            ("acquire", {"index": "0x10000001"}),
+            qmp_step("device_del", id="core1"),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="core1"),
+    ),
+    ErrorCase(
+        "phb_dup_index0",
+        "PHB index=0 (the boot PHB)",
+        [],
+        qmp_step("device_add", driver="spapr-pci-host-bridge", index=0, id="phb0b"),
+    ),
+    ErrorCase(
+        "phb_dup_index1",
+        "PHB index=1 twice",
+        [qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1")],
+        qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1b"),
+    ),
+    ErrorCase(
+        "phb_index31",
+        "PHB index=31",
+        [],
+        qmp_step("device_add", driver="spapr-pci-host-bridge", index=31, id="phb31"),
+    ),
+    ErrorCase(
+        "phb_second_device_del_pending",
+        "second device_del of a PHB the guest configured (unplug pending)",
+        [
+            qmp_step("device_add", driver="spapr-pci-host-bridge", index=1, id="phb1"),
+            ("drain", {}),
+            ("acquire", {"index": "0x20000001"}),
+            qmp_step("device_del", id="phb1"),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="phb1"),
+    ),
+    ErrorCase(
+        "pci_fn1_after_fn0",
+        "e1000 addr=3.1 after e1000 addr=3",
+        [qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3")],
+        qmp_step("device_add", driver="e1000", id="nic1f1", bus="pci.0", addr="3.1"),
+    ),
+    ErrorCase(
+        "pci_fn1_after_fn0_multifunction",
+        "e1000 addr=3.1 multifunction=on after e1000 addr=3 multifunction=on",
+        [qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3", multifunction=True)],
+        qmp_step("device_add", driver="e1000", id="nic1f1", bus="pci.0", addr="3.1", multifunction=True),
+    ),
+    ErrorCase(
+        "pci_fn0_after_fn1",
+        "e1000 addr=6.1 then e1000 addr=6.0 (no multifunction)",
+        [qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1")],
+        qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0"),
+    ),
+    ErrorCase(
+        "pci_del_fn0_with_fn1",
+        "e1000 6.1 then 6.0 (multifunction=on), device_del of function 0 (guest never unisolated)",
+        [
+            qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1", multifunction=True),
+            qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0", multifunction=True),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="f0"),
+        [
+            qmp_step("qom-list", path="/machine/peripheral"),
+            ("sensor", {"index": "0x40000030"}),
+            ("sensor", {"index": "0x40000031"}),
+        ],
+    ),
+    ErrorCase(
+        "pci_del_fn0_with_fn1_configured",
+        "e1000 6.1 then 6.0 (multifunction=on), guest configures both, "
+        "device_del of function 0, then guest isolates fn1 and fn0",
+        [
+            qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1", multifunction=True),
+            qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0", multifunction=True),
+            ("drain", {}),
+            ("acquire", {"index": "0x40000030", "logical": False}),
+            ("acquire", {"index": "0x40000031", "logical": False}),
+        ],
+        qmp_step("device_del", id="f0"),
+        [
+            qmp_step("qom-list", path="/machine/peripheral"),
+            ("indicator", {"type": ISOLATION_STATE, "index": "0x40000031", "state": 0}),
+            ("indicator", {"type": ISOLATION_STATE, "index": "0x40000030", "state": 0}),
+            ("sensor", {"index": "0x40000030"}),
+            ("sensor", {"index": "0x40000031"}),
+            qmp_step("qom-list", path="/machine/peripheral"),
+        ],
+    ),
+    ErrorCase(
+        "pci_del_fn1_then_fn0_configured",
+        "e1000 6.1 then 6.0 (multifunction=on), guest configures both, "
+        "device_del of function 1 then of function 0",
+        [
+            qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1", multifunction=True),
+            qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0", multifunction=True),
+            ("drain", {}),
+            ("acquire", {"index": "0x40000030", "logical": False}),
+            ("acquire", {"index": "0x40000031", "logical": False}),
+            qmp_step("device_del", id="f1"),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="f0"),
+    ),
+    ErrorCase(
+        "pci_second_device_del_pending",
+        "second device_del of an e1000 the guest configured (unplug pending)",
+        [
+            qmp_step("device_add", driver="e1000", id="nic1", bus="pci.0", addr="3"),
+            ("drain", {}),
+            ("acquire", {"index": "0x40000018", "logical": False}),
+            qmp_step("device_del", id="nic1"),
+            ("drain", {}),
+        ],
+        qmp_step("device_del", id="nic1"),
+    ),
 ]
 
 
@@ -863,16 +993,14 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
             failing = case.failing
             if BOOT_CORE_PATH in json.dumps(failing):
                 cpus = q.qmp("query-hotpluggable-cpus")
-                path = next(c["qom-path"] for c in cpus
-                            if c["props"].get("core-id") == 0 and "qom-path" in c)
+                path = next(c["qom-path"] for c in cpus if c["props"].get("core-id") == 0 and "qom-path" in c)
                 failing = qmp_step("device_del", id=path)
             for step in case.setup:
                 try:
                     r = run_step(q, step)
                     setup_log.append({"step": step, "ok": True, "result": r})
                 except QmpError as e:
-                    setup_log.append({"step": step, "ok": False, "error": e.desc,
-                                      "class": e.cls})
+                    setup_log.append({"step": step, "ok": False, "error": e.desc, "class": e.cls})
             res["setup"] = setup_log
             res["events_setup"] = q.take_events()
             res["request"] = failing
@@ -902,10 +1030,11 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
 
 
 def part_errors(qemu_bin: str, out: Path, only: list[str] | None = None) -> None:
-    data: dict[str, Any] = {"notes": ["Fresh QEMU (default machine line) per case; "
-                                      f"{IO_TIMEOUT:.0f}s timeout on every reply."],
-                            "vcpu_paused_with_qmp_stop": STOP_CPUS_DEFAULT,
-                            "cases": {}}
+    data: dict[str, Any] = {
+        "notes": [f"Fresh QEMU (default machine line) per case; {IO_TIMEOUT:.0f}s timeout on every reply."],
+        "vcpu_paused_with_qmp_stop": STOP_CPUS_DEFAULT,
+        "cases": {},
+    }
     for case in ERROR_CASES:
         if only and case.key not in only:
             continue
@@ -935,8 +1064,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--only", nargs="*", choices=["fragments", "dtb", "smp", "errors"])
     ap.add_argument("--error-case", nargs="*", help="restrict the errors part to these keys")
-    ap.add_argument("--running", action="store_true",
-                    help="do not pause the vCPU (SLOF keeps running under TCG)")
+    ap.add_argument(
+        "--running", action="store_true", help="do not pause the vCPU (SLOF keeps running under TCG)"
+    )
     a = ap.parse_args(argv)
     global STOP_CPUS_DEFAULT
     STOP_CPUS_DEFAULT = not a.running

@@ -17,6 +17,7 @@ import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from papr.v1 import hotplug_pb2, hotplug_pb2_grpc, platform_pb2, platform_pb2_grpc, rtas_pb2, rtas_pb2_grpc
 
 from .model import Platforms
@@ -41,7 +42,10 @@ class PaprServer:
     """One gRPC server over a set of platforms, listening on TCP and/or unix sockets."""
 
     def __init__(
-        self, platforms: Platforms, listen: Sequence[str] = (DEFAULT_LISTEN,), max_workers: int = DEFAULT_MAX_WORKERS
+        self,
+        platforms: Platforms,
+        listen: Sequence[str] = (DEFAULT_LISTEN,),
+        max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
         self.platforms = platforms
         self._listen = list(listen)
@@ -75,7 +79,9 @@ class PaprServer:
         self._server.start()
         for name in ("", *SERVICE_NAMES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info("server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()])
+        log.info(
+            "server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()]
+        )
 
     def stop(self, grace: float | None = 2.0) -> None:
         self._health.enter_graceful_shutdown()

@@ -113,7 +113,9 @@ class Device:
         return tuple(self.drc_type.index(i) for i in self.drc_ids)
 
     def info(self) -> DeviceInfo:
-        return DeviceInfo(self.id, self.type, self.params, self.drc_indexes, self.hotplugged, self.unplug_pending)
+        return DeviceInfo(
+            self.id, self.type, self.params, self.drc_indexes, self.hotplugged, self.unplug_pending
+        )
 
 
 @dataclass(eq=False)

@@ -114,7 +114,9 @@ class Drc:
         connector_class = self.type.connector_class
         self.state = connector_class.ready_state if self.device is not None else connector_class.empty_state
         if connector_class.physical:
-            self.dr_indicator = rtas.DR_INDICATOR_ACTIVE if self.device is not None else rtas.DR_INDICATOR_INACTIVE
+            self.dr_indicator = (
+                rtas.DR_INDICATOR_ACTIVE if self.device is not None else rtas.DR_INDICATOR_INACTIVE
+            )
         self.rewind()
 
     def __repr__(self) -> str:

@@ -55,8 +55,6 @@ class DeviceDeleted:
     released_by_drc_index: int  # 0: completed inside the unplug request
 
 
-
-
 @dataclass(frozen=True, slots=True)
 class Event:
     sequence: int

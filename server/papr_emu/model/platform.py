@@ -139,7 +139,8 @@ class Platform:
         self._build_connectors()
         self._hpt_shift = hpt_shift_for_ram_size(geometry.memory)
         boot: list[tuple[str, PlugRequest]] = [
-            (f"core{core_id}", CpuCoreParams(core_id)) for core_id in geometry.core_ids()[: geometry.boot_cores]
+            (f"core{core_id}", CpuCoreParams(core_id))
+            for core_id in geometry.core_ids()[: geometry.boot_cores]
         ]
         boot.append(("phb0", PhbParams(0)))
         for device_id, request in [*boot, *coldplug]:
@@ -159,7 +160,9 @@ class Platform:
 
     @staticmethod
     def _pci_range(phb_index: int) -> DrcRange:
-        return DrcRange(PCI, pci_drc_id(phb_index, 0), PCI_SLOTS * PCI_FUNCTIONS, 1, "/" + phb_node_name(phb_index))
+        return DrcRange(
+            PCI, pci_drc_id(phb_index, 0), PCI_SLOTS * PCI_FUNCTIONS, 1, "/" + phb_node_name(phb_index)
+        )
 
     # --- snapshots --------------------------------------------------------------------------------
 
@@ -196,7 +199,11 @@ class Platform:
             return self._connector_info(drc, drc_range)
 
     def connectors(
-        self, start_index: int = 0, limit: int = 256, drc_type: DrcType | None = None, attached_only: bool = False
+        self,
+        start_index: int = 0,
+        limit: int = 256,
+        drc_type: DrcType | None = None,
+        attached_only: bool = False,
     ) -> tuple[list[ConnectorInfo], int | None]:
         """Up to ``limit`` connectors from ``start_index`` on, and the index to continue from."""
         with self.lock:
@@ -226,7 +233,9 @@ class Platform:
     def devices(self, device_type: DeviceType | None = None) -> list[DeviceInfo]:
         with self.lock:
             return [
-                d.info() for _, d in sorted(self._devices.items()) if device_type is None or d.type is device_type
+                d.info()
+                for _, d in sorted(self._devices.items())
+                if device_type is None or d.type is device_type
             ]
 
     def _device(self, device_id: str) -> Device:
@@ -389,13 +398,15 @@ class Platform:
         if request.function >= PCI_FUNCTIONS:
             raise InvalidArgument("pci_function.function", request.function, f"must be below {PCI_FUNCTIONS}")
         if request.phb_index not in self._phbs:
-            raise NotFound("pci_function.phb_index", request.phb_index, f"PHB (bus 'pci.{request.phb_index}')")
+            raise NotFound(
+                "pci_function.phb_index", request.phb_index, f"PHB (bus 'pci.{request.phb_index}')"
+            )
         devfn = (request.slot << 3) | request.function
         occupant = self._pci.get((request.phb_index, devfn))
         if occupant is not None:
             raise FailedPrecondition(
                 f"PCI: slot {request.slot} function {request.function} not available for "
-                f"{request.model.qemu_name}, in use by {occupant.model.qemu_name},id \"{occupant.id}\""
+                f'{request.model.qemu_name}, in use by {occupant.model.qemu_name},id "{occupant.id}"'
             )
         function0 = self._pci.get((request.phb_index, request.slot << 3))
         if hotplugged and request.function != 0 and function0 is not None:
@@ -491,7 +502,9 @@ class Platform:
         drc.unplug_requested = False
         drc.rewind()
         device.attached.discard(drc.index)
-        self.log.info("drc.released", drc_index=f"{drc.index:#x}", device=device.id, left=len(device.attached))
+        self.log.info(
+            "drc.released", drc_index=f"{drc.index:#x}", device=device.id, left=len(device.attached)
+        )
         if not device.attached:
             self._delete(device, released_by)
 

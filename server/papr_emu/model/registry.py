@@ -36,10 +36,14 @@ class Platforms:
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
 
-    def create(self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()) -> Platform:
+    def create(
+        self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()
+    ) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
-                "name", name, "must be lower-case letters, digits and '-', starting with a letter (at most 63)"
+                "name",
+                name,
+                "must be lower-case letters, digits and '-', starting with a letter (at most 63)",
             )
         with self._lock:
             if name in self._platforms:

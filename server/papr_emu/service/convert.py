@@ -7,6 +7,7 @@ stay thin: convert, call the model, convert back.
 from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
 from ..model import (
@@ -31,17 +32,22 @@ from ..model import (
     UnplugRequested,
 )
 from ..model.devices import CpuCoreParams as _Core
-from ..model.devices import DimmParams, PciFunctionParams as _Pci, PhbParams as _Phb
+from ..model.devices import DimmParams
+from ..model.devices import PciFunctionParams as _Pci
+from ..model.devices import PhbParams as _Phb
 
 _DRC_TYPE_BY_PB = {t.type_shift: t for t in DRC_TYPES}
-_DEVICE_TYPE_TO_PB = {
+_DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
     DeviceType.DIMM: device_pb2.DEVICE_TYPE_DIMM,
     DeviceType.CPU_CORE: device_pb2.DEVICE_TYPE_CPU_CORE,
     DeviceType.PCI_FUNCTION: device_pb2.DEVICE_TYPE_PCI_FUNCTION,
     DeviceType.PHB: device_pb2.DEVICE_TYPE_PHB,
 }
-_DEVICE_TYPE_FROM_PB = {v: k for k, v in _DEVICE_TYPE_TO_PB.items()}
-_PCI_MODEL_TO_PB = {PciModel.E1000: device_pb2.PCI_MODEL_E1000, PciModel.VIRTIO_NET: device_pb2.PCI_MODEL_VIRTIO_NET}
+_DEVICE_TYPE_FROM_PB: dict[int, DeviceType] = {v: k for k, v in _DEVICE_TYPE_TO_PB.items()}
+_PCI_MODEL_TO_PB = {
+    PciModel.E1000: device_pb2.PCI_MODEL_E1000,
+    PciModel.VIRTIO_NET: device_pb2.PCI_MODEL_VIRTIO_NET,
+}
 _PCI_MODEL_FROM_PB = {v: k for k, v in _PCI_MODEL_TO_PB.items()}
 
 
@@ -66,7 +72,7 @@ def device_type_from_pb(value: int, field: str = "type") -> DeviceType | None:
 
 def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
     def opt(name: str) -> int | None:
-        return int(getattr(message, name)) if message.HasField(name) else None
+        return int(getattr(message, name)) if message.HasField(name) else None  # type: ignore[arg-type]
 
     return Geometry.build(
         memory=opt("memory_bytes"),
@@ -104,7 +110,9 @@ def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> Pl
         pci = spec.pci_function
         model = _PCI_MODEL_FROM_PB.get(pci.model)
         if model is None:
-            raise InvalidArgument(f"{field}.pci_function.model", pci.model, "must be PCI_MODEL_E1000 or PCI_MODEL_VIRTIO_NET")
+            raise InvalidArgument(
+                f"{field}.pci_function.model", pci.model, "must be PCI_MODEL_E1000 or PCI_MODEL_VIRTIO_NET"
+            )
         return PciFunctionParams(pci.phb_index, pci.slot, pci.function, model)
     if kind == "phb":
         return PhbParams(spec.phb.index)
@@ -147,10 +155,10 @@ def connector_to_pb(info: ConnectorInfo) -> connector_pb2.Connector:
     return connector_pb2.Connector(
         index=info.index,
         name=info.name,
-        type=info.type.type_shift,  # type: ignore[arg-type]  # DrcType values are the type shifts
+        type=connector_pb2.DrcType.ValueType(info.type.type_shift),  # DrcType values are the type shifts
         type_name=info.type.type_string,
         physical=info.type.physical,
-        state=int(info.state),  # type: ignore[arg-type]  # DrcState values are QEMU's numbers
+        state=connector_pb2.DrcState.ValueType(info.state),  # DrcState values are QEMU's numbers
         entity_sense=info.entity_sense,
         device_id=info.device_id,
         unplug_pending=info.unplug_pending,
@@ -166,7 +174,7 @@ def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
         name=info.name,
         geometry=geometry_to_pb(info.geometry),
         connector_counts=[
-            platform_pb2.ConnectorCount(type=t.type_shift, count=n)  # type: ignore[arg-type]
+            platform_pb2.ConnectorCount(type=connector_pb2.DrcType.ValueType(t.type_shift), count=n)
             for t, n in info.connector_counts
         ],
         connector_total=sum(n for _, n in info.connector_counts),
@@ -186,7 +194,9 @@ def event_to_pb(event: Event) -> hotplug_pb2.Event:
     elif isinstance(body, UnplugRequested):
         message.unplug_requested.CopyFrom(
             hotplug_pb2.UnplugRequested(
-                device_id=body.device_id, device_type=_DEVICE_TYPE_TO_PB[body.device_type], drc_indexes=body.drc_indexes
+                device_id=body.device_id,
+                device_type=_DEVICE_TYPE_TO_PB[body.device_type],
+                drc_indexes=body.drc_indexes,
             )
         )
     elif isinstance(body, DeviceDeleted):

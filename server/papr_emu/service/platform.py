@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import grpc
+
 from papr.v1 import platform_pb2, platform_pb2_grpc
 
 from ..model import InvalidArgument, PlatformError, Platforms

@@ -7,6 +7,7 @@ RTAS calls (unknown platform, a work area of the wrong size) are gRPC errors.
 from __future__ import annotations
 
 import grpc
+
 from papr.v1 import rtas_pb2, rtas_pb2_grpc
 
 from ..model import Platform, PlatformError, Platforms
