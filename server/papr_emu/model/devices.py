@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar, Final
 
@@ -82,7 +83,7 @@ class DeviceInfo:
     id: str
     type: DeviceType
     params: DeviceParams
-    drc_indexes: tuple[int, ...]
+    drc_indexes: Sequence[int]  # ascending; a range for a DIMM (it can own 262,144 LMBs)
     hotplugged: bool
     unplug_pending: bool
 
@@ -108,9 +109,10 @@ class Device:
         raise NotImplementedError
 
     @property
-    def drc_indexes(self) -> tuple[int, ...]:
-        """Every connector the device owns, ascending."""
-        return tuple(self.drc_type.index(i) for i in self.drc_ids)
+    def drc_indexes(self) -> range:
+        """Every connector the device owns, ascending (ids are consecutive, so indexes are too)."""
+        ids = self.drc_ids
+        return range(self.drc_type.index(ids.start), self.drc_type.index(ids.start) + len(ids))
 
     def info(self) -> DeviceInfo:
         return DeviceInfo(

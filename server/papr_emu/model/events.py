@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,7 +51,7 @@ class UnplugRequested:
 class DeviceDeleted:
     device_id: str
     device_type: DeviceType
-    drc_indexes: tuple[int, ...]
+    drc_indexes: Sequence[int]
     released_by_drc_index: int  # 0: completed inside the unplug request
 
 
