@@ -126,9 +126,7 @@ def main() -> int:
         )
     for size in sizes:
         create, empty = grpc_create(size)
-        print(
-            f"CreatePlatform maxmem {size}T over gRPC: {create * 1e3:.2f} ms = {create / empty:.2f}x an empty call"
-        )
+        print(f"CreatePlatform maxmem {size}T over gRPC: {create * 1e3:.2f} ms = {create / empty:.2f}x an empty call")
     return 0
 
 

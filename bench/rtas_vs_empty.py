@@ -99,9 +99,7 @@ def main() -> int:
             base_rates.append(b)
             mix_rates.append(m)
             ratios.append(b / m)  # cost per RTAS call relative to an empty call
-        print(
-            f"transport: {'tcp' if options.tcp else 'unix socket'}; rounds: {options.rounds} x {options.seconds}s"
-        )
+        print(f"transport: {'tcp' if options.tcp else 'unix socket'}; rounds: {options.rounds} x {options.seconds}s")
         print(f"empty call (health Check): median {statistics.median(base_rates):8.0f} calls/s")
         print(f"RTAS mix (1/3 each):       median {statistics.median(mix_rates):8.0f} calls/s")
         print(

@@ -49,9 +49,7 @@ def new_platform(client: Client, geometry: platform_pb2.Geometry | None = None, 
         geometry = platform_pb2.Geometry(
             memory_bytes=1 << 30, max_memory_bytes=4 << 30, memory_slots=4, cpus=1, max_cpus=4
         )
-    client.platforms.CreatePlatform(
-        platform_pb2.CreatePlatformRequest(name=name, geometry=geometry, **kwargs)
-    )
+    client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=name, geometry=geometry, **kwargs))
     return name
 
 

@@ -50,9 +50,7 @@ def read_dtb(blob: bytes) -> FdtNode:
             length, name_offset = struct.unpack_from(">II", blob, offset)
             offset += 8
             name_end = blob.index(b"\0", off_strings + name_offset)
-            stack[-1].properties[blob[off_strings + name_offset : name_end].decode()] = blob[
-                offset : offset + length
-            ]
+            stack[-1].properties[blob[off_strings + name_offset : name_end].decode()] = blob[offset : offset + length]
             offset = (offset + length + 3) & ~3
         elif token == FDT_NOP:
             continue

@@ -19,9 +19,7 @@ def connectors(client: Client, platform: str, **filters: object) -> list[connect
     token = ""
     while True:
         page = client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(
-                platform=platform, page_size=ALL_PAGES, page_token=token, **filters
-            )
+            platform_pb2.ListConnectorsRequest(platform=platform, page_size=ALL_PAGES, page_token=token, **filters)
         )
         result.extend(page.connectors)
         token = page.next_page_token
@@ -30,9 +28,7 @@ def connectors(client: Client, platform: str, **filters: object) -> list[connect
 
 
 def connector(client: Client, platform: str, index: int) -> connector_pb2.Connector:
-    return client.platforms.GetConnector(
-        platform_pb2.GetConnectorRequest(platform=platform, drc_index=index)
-    ).connector
+    return client.platforms.GetConnector(platform_pb2.GetConnectorRequest(platform=platform, drc_index=index)).connector
 
 
 def snapshot(client: Client, platform: str) -> tuple[bytes, ...]:
@@ -50,9 +46,7 @@ def events_since(client: Client, platform: str, after: int) -> list[hotplug_pb2.
     wanted = info.last_event_sequence - after
     if wanted <= 0:
         return []
-    stream = client.hotplug.WatchEvents(
-        hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=after)
-    )
+    stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=after))
     events = []
     for response in stream:
         events.append(response.event)
@@ -63,9 +57,7 @@ def events_since(client: Client, platform: str, after: int) -> list[hotplug_pb2.
 
 
 def last_sequence(client: Client, platform: str) -> int:
-    return client.platforms.GetPlatform(
-        platform_pb2.GetPlatformRequest(platform=platform)
-    ).platform.last_event_sequence
+    return client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform.last_event_sequence
 
 
 class Watcher:

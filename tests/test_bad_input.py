@@ -86,9 +86,7 @@ def test_work_area_must_be_4096_bytes(client: Client, platform: str, size: int) 
     before = snapshot(client, platform)
     error = expect_error(
         lambda: client.rtas.ConfigureConnector(
-            rtas_pb2.ConfigureConnectorRequest(
-                platform=platform, work_area=b"\x10" + bytes(size - 1) if size else b""
-            )
+            rtas_pb2.ConfigureConnectorRequest(platform=platform, work_area=b"\x10" + bytes(size - 1) if size else b"")
         ),
         Code.INVALID_ARGUMENT,
         "work_area",
@@ -149,9 +147,7 @@ def test_plug_refusals_that_depend_on_state(client: Client, platform: str) -> No
     before = snapshot(client, platform)
     expect_error(lambda: plug(dimm(256 * MiB), "big"), Code.ALREADY_EXISTS, "id", "'big'")
     expect_error(lambda: plug(dimm(256 * MiB, slot=1)), Code.FAILED_PRECONDITION, "slot 1 is busy")
-    expect_error(
-        lambda: plug(dimm(256 * MiB, address=GiB)), Code.FAILED_PRECONDITION, "conflicts", "id='big'"
-    )
+    expect_error(lambda: plug(dimm(256 * MiB, address=GiB)), Code.FAILED_PRECONDITION, "conflicts", "id='big'")
     expect_error(lambda: plug(core(1), "1bad"), Code.INVALID_ARGUMENT, "id", "'1bad'")
     assert snapshot(client, platform) == before
     for _ in range(3):
@@ -159,9 +155,7 @@ def test_plug_refusals_that_depend_on_state(client: Client, platform: str) -> No
     expect_error(lambda: plug(dimm(256 * MiB)), Code.FAILED_PRECONDITION, "no free slots available")
     plug(pci(slot=2))
     expect_error(lambda: plug(pci(slot=2)), Code.FAILED_PRECONDITION, "slot 2 function 0 not available")
-    expect_error(
-        lambda: plug(pci(slot=2, function=1)), Code.FAILED_PRECONDITION, "function 0 already occupied"
-    )
+    expect_error(lambda: plug(pci(slot=2, function=1)), Code.FAILED_PRECONDITION, "function 0 already occupied")
 
 
 def test_unplug_refusals(client: Client, platform: str, guest: Any) -> None:
@@ -170,9 +164,7 @@ def test_unplug_refusals(client: Client, platform: str, guest: Any) -> None:
 
     expect_error(lambda: unplug("ghost"), Code.NOT_FOUND, "id", "'ghost'")
     expect_error(lambda: unplug("core0"), Code.FAILED_PRECONDITION, "Boot CPU core may not be unplugged")
-    client.hotplug.PlugDevice(
-        hotplug_pb2.PlugDeviceRequest(platform=platform, id="dimm1", spec=dimm(256 * MiB))
-    )
+    client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="dimm1", spec=dimm(256 * MiB)))
     client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="phb1", spec=phb(1)))
     for index in (0x80000004, 0x20000001):
         guest.acquire_drc(index)
@@ -184,9 +176,7 @@ def test_unplug_refusals(client: Client, platform: str, guest: Any) -> None:
         Code.FAILED_PRECONDITION,
         "Memory unplug already in progress for device dimm1",
     )
-    expect_error(
-        lambda: unplug("phb1"), Code.FAILED_PRECONDITION, "PCI Host Bridge unplug already in progress"
-    )
+    expect_error(lambda: unplug("phb1"), Code.FAILED_PRECONDITION, "PCI Host Bridge unplug already in progress")
     assert snapshot(client, platform) == before
 
 
@@ -200,23 +190,17 @@ def test_management_lookups(client: Client, platform: str) -> None:
         "0x80000010",
     )
     expect_error(
-        lambda: client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(platform=platform, page_token="x")
-        ),
+        lambda: client.platforms.ListConnectors(platform_pb2.ListConnectorsRequest(platform=platform, page_token="x")),
         Code.INVALID_ARGUMENT,
         "page_token",
     )
     expect_error(
-        lambda: client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(platform=platform, page_size=5000)
-        ),
+        lambda: client.platforms.ListConnectors(platform_pb2.ListConnectorsRequest(platform=platform, page_size=5000)),
         Code.INVALID_ARGUMENT,
         "page_size",
     )
     expect_error(
-        lambda: client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(platform=platform, type=3)
-        ),
+        lambda: client.platforms.ListConnectors(platform_pb2.ListConnectorsRequest(platform=platform, type=3)),
         Code.INVALID_ARGUMENT,
         "type",
     )

@@ -14,9 +14,7 @@ from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu_client import Client, Guest
 
-GEOMETRY = platform_pb2.Geometry(
-    memory_bytes=1 << 30, max_memory_bytes=9 << 30, memory_slots=32, cpus=1, max_cpus=16
-)
+GEOMETRY = platform_pb2.Geometry(memory_bytes=1 << 30, max_memory_bytes=9 << 30, memory_slots=32, cpus=1, max_cpus=16)
 
 
 def core_cycles(client: Client, platform: str, core_id: int, rounds: int) -> None:
@@ -24,9 +22,7 @@ def core_cycles(client: Client, platform: str, core_id: int, rounds: int) -> Non
     index = 0x10000000 + core_id
     spec = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=core_id))
     for _ in range(rounds):
-        client.hotplug.PlugDevice(
-            hotplug_pb2.PlugDeviceRequest(platform=platform, id=f"c{core_id}", spec=spec)
-        )
+        client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=f"c{core_id}", spec=spec))
         guest.acquire_drc(index)
         guest.configure_items(index)
         client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=f"c{core_id}"))
@@ -50,10 +46,7 @@ def dimm_cycles(client: Client, platform: str, slot: int, rounds: int) -> None:
 
 def test_many_stubs_on_two_platforms(client: Client) -> None:
     platforms = [new_platform(client, GEOMETRY) for _ in range(2)]
-    before = {
-        p: client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=p)).platform
-        for p in platforms
-    }
+    before = {p: client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=p)).platform for p in platforms}
     rounds = 8
     with ThreadPoolExecutor(max_workers=12) as pool:
         jobs = [pool.submit(core_cycles, client, p, core, rounds) for p in platforms for core in (1, 2, 3)]

@@ -14,9 +14,7 @@ S = connector_pb2
 
 
 def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
-    return client.hotplug.PlugDevice(
-        hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)
-    ).device
+    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
 
 
 def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
@@ -68,9 +66,7 @@ def test_pci_function_cycle_on_physical_connector(client: Client, platform: str,
     assert connector(client, platform, index).state == S.DRC_STATE_PHYSICAL_POWERON
     assert guest.sense(index) == (0, 0)  # empty slot
     assert guest.set_indicator(ISOLATION, index, 1) == -3  # nothing to unisolate
-    spec = device_pb2.DeviceSpec(
-        pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_E1000)
-    )
+    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_E1000))
     device = plug(client, platform, "nic1", spec)
     assert list(device.drc_indexes) == [index]
     assert guest.sense(index) == (0, 1)  # present at once: no allocation step for physical DRCs
@@ -95,9 +91,7 @@ def test_pci_function_cycle_on_physical_connector(client: Client, platform: str,
 
 
 def test_pci_unplug_before_guest_unisolated_is_immediate(client: Client, platform: str, guest: Guest) -> None:
-    spec = device_pb2.DeviceSpec(
-        pci_function=device_pb2.PciFunctionSpec(slot=5, model=device_pb2.PCI_MODEL_VIRTIO_NET)
-    )
+    spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=5, model=device_pb2.PCI_MODEL_VIRTIO_NET))
     plug(client, platform, "nic2", spec)
     assert unplug(client, platform, "nic2").deleted
     assert guest.sense(0x40000028) == (0, 0)
@@ -106,9 +100,7 @@ def test_pci_unplug_before_guest_unisolated_is_immediate(client: Client, platfor
 def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) -> None:
     def spec(slot: int, function: int) -> device_pb2.DeviceSpec:
         return device_pb2.DeviceSpec(
-            pci_function=device_pb2.PciFunctionSpec(
-                slot=slot, function=function, model=device_pb2.PCI_MODEL_E1000
-            )
+            pci_function=device_pb2.PciFunctionSpec(slot=slot, function=function, model=device_pb2.PCI_MODEL_E1000)
         )
 
     plug(client, platform, "f1", spec(6, 1))
@@ -128,9 +120,7 @@ def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) ->
     for index in (0x40000031, 0x40000030):
         assert guest.set_indicator(ISOLATION, index, 0) == 0
     events = watcher.wait_for(4)
-    assert [
-        (e.WhichOneof("kind"), e.unplug_requested.device_id or e.device_deleted.device_id) for e in events
-    ] == [
+    assert [(e.WhichOneof("kind"), e.unplug_requested.device_id or e.device_deleted.device_id) for e in events] == [
         ("unplug_requested", "f1"),
         ("unplug_requested", "f0"),
         ("device_deleted", "f1"),

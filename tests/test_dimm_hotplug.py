@@ -14,9 +14,7 @@ ISOLATION, ALLOCATION, SENSE = 9001, 9003, 9003
 
 def plug_dimm(client: Client, platform: str, size: int, device_id: str = "dimm1") -> device_pb2.Device:
     spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=size))
-    return client.hotplug.PlugDevice(
-        hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)
-    ).device
+    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
 
 
 def expected_lmb_items(address: int) -> list[tuple[int, str, bytes]]:
@@ -128,16 +126,12 @@ def test_configure_connector_resumes_and_replays(client: Client, platform: str, 
     assert connector(client, platform, 0x80000004).state == connector_pb2.DRC_STATE_LOGICAL_CONFIGURED
 
 
-def test_configure_connector_on_unacquired_lmb_is_not_configurable(
-    client: Client, platform: str, guest: Guest
-) -> None:
+def test_configure_connector_on_unacquired_lmb_is_not_configurable(client: Client, platform: str, guest: Guest) -> None:
     plug_dimm(client, platform, LMB)
     assert guest.configure_step(new_work_area(0x80000004))[0] == -9003
     guest.set_indicator(ALLOCATION, 0x80000004, 1)
     assert guest.configure_step(new_work_area(0x80000004))[0] == -9003  # AVAILABLE
     assert guest.configure_step(new_work_area(0x80000010))[0] == -3  # no such connector
     area = new_work_area(0x80000004)
-    reply = client.rtas.ConfigureConnector(
-        rtas_pb2.ConfigureConnectorRequest(platform=platform, work_area=area)
-    )
+    reply = client.rtas.ConfigureConnector(rtas_pb2.ConfigureConnectorRequest(platform=platform, work_area=area))
     assert reply.work_area == area  # refusals write nothing

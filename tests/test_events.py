@@ -25,9 +25,7 @@ def test_events_are_gap_free_and_ordered(client: Client, server: PaprServer, pla
     watcher = Watcher(client, platform)
     churn(server, platform, 50)
     events = watcher.wait_for(100)
-    assert [e.sequence for e in events] == list(
-        range(watcher.subscribed_after + 1, watcher.subscribed_after + 101)
-    )
+    assert [e.sequence for e in events] == list(range(watcher.subscribed_after + 1, watcher.subscribed_after + 101))
     assert [e.WhichOneof("kind") for e in events[:2]] == ["device_added", "device_deleted"]
     assert all(e.platform == platform for e in events)
     watcher.close()
@@ -50,18 +48,14 @@ def test_replay_after_sequence(client: Client, server: PaprServer, platform: str
 def test_after_sequence_out_of_range(client: Client, server: PaprServer, platform: str) -> None:
     with pytest.raises(grpc.RpcError) as ahead:
         list(client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=99)))
-    assert (
-        ahead.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "after_sequence" in ahead.value.details()
-    )
+    assert ahead.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "after_sequence" in ahead.value.details()
     churn(server, platform, 2100)  # more than the 4096 retained
     with pytest.raises(grpc.RpcError) as old:
         list(client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform, after_sequence=0)))
     assert old.value.code() == grpc.StatusCode.OUT_OF_RANGE and "no longer retained" in old.value.details()
 
 
-def test_slow_watcher_is_cut_off_and_resumes_without_loss(
-    client: Client, server: PaprServer, platform: str
-) -> None:
+def test_slow_watcher_is_cut_off_and_resumes_without_loss(client: Client, server: PaprServer, platform: str) -> None:
     stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform))
     start = int(dict(stream.initial_metadata())["papr-subscribed-after"])
     churn(server, platform, 2000)  # 4000 events while the watcher reads nothing

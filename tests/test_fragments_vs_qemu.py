@@ -42,9 +42,7 @@ def qemu_items(name: str) -> list[CcItem]:
 
 def drc_table(properties: dict[str, bytes]) -> dict[int, tuple[str, str, int]]:
     """The four parallel arrays as {index: (name, type, power domain)} (QEMU's order is hash order)."""
-    count, *indexes = struct.unpack(
-        f">{len(properties['ibm,drc-indexes']) // 4}I", properties["ibm,drc-indexes"]
-    )
+    count, *indexes = struct.unpack(f">{len(properties['ibm,drc-indexes']) // 4}I", properties["ibm,drc-indexes"])
     names = properties["ibm,drc-names"][4:].split(b"\0")[:count]
     types = properties["ibm,drc-types"][4:].split(b"\0")[:count]
     domains = struct.unpack(f">{count}I", properties["ibm,drc-power-domains"][4:])

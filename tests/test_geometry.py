@@ -20,19 +20,13 @@ def test_default_geometry_matches_qemu(client: Client, platform: str, guest: Gue
     for c in everything:
         by_type.setdefault(c.type, []).append(c)
     cpu = by_type[S.DRC_TYPE_CPU]
-    assert [(c.index, c.name, c.type_name) for c in cpu] == [
-        (0x10000000 + n, f"CPU {n}", "CPU") for n in range(4)
-    ]
+    assert [(c.index, c.name, c.type_name) for c in cpu] == [(0x10000000 + n, f"CPU {n}", "CPU") for n in range(4)]
     lmb = by_type[S.DRC_TYPE_LMB]
-    assert [(c.index, c.name, c.type_name) for c in lmb] == [
-        (0x80000000 + n, f"LMB {n}", "MEM") for n in range(4, 16)
-    ]
+    assert [(c.index, c.name, c.type_name) for c in lmb] == [(0x80000000 + n, f"LMB {n}", "MEM") for n in range(4, 16)]
     phb = by_type[S.DRC_TYPE_PHB]
     assert [(c.index, c.name) for c in phb] == [(0x20000000 + n, f"PHB {n}") for n in range(31)]
     pmem = by_type[S.DRC_TYPE_PMEM]
-    assert [(c.index, c.name, c.type_name) for c in pmem] == [
-        (0x90000000 + n, f"PMEM {n}", "PMEM") for n in range(4)
-    ]
+    assert [(c.index, c.name, c.type_name) for c in pmem] == [(0x90000000 + n, f"PMEM {n}", "PMEM") for n in range(4)]
     pci = by_type[S.DRC_TYPE_PCI]
     assert [(c.index, c.name, c.type_name, c.physical) for c in pci] == [
         (0x40000000 + n, f"C{n}", "28", True) for n in range(256)
@@ -49,9 +43,7 @@ def test_default_geometry_matches_qemu(client: Client, platform: str, guest: Gue
     assert sorted(phb0.cells("ibm,drc-indexes")[1:]) == [c.index for c in pci]
     names = phb0.properties["ibm,drc-names"][4:].split(b"\0")[:-1]
     assert sorted(n.decode() for n in names) == sorted(c.name for c in pci)
-    assert {c.parent_path for c in pci} == {"/pci@800000020000000"} and {c.parent_path for c in cpu} == {
-        "/cpus"
-    }
+    assert {c.parent_path for c in pci} == {"/pci@800000020000000"} and {c.parent_path for c in cpu} == {"/cpus"}
 
     # Coldplugged devices start as QEMU's do; everything else is empty.
     sense = {c.index: guest.sense(c.index) for c in everything}
@@ -104,9 +96,7 @@ def test_larger_geometries(client: Client) -> None:
     lmb = connectors(client, name, type=S.DRC_TYPE_LMB)
     assert lmb[0].index == 0x80000010 and lmb[-1].index == 0x80000010 + 4079
     # Boot memory that is not a multiple of 1 GiB: device memory starts at the next GiB.
-    odd = new_platform(
-        client, platform_pb2.Geometry(memory_bytes=1280 << 20, max_memory_bytes=2 << 30, memory_slots=1)
-    )
+    odd = new_platform(client, platform_pb2.Geometry(memory_bytes=1280 << 20, max_memory_bytes=2 << 30, memory_slots=1))
     assert [c.name for c in connectors(client, odd, type=S.DRC_TYPE_LMB)] == ["LMB 8", "LMB 9", "LMB 10"]
     none = new_platform(client, platform_pb2.Geometry())
     info = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=none)).platform

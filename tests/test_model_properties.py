@@ -31,12 +31,8 @@ operations = st.one_of(
     st.tuples(st.just("plug_dimm"), st.integers(1, 3)),
     st.tuples(st.just("plug_core"), st.integers(1, 2)),
     st.tuples(st.just("plug_pci"), st.integers(0, 1)),
-    st.tuples(
-        st.just("unplug"), st.sampled_from(["dimm0", "dimm1", "core1", "core2", "pci0.1.0", "pci0.1.1"])
-    ),
-    st.tuples(
-        st.just("set"), st.sampled_from([9001, 9002, 9003, 9004]), st.sampled_from(INDEXES), st.integers(0, 3)
-    ),
+    st.tuples(st.just("unplug"), st.sampled_from(["dimm0", "dimm1", "core1", "core2", "pci0.1.0", "pci0.1.1"])),
+    st.tuples(st.just("set"), st.sampled_from([9001, 9002, 9003, 9004]), st.sampled_from(INDEXES), st.integers(0, 3)),
     st.tuples(st.just("cc"), st.sampled_from(INDEXES)),
 )
 
@@ -65,9 +61,7 @@ def check_invariants(platform: Platform) -> None:
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(operations, max_size=60))
 def test_any_sequence_keeps_the_model_consistent(steps: list[tuple[Any, ...]]) -> None:
-    platform = Platform(
-        "prop", Geometry.build(1 << 30, 4 << 30, slots=4, cpus=1, max_cpus=4), clock=lambda: 0.0
-    )
+    platform = Platform("prop", Geometry.build(1 << 30, 4 << 30, slots=4, cpus=1, max_cpus=4), clock=lambda: 0.0)
     dimms = 0
     for step in steps:
         before = state_of(platform)

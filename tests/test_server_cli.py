@@ -41,9 +41,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str, list[s
     processes: list[subprocess.Popen[bytes]] = []
 
     def start(*args: str) -> subprocess.Popen[bytes]:
-        process = subprocess.Popen(
-            [*PAPR_EMU, "serve", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE
-        )
+        process = subprocess.Popen([*PAPR_EMU, "serve", *args], stderr=subprocess.PIPE, stdout=subprocess.PIPE)
         processes.append(process)
         return process
 
@@ -65,9 +63,7 @@ def test_serve_default_platform_on_unix_socket(serve, tmp_path: Path) -> None:  
     assert listed[0].geometry.max_memory_bytes == 4 << 30 and listed[0].connector_total == 307
 
     reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-    responses = reflection.ServerReflectionInfo(
-        iter([reflection_pb2.ServerReflectionRequest(list_services="")])
-    )
+    responses = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
     services = {s.name for r in responses for s in r.list_services_response.service}
     assert {
         "papr.v1.RtasService",
@@ -125,13 +121,9 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
     listed = platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
     assert [p.name for p in listed] == ["big"]
     assert listed[0].device_count == 5  # two boot cores, PHB 0, the DIMM, the NIC
-    lmb = platforms.GetConnector(
-        platform_pb2.GetConnectorRequest(platform="big", drc_index=0x80000010)
-    ).connector
+    lmb = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x80000010)).connector
     assert (lmb.device_id, lmb.state) == ("boot-dimm", 4)  # coldplugged: CONFIGURED
-    nic = platforms.GetConnector(
-        platform_pb2.GetConnectorRequest(platform="big", drc_index=0x40000010)
-    ).connector
+    nic = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x40000010)).connector
     assert (nic.state, nic.dr_indicator) == (8, 1)
     channel.close()
     process.terminate()

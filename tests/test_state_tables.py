@@ -79,9 +79,7 @@ def bring_to(client: Client, platform: str, guest: Guest, kind: str, state: str)
 @pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("state", LOGICAL_STATES)
 @pytest.mark.parametrize("operation", sorted(LOGICAL_OPS))
-def test_logical_table(
-    client: Client, platform: str, guest: Guest, kind: str, state: str, operation: str
-) -> None:
+def test_logical_table(client: Client, platform: str, guest: Guest, kind: str, state: str, operation: str) -> None:
     index = bring_to(client, platform, guest, kind, state)
     expected_status, expected_state = LOGICAL_TABLE[operation][LOGICAL_STATES.index(state)]
     if kind == "lmb" and operation == "isolate" and state == "configured":
@@ -114,9 +112,7 @@ PHYSICAL_OPS: dict[str, Op] = {**LOGICAL_OPS, "dr-indicator 4": (IND, 4)}
 def test_physical_table(client: Client, platform: str, guest: Guest, state: str, operation: str) -> None:
     index = 0x40000008  # PHB 0 slot 1 function 0
     if state != "empty":
-        spec = device_pb2.DeviceSpec(
-            pci_function=device_pb2.PciFunctionSpec(slot=1, model=device_pb2.PCI_MODEL_E1000)
-        )
+        spec = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=1, model=device_pb2.PCI_MODEL_E1000))
         client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="nic", spec=spec))
         if state in ("unisolate", "configured"):
             assert guest.set_indicator(ISO, index, 1) == 0
@@ -148,18 +144,14 @@ def test_unknown_indexes_and_types(client: Client, platform: str, guest: Guest) 
         set_reply = client.rtas.SetPowerLevel(
             rtas_pb2.SetPowerLevelRequest(platform=platform, power_domain=domain, level=0)
         )
-        get_reply = client.rtas.GetPowerLevel(
-            rtas_pb2.GetPowerLevelRequest(platform=platform, power_domain=domain)
-        )
+        get_reply = client.rtas.GetPowerLevel(rtas_pb2.GetPowerLevelRequest(platform=platform, power_domain=domain))
         expected = (0, 100) if domain == -1 else (-3, 0)
         assert (set_reply.status, set_reply.level) == expected
         assert (get_reply.status, get_reply.level) == expected
     assert snapshot(client, platform) == before
 
 
-def test_pending_unplug_blocks_reacquire_and_unusable_releases(
-    client: Client, platform: str, guest: Guest
-) -> None:
+def test_pending_unplug_blocks_reacquire_and_unusable_releases(client: Client, platform: str, guest: Guest) -> None:
     spec, index, _ = KINDS["lmb"]
     client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="dev", spec=spec))
     assert guest.set_indicator(ALLOC, index, 1) == 0  # AVAILABLE

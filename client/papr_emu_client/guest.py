@@ -47,9 +47,7 @@ class Guest:
 
     def sense(self, drc_index: int) -> tuple[int, int]:
         reply = self.rtas.GetSensorState(
-            rtas_pb2.GetSensorStateRequest(
-                platform=self.platform, sensor_type=DR_ENTITY_SENSE, sensor_index=drc_index
-            )
+            rtas_pb2.GetSensorStateRequest(platform=self.platform, sensor_type=DR_ENTITY_SENSE, sensor_index=drc_index)
         )
         return reply.status, reply.state
 
@@ -62,9 +60,7 @@ class Guest:
         return int(reply.status)
 
     def configure_step(self, area: bytes) -> tuple[int, bytes]:
-        reply = self.rtas.ConfigureConnector(
-            rtas_pb2.ConfigureConnectorRequest(platform=self.platform, work_area=area)
-        )
+        reply = self.rtas.ConfigureConnector(rtas_pb2.ConfigureConnectorRequest(platform=self.platform, work_area=area))
         return reply.status, reply.work_area
 
     def acquire_drc(self, drc_index: int) -> None:

@@ -95,9 +95,7 @@ class QmpError(Exception):
         self.desc = desc
 
 
-def qemu_argv(
-    qemu: str, qtest_sock: str, qmp_sock: str, geometry: list[str], extra_machine: str = ""
-) -> list[str]:
+def qemu_argv(qemu: str, qtest_sock: str, qmp_sock: str, geometry: list[str], extra_machine: str = "") -> list[str]:
     """The machine line used for every run."""
     machine = MACHINE + ("," + extra_machine if extra_machine else "")
     return [
@@ -147,9 +145,7 @@ class Qemu:
     # ---- lifecycle -------------------------------------------------------------------
 
     def argv(self) -> list[str]:
-        return qemu_argv(
-            self.qemu, str(self._tmp / "Q"), str(self._tmp / "M"), self.geometry, self.extra_machine
-        )
+        return qemu_argv(self.qemu, str(self._tmp / "Q"), str(self._tmp / "M"), self.geometry, self.extra_machine)
 
     def __enter__(self) -> Qemu:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -157,9 +153,7 @@ class Qemu:
         listener.listen(1)
         listener.settimeout(IO_TIMEOUT)
         self._stderr = open(self._tmp / "stderr", "wb")
-        self.proc = subprocess.Popen(
-            self.argv(), stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr
-        )
+        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
         try:
             conn, _ = listener.accept()
         except TimeoutError as e:
@@ -220,9 +214,7 @@ class Qemu:
         except OSError:
             return ""
         lines = [
-            ln
-            for ln in text.splitlines()
-            if not (ln.startswith("[R ") or ln.startswith("[S ") or ln.startswith("[I "))
+            ln for ln in text.splitlines() if not (ln.startswith("[R ") or ln.startswith("[S ") or ln.startswith("[I "))
         ]
         return "\n".join(lines)
 
@@ -613,9 +605,7 @@ def dump_dtb(qemu_bin: str, dtb: Path, geometry: list[str]) -> dict[str, Any]:
     return {
         "argv": argv,
         "returncode": p.returncode,
-        "stderr": "\n".join(
-            ln for ln in p.stderr.decode(errors="replace").splitlines() if not ln.startswith("[")
-        ),
+        "stderr": "\n".join(ln for ln in p.stderr.decode(errors="replace").splitlines() if not ln.startswith("[")),
         "exists": dtb.exists(),
     }
 
@@ -623,9 +613,7 @@ def dump_dtb(qemu_bin: str, dtb: Path, geometry: list[str]) -> dict[str, Any]:
 def dtb_to_dts(dtb: Path, dts: Path) -> bool:
     if shutil.which("dtc") is None:
         return False
-    p = subprocess.run(
-        ["dtc", "-I", "dtb", "-O", "dts", "-o", str(dts), str(dtb)], capture_output=True, timeout=30
-    )
+    p = subprocess.run(["dtc", "-I", "dtb", "-O", "dts", "-o", str(dts), str(dtb)], capture_output=True, timeout=30)
     return p.returncode == 0
 
 
@@ -957,8 +945,7 @@ ERROR_CASES: list[ErrorCase] = [
     ),
     ErrorCase(
         "pci_del_fn1_then_fn0_configured",
-        "e1000 6.1 then 6.0 (multifunction=on), guest configures both, "
-        "device_del of function 1 then of function 0",
+        "e1000 6.1 then 6.0 (multifunction=on), guest configures both, device_del of function 1 then of function 0",
         [
             qmp_step("device_add", driver="e1000", id="f1", bus="pci.0", addr="6.1", multifunction=True),
             qmp_step("device_add", driver="e1000", id="f0", bus="pci.0", addr="6.0", multifunction=True),
@@ -1064,9 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent)
     ap.add_argument("--only", nargs="*", choices=["fragments", "dtb", "smp", "errors"])
     ap.add_argument("--error-case", nargs="*", help="restrict the errors part to these keys")
-    ap.add_argument(
-        "--running", action="store_true", help="do not pause the vCPU (SLOF keeps running under TCG)"
-    )
+    ap.add_argument("--running", action="store_true", help="do not pause the vCPU (SLOF keeps running under TCG)")
     a = ap.parse_args(argv)
     global STOP_CPUS_DEFAULT
     STOP_CPUS_DEFAULT = not a.running

@@ -18,14 +18,10 @@ LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def configure_logging(
-    log_format: LogFormat = "console", level: str = "info", stream: TextIO | None = None
-) -> None:
+def configure_logging(log_format: LogFormat = "console", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog process-wide; debug-level calls cost almost nothing above debug."""
     renderer: structlog.typing.Processor = (
-        structlog.processors.JSONRenderer()
-        if log_format == "json"
-        else structlog.dev.ConsoleRenderer(colors=False)
+        structlog.processors.JSONRenderer() if log_format == "json" else structlog.dev.ConsoleRenderer(colors=False)
     )
     structlog.configure(
         processors=[

@@ -79,9 +79,7 @@ class PaprServer:
         self._server.start()
         for name in ("", *SERVICE_NAMES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        log.info(
-            "server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()]
-        )
+        log.info("server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()])
 
     def stop(self, grace: float | None = 2.0) -> None:
         self._health.enter_graceful_shutdown()

@@ -115,9 +115,7 @@ class Device:
         return range(self.drc_type.index(ids.start), self.drc_type.index(ids.start) + len(ids))
 
     def info(self) -> DeviceInfo:
-        return DeviceInfo(
-            self.id, self.type, self.params, self.drc_indexes, self.hotplugged, self.unplug_pending
-        )
+        return DeviceInfo(self.id, self.type, self.params, self.drc_indexes, self.hotplugged, self.unplug_pending)
 
 
 @dataclass(eq=False)

@@ -114,9 +114,7 @@ class Drc:
         connector_class = self.type.connector_class
         self.state = connector_class.ready_state if self.device is not None else connector_class.empty_state
         if connector_class.physical:
-            self.dr_indicator = (
-                rtas.DR_INDICATOR_ACTIVE if self.device is not None else rtas.DR_INDICATOR_INACTIVE
-            )
+            self.dr_indicator = rtas.DR_INDICATOR_ACTIVE if self.device is not None else rtas.DR_INDICATOR_INACTIVE
         self.rewind()
 
     def __repr__(self) -> str:
@@ -310,9 +308,7 @@ class DrcType:
 CPU: Final = DrcType("CPU", 1, "CPU", "CPU ", LOGICAL)
 PHB: Final = DrcType("PHB", 2, "PHB", "PHB ", LOGICAL)
 PCI: Final = DrcType("PCI", 4, "28", "C", PHYSICAL)
-LMB: Final = DrcType(
-    "LMB", 8, "MEM", "LMB ", LOGICAL, isolate_needs_pending_unplug=True, configure_refuses_unplug=True
-)
+LMB: Final = DrcType("LMB", 8, "MEM", "LMB ", LOGICAL, isolate_needs_pending_unplug=True, configure_refuses_unplug=True)
 PMEM: Final = DrcType("PMEM", 9, "PMEM", "PMEM ", LOGICAL)
 
 DRC_TYPES: Final = (CPU, PHB, PCI, LMB, PMEM)

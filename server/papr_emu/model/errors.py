@@ -26,9 +26,7 @@ class PlatformError(Exception):
 
 
 def _describe(field: str, value: object, reason: str) -> str:
-    shown = (
-        hex(value) if isinstance(value, int) and not isinstance(value, bool) and value > 9 else repr(value)
-    )
+    shown = hex(value) if isinstance(value, int) and not isinstance(value, bool) and value > 9 else repr(value)
     return f"{field}: {shown}: {reason}" if field else reason
 
 

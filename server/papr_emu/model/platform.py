@@ -139,8 +139,7 @@ class Platform:
         self._build_connectors()
         self._hpt_shift = hpt_shift_for_ram_size(geometry.memory)
         boot: list[tuple[str, PlugRequest]] = [
-            (f"core{core_id}", CpuCoreParams(core_id))
-            for core_id in geometry.core_ids()[: geometry.boot_cores]
+            (f"core{core_id}", CpuCoreParams(core_id)) for core_id in geometry.core_ids()[: geometry.boot_cores]
         ]
         boot.append(("phb0", PhbParams(0)))
         for device_id, request in [*boot, *coldplug]:
@@ -160,9 +159,7 @@ class Platform:
 
     @staticmethod
     def _pci_range(phb_index: int) -> DrcRange:
-        return DrcRange(
-            PCI, pci_drc_id(phb_index, 0), PCI_SLOTS * PCI_FUNCTIONS, 1, "/" + phb_node_name(phb_index)
-        )
+        return DrcRange(PCI, pci_drc_id(phb_index, 0), PCI_SLOTS * PCI_FUNCTIONS, 1, "/" + phb_node_name(phb_index))
 
     # --- snapshots --------------------------------------------------------------------------------
 
@@ -232,11 +229,7 @@ class Platform:
 
     def devices(self, device_type: DeviceType | None = None) -> list[DeviceInfo]:
         with self.lock:
-            return [
-                d.info()
-                for _, d in sorted(self._devices.items())
-                if device_type is None or d.type is device_type
-            ]
+            return [d.info() for _, d in sorted(self._devices.items()) if device_type is None or d.type is device_type]
 
     def _device(self, device_id: str) -> Device:
         device = self._devices.get(device_id)
@@ -316,9 +309,7 @@ class Platform:
         g = self.geometry
         size = request.size
         if size <= 0 or size % LMB_SIZE:
-            raise InvalidArgument(
-                "dimm.size_bytes", size, "Hotplugged memory size must be a multiple of 256 MB"
-            )
+            raise InvalidArgument("dimm.size_bytes", size, "Hotplugged memory size must be a multiple of 256 MB")
         if not g.lmb_count:
             raise FailedPrecondition(
                 "memory devices (e.g. for memory hotplug) are not enabled, please specify the maxmem option"
@@ -385,9 +376,7 @@ class Platform:
 
     def _prepare_phb(self, device_id: str, request: PhbParams, hotplugged: bool) -> Phb:
         if request.index >= MAX_PHBS:
-            raise InvalidArgument(
-                "phb.index", request.index, f'"index" for PAPR PHB is too large (max {MAX_PHBS - 1})'
-            )
+            raise InvalidArgument("phb.index", request.index, f'"index" for PAPR PHB is too large (max {MAX_PHBS - 1})')
         if request.index in self._phbs:
             raise FailedPrecondition(f"PHB {request.index} already attached", "phb.index", request.index)
         return Phb(device_id, hotplugged, index=request.index)
@@ -398,9 +387,7 @@ class Platform:
         if request.function >= PCI_FUNCTIONS:
             raise InvalidArgument("pci_function.function", request.function, f"must be below {PCI_FUNCTIONS}")
         if request.phb_index not in self._phbs:
-            raise NotFound(
-                "pci_function.phb_index", request.phb_index, f"PHB (bus 'pci.{request.phb_index}')"
-            )
+            raise NotFound("pci_function.phb_index", request.phb_index, f"PHB (bus 'pci.{request.phb_index}')")
         devfn = (request.slot << 3) | request.function
         occupant = self._pci.get((request.phb_index, devfn))
         if occupant is not None:
@@ -502,9 +489,7 @@ class Platform:
         drc.unplug_requested = False
         drc.rewind()
         device.attached.discard(drc.index)
-        self.log.info(
-            "drc.released", drc_index=f"{drc.index:#x}", device=device.id, left=len(device.attached)
-        )
+        self.log.info("drc.released", drc_index=f"{drc.index:#x}", device=device.id, left=len(device.attached))
         if not device.attached:
             self._delete(device, released_by)
 
@@ -551,9 +536,7 @@ class Platform:
         else:
             drc.unplug_requested = False
         device.unplug_pending = False
-        self.log.warning(
-            "device.unplug_rejected", device=device.id, drc_index=f"{drc.index:#x}", signal=signal.value
-        )
+        self.log.warning("device.unplug_rejected", device=device.id, drc_index=f"{drc.index:#x}", signal=signal.value)
         self.events.publish(UnplugRejected(device.id, device.type, signal.value, drc.index))
 
     # --- RTAS -------------------------------------------------------------------------------------

@@ -36,9 +36,7 @@ class Platforms:
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
 
-    def create(
-        self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()
-    ) -> Platform:
+    def create(self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
                 "name",

@@ -34,9 +34,7 @@ def status_for(error: PlatformError) -> grpc.Status:
     details: list[any_pb2.Any] = []
     if error.field:
         bad_request = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)
-            ]
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field=error.field, description=error.message)]
         )
         packed = any_pb2.Any()
         packed.Pack(bad_request)

@@ -27,9 +27,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
         def plug() -> hotplug_pb2.PlugDeviceResponse:
             platform = self._platforms.get(request.platform)
             plug_request = convert.plug_request_from_pb(request.spec)
-            return hotplug_pb2.PlugDeviceResponse(
-                device=convert.device_to_pb(platform.plug(request.id, plug_request))
-            )
+            return hotplug_pb2.PlugDeviceResponse(device=convert.device_to_pb(platform.plug(request.id, plug_request)))
 
         return _call(context, plug)
 
@@ -37,9 +35,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
         self, request: hotplug_pb2.UnplugDeviceRequest, context: grpc.ServicerContext
     ) -> hotplug_pb2.UnplugDeviceResponse:
         outcome = _call(context, lambda: self._platforms.get(request.platform).unplug(request.id))
-        return hotplug_pb2.UnplugDeviceResponse(
-            deleted=outcome.deleted, device=convert.device_to_pb(outcome.device)
-        )
+        return hotplug_pb2.UnplugDeviceResponse(deleted=outcome.deleted, device=convert.device_to_pb(outcome.device))
 
     def GetDevice(
         self, request: hotplug_pb2.GetDeviceRequest, context: grpc.ServicerContext
