@@ -8,7 +8,6 @@ import re
 from pathlib import Path
 
 from conftest import new_platform
-
 from papr_emu_client import Client
 
 README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
