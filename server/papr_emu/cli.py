@@ -52,7 +52,7 @@ def serve(options: argparse.Namespace) -> int:
             config = load_config(options.config)
             listen = listen or config.listen
             for platform in config.platforms:
-                platforms.create(platform.name, platform.geometry, platform.coldplug)
+                platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
         else:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
     except (ConfigError, PlatformError) as error:

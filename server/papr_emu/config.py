@@ -14,6 +14,9 @@ Example file::
     max_cpus = 4
     threads = 1
 
+    [platform.unplug_timeouts]  # optional, seconds; every type off unless set
+    cpu_core = 30
+
     [[platform.device]]  # present at boot (coldplugged)
     type = "dimm"        # dimm | cpu-core | pci-function | phb
     id = "dimm0"
@@ -30,11 +33,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .model import CpuCoreParams, DimmRequest, Geometry, PciFunctionParams, PciModel, PhbParams, PlugRequest
+from .model import (
+    CpuCoreParams,
+    DimmRequest,
+    Geometry,
+    PciFunctionParams,
+    PciModel,
+    PhbParams,
+    PlugRequest,
+    UnplugTimeouts,
+)
 
 _SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
 _SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
-_PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device"}
+_PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
+_TIMEOUT_KEYS = ("cpu_core", "dimm", "pci_function", "phb")
 _PCI_MODELS = {m.qemu_name: m for m in PciModel} | {"virtio-net": PciModel.VIRTIO_NET}
 
 
@@ -47,6 +60,7 @@ class PlatformConfig:
     name: str
     geometry: Geometry
     coldplug: list[tuple[str, PlugRequest]] = field(default_factory=list)
+    unplug_timeouts: UnplugTimeouts = field(default_factory=UnplugTimeouts)
 
 
 @dataclass(frozen=True)
@@ -149,7 +163,21 @@ def _platform(table: dict[str, Any], where: str) -> PlatformConfig:
     if not isinstance(devices, list):
         raise ConfigError(f"{where}.device: must be an array of tables ([[platform.device]])")
     coldplug = [_device(d, f"{where}.device[{n}]") for n, d in enumerate(devices)]
-    return PlatformConfig(name, geometry, coldplug)
+    return PlatformConfig(name, geometry, coldplug, _timeouts(table.get("unplug_timeouts", {}), where))
+
+
+def _timeouts(table: object, where: str) -> UnplugTimeouts:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}.unplug_timeouts: must be a table")
+    unknown = set(table) - set(_TIMEOUT_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.unplug_timeouts: unknown keys: {', '.join(sorted(unknown))}")
+    values: dict[str, float] = {}
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise ConfigError(f"{where}.unplug_timeouts.{key}: {value!r} is not a positive number of seconds")
+        values[key] = float(value)
+    return UnplugTimeouts(**values)
 
 
 def load_config(path: Path) -> ServerConfig:

@@ -10,6 +10,7 @@ Example::
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from concurrent import futures
 
@@ -18,10 +19,19 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from papr.v1 import hotplug_pb2, hotplug_pb2_grpc, platform_pb2, platform_pb2_grpc, rtas_pb2, rtas_pb2_grpc
+from papr.v1 import (
+    hotplug_pb2,
+    hotplug_pb2_grpc,
+    interrupt_pb2,
+    interrupt_pb2_grpc,
+    platform_pb2,
+    platform_pb2_grpc,
+    rtas_pb2,
+    rtas_pb2_grpc,
+)
 
 from .model import Platforms
-from .service import HotplugServicer, PlatformServicer, RtasServicer
+from .service import HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_WORKERS = 64
@@ -29,7 +39,10 @@ SERVICE_NAMES = (
     rtas_pb2.DESCRIPTOR.services_by_name["RtasService"].full_name,
     platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,
     hotplug_pb2.DESCRIPTOR.services_by_name["HotplugService"].full_name,
+    interrupt_pb2.DESCRIPTOR.services_by_name["InterruptService"].full_name,
 )
+#: How often pending unplugs are checked against their platform's timeout policy.
+TIMEOUT_TICK_SECONDS = 0.1
 
 log = structlog.get_logger("papr_emu.server")
 
@@ -57,11 +70,23 @@ class PaprServer:
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms), self._server)
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
         hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms), self._server)
+        interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
         )
         self.addresses: list[str] = []
+        self._stopping = threading.Event()
+        self._ticker = threading.Thread(target=self._expire_unplugs, name="papr-unplug-timeouts", daemon=True)
+
+    def _expire_unplugs(self) -> None:
+        """Apply each platform's unplug timeout policy (a no-op for platforms without one)."""
+        while not self._stopping.wait(TIMEOUT_TICK_SECONDS):
+            for platform in self.platforms.list():
+                try:
+                    platform.expire_unplugs()
+                except Exception:  # never let one platform stop the ticker for the others
+                    log.exception("unplug_timeouts.failed", platform=platform.name)
 
     def start(self) -> None:
         for address in self._listen:
@@ -77,11 +102,13 @@ class PaprServer:
                 host = address.rsplit(":", 1)[0]
                 self.addresses.append(f"{host}:{port}")
         self._server.start()
+        self._ticker.start()
         for name in ("", *SERVICE_NAMES):
             self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()])
 
     def stop(self, grace: float | None = 2.0) -> None:
+        self._stopping.set()
         self._health.enter_graceful_shutdown()
         for platform in self.platforms.list():
             platform.close("shutdown")  # ends event streams so in-flight watchers finish

@@ -26,15 +26,15 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from papr.v1 import device_pb2 as papr_dot_v1_dot_device__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15papr/v1/hotplug.proto\x12\x07papr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14papr/v1/device.proto\"T\n\x11PlugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"5\n\x12PlugDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"3\n\x13UnplugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"H\n\x14UnplugDeviceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0f.papr.v1.Device\"0\n\x10GetDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"4\n\x11GetDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"I\n\x12ListDevicesRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\"7\n\x13ListDevicesResponse\x12 \n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0f.papr.v1.Device\"V\n\x12WatchEventsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"4\n\x13WatchEventsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.papr.v1.Event\"\xa7\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08platform\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0c\x64\x65vice_added\x18\n \x01(\x0b\x32\x14.papr.v1.DeviceAddedH\x00\x12\x34\n\x10unplug_requested\x18\x0b \x01(\x0b\x32\x18.papr.v1.UnplugRequestedH\x00\x12\x30\n\x0e\x64\x65vice_deleted\x18\x0c \x01(\x0b\x32\x16.papr.v1.DeviceDeletedH\x00\x12\x32\n\x0funplug_rejected\x18\r \x01(\x0b\x32\x17.papr.v1.UnplugRejectedH\x00\x42\x06\n\x04kind\".\n\x0b\x44\x65viceAdded\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"c\n\x0fUnplugRequested\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\"\x80\x01\n\rDeviceDeleted\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\x12\x1d\n\x15released_by_drc_index\x18\x04 \x01(\r\"\x88\x01\n\x0eUnplugRejected\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12&\n\x06signal\x18\x03 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\x04 \x01(\r*u\n\rRefusalSignal\x12\x1e\n\x1aREFUSAL_SIGNAL_UNSPECIFIED\x10\x00\x12&\n\"REFUSAL_SIGNAL_CONFIGURE_CONNECTOR\x10\x01\x12\x1c\n\x18REFUSAL_SIGNAL_UNISOLATE\x10\x02\x32\xfe\x02\n\x0eHotplugService\x12\x45\n\nPlugDevice\x12\x1a.papr.v1.PlugDeviceRequest\x1a\x1b.papr.v1.PlugDeviceResponse\x12K\n\x0cUnplugDevice\x12\x1c.papr.v1.UnplugDeviceRequest\x1a\x1d.papr.v1.UnplugDeviceResponse\x12\x42\n\tGetDevice\x12\x19.papr.v1.GetDeviceRequest\x1a\x1a.papr.v1.GetDeviceResponse\x12H\n\x0bListDevices\x12\x1b.papr.v1.ListDevicesRequest\x1a\x1c.papr.v1.ListDevicesResponse\x12J\n\x0bWatchEvents\x12\x1b.papr.v1.WatchEventsRequest\x1a\x1c.papr.v1.WatchEventsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15papr/v1/hotplug.proto\x12\x07papr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14papr/v1/device.proto\"T\n\x11PlugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"5\n\x12PlugDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"3\n\x13UnplugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"H\n\x14UnplugDeviceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0f.papr.v1.Device\"0\n\x10GetDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"4\n\x11GetDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"I\n\x12ListDevicesRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\"7\n\x13ListDevicesResponse\x12 \n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0f.papr.v1.Device\"V\n\x12WatchEventsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"4\n\x13WatchEventsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.papr.v1.Event\"\xdc\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08platform\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0c\x64\x65vice_added\x18\n \x01(\x0b\x32\x14.papr.v1.DeviceAddedH\x00\x12\x34\n\x10unplug_requested\x18\x0b \x01(\x0b\x32\x18.papr.v1.UnplugRequestedH\x00\x12\x30\n\x0e\x64\x65vice_deleted\x18\x0c \x01(\x0b\x32\x16.papr.v1.DeviceDeletedH\x00\x12\x32\n\x0funplug_rejected\x18\r \x01(\x0b\x32\x17.papr.v1.UnplugRejectedH\x00\x12\x33\n\x10unplug_timed_out\x18\x0e \x01(\x0b\x32\x17.papr.v1.UnplugTimedOutH\x00\x42\x06\n\x04kind\".\n\x0b\x44\x65viceAdded\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"c\n\x0fUnplugRequested\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\"\x80\x01\n\rDeviceDeleted\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\x12\x1d\n\x15released_by_drc_index\x18\x04 \x01(\r\"\x88\x01\n\x0eUnplugRejected\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12&\n\x06signal\x18\x03 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\x04 \x01(\r\"f\n\x0eUnplugTimedOut\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01*u\n\rRefusalSignal\x12\x1e\n\x1aREFUSAL_SIGNAL_UNSPECIFIED\x10\x00\x12&\n\"REFUSAL_SIGNAL_CONFIGURE_CONNECTOR\x10\x01\x12\x1c\n\x18REFUSAL_SIGNAL_UNISOLATE\x10\x02\x32\xfe\x02\n\x0eHotplugService\x12\x45\n\nPlugDevice\x12\x1a.papr.v1.PlugDeviceRequest\x1a\x1b.papr.v1.PlugDeviceResponse\x12K\n\x0cUnplugDevice\x12\x1c.papr.v1.UnplugDeviceRequest\x1a\x1d.papr.v1.UnplugDeviceResponse\x12\x42\n\tGetDevice\x12\x19.papr.v1.GetDeviceRequest\x1a\x1a.papr.v1.GetDeviceResponse\x12H\n\x0bListDevices\x12\x1b.papr.v1.ListDevicesRequest\x1a\x1c.papr.v1.ListDevicesResponse\x12J\n\x0bWatchEvents\x12\x1b.papr.v1.WatchEventsRequest\x1a\x1c.papr.v1.WatchEventsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'papr.v1.hotplug_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REFUSALSIGNAL']._serialized_start=1452
-  _globals['_REFUSALSIGNAL']._serialized_end=1569
+  _globals['_REFUSALSIGNAL']._serialized_start=1609
+  _globals['_REFUSALSIGNAL']._serialized_end=1726
   _globals['_PLUGDEVICEREQUEST']._serialized_start=89
   _globals['_PLUGDEVICEREQUEST']._serialized_end=173
   _globals['_PLUGDEVICERESPONSE']._serialized_start=175
@@ -56,15 +56,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_WATCHEVENTSRESPONSE']._serialized_start=681
   _globals['_WATCHEVENTSRESPONSE']._serialized_end=733
   _globals['_EVENT']._serialized_start=736
-  _globals['_EVENT']._serialized_end=1031
-  _globals['_DEVICEADDED']._serialized_start=1033
-  _globals['_DEVICEADDED']._serialized_end=1079
-  _globals['_UNPLUGREQUESTED']._serialized_start=1081
-  _globals['_UNPLUGREQUESTED']._serialized_end=1180
-  _globals['_DEVICEDELETED']._serialized_start=1183
-  _globals['_DEVICEDELETED']._serialized_end=1311
-  _globals['_UNPLUGREJECTED']._serialized_start=1314
-  _globals['_UNPLUGREJECTED']._serialized_end=1450
-  _globals['_HOTPLUGSERVICE']._serialized_start=1572
-  _globals['_HOTPLUGSERVICE']._serialized_end=1954
+  _globals['_EVENT']._serialized_end=1084
+  _globals['_DEVICEADDED']._serialized_start=1086
+  _globals['_DEVICEADDED']._serialized_end=1132
+  _globals['_UNPLUGREQUESTED']._serialized_start=1134
+  _globals['_UNPLUGREQUESTED']._serialized_end=1233
+  _globals['_DEVICEDELETED']._serialized_start=1236
+  _globals['_DEVICEDELETED']._serialized_end=1364
+  _globals['_UNPLUGREJECTED']._serialized_start=1367
+  _globals['_UNPLUGREJECTED']._serialized_end=1503
+  _globals['_UNPLUGTIMEDOUT']._serialized_start=1505
+  _globals['_UNPLUGTIMEDOUT']._serialized_end=1607
+  _globals['_HOTPLUGSERVICE']._serialized_start=1729
+  _globals['_HOTPLUGSERVICE']._serialized_end=2111
 # @@protoc_insertion_point(module_scope)

@@ -334,6 +334,7 @@ class Event(_message.Message):
     UNPLUG_REQUESTED_FIELD_NUMBER: _builtins.int
     DEVICE_DELETED_FIELD_NUMBER: _builtins.int
     UNPLUG_REJECTED_FIELD_NUMBER: _builtins.int
+    UNPLUG_TIMED_OUT_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-platform sequence number: 1 for the first event, then +1 with no gaps."""
     platform: _builtins.str
@@ -360,6 +361,12 @@ class Event(_message.Message):
         (QMP DEVICE_UNPLUG_GUEST_ERROR, and MEM_UNPLUG_ERROR for a DIMM).
         """
 
+    @_builtins.property
+    def unplug_timed_out(self) -> Global___UnplugTimedOut:
+        """A pending unplug outlived the platform's timeout for its device type
+        and was cancelled (only with an UnplugTimeouts policy; off by default).
+        """
+
     def __init__(
         self,
         *,
@@ -370,12 +377,13 @@ class Event(_message.Message):
         unplug_requested: Global___UnplugRequested | None = ...,
         device_deleted: Global___DeviceDeleted | None = ...,
         unplug_rejected: Global___UnplugRejected | None = ...,
+        unplug_timed_out: Global___UnplugTimedOut | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -510,3 +518,33 @@ class UnplugRejected(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnplugRejected: _TypeAlias = UnplugRejected  # noqa: Y015
+
+@_typing.final
+class UnplugTimedOut(_message.Message):
+    """UnplugTimedOut reports an unplug cancelled by the platform's timeout policy."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEVICE_ID_FIELD_NUMBER: _builtins.int
+    DEVICE_TYPE_FIELD_NUMBER: _builtins.int
+    TIMEOUT_SECONDS_FIELD_NUMBER: _builtins.int
+    device_id: _builtins.str
+    """The device id."""
+    device_type: _device_pb2.DeviceType.ValueType
+    """The device type."""
+    timeout_seconds: _builtins.float
+    """The timeout that expired, in seconds."""
+    def __init__(
+        self,
+        *,
+        device_id: _builtins.str = ...,
+        device_type: _device_pb2.DeviceType.ValueType = ...,
+        timeout_seconds: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_id", b"device_id", "device_type", b"device_type", "timeout_seconds", b"timeout_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UnplugTimedOut: _TypeAlias = UnplugTimedOut  # noqa: Y015

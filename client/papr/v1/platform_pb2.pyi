@@ -161,6 +161,8 @@ class Platform(_message.Message):
     DEVICE_COUNT_FIELD_NUMBER: _builtins.int
     LAST_EVENT_SEQUENCE_FIELD_NUMBER: _builtins.int
     DEVICE_MEMORY_BASE_FIELD_NUMBER: _builtins.int
+    UNPLUG_TIMEOUTS_FIELD_NUMBER: _builtins.int
+    PENDING_RTAS_EVENTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The platform name (lower-case letters, digits and '-', starting with a letter)."""
     connector_total: _builtins.int
@@ -173,6 +175,8 @@ class Platform(_message.Message):
     """
     device_memory_base: _builtins.int
     """Guest physical address where hot-pluggable device memory starts."""
+    pending_rtas_events: _builtins.int
+    """Number of RTAS event logs queued for the guest (check-exception)."""
     @_builtins.property
     def geometry(self) -> Global___Geometry:
         """The geometry with every default resolved."""
@@ -180,6 +184,10 @@ class Platform(_message.Message):
     @_builtins.property
     def connector_counts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConnectorCount]:
         """Connector counts per type, in DrcType order; types without connectors are left out."""
+
+    @_builtins.property
+    def unplug_timeouts(self) -> Global___UnplugTimeouts:
+        """The platform's unplug timeout policy."""
 
     def __init__(
         self,
@@ -191,14 +199,72 @@ class Platform(_message.Message):
         device_count: _builtins.int = ...,
         last_event_sequence: _builtins.int = ...,
         device_memory_base: _builtins.int = ...,
+        unplug_timeouts: Global___UnplugTimeouts | None = ...,
+        pending_rtas_events: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_counts", b"connector_counts", "connector_total", b"connector_total", "device_count", b"device_count", "device_memory_base", b"device_memory_base", "geometry", b"geometry", "last_event_sequence", b"last_event_sequence", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_counts", b"connector_counts", "connector_total", b"connector_total", "device_count", b"device_count", "device_memory_base", b"device_memory_base", "geometry", b"geometry", "last_event_sequence", b"last_event_sequence", "name", b"name", "pending_rtas_events", b"pending_rtas_events", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Platform: _TypeAlias = Platform  # noqa: Y015
+
+@_typing.final
+class UnplugTimeouts(_message.Message):
+    """UnplugTimeouts is a platform's unplug timeout policy: for each device type,
+    how long an unplug may wait for the guest before the platform cancels it
+    (with an unplug_timed_out event). Every timeout is off unless set. QEMU has
+    none: a slow guest is not a refusing guest, and management layers track
+    pending unplugs themselves. Memory in particular should rarely get one:
+    offlining memory under load can take arbitrarily long, so a fixed timeout
+    would cancel unplugs the guest is still completing.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CPU_CORE_SECONDS_FIELD_NUMBER: _builtins.int
+    DIMM_SECONDS_FIELD_NUMBER: _builtins.int
+    PCI_FUNCTION_SECONDS_FIELD_NUMBER: _builtins.int
+    PHB_SECONDS_FIELD_NUMBER: _builtins.int
+    cpu_core_seconds: _builtins.float
+    """Seconds for a CPU core; unset: no timeout."""
+    dimm_seconds: _builtins.float
+    """Seconds for a DIMM; unset: no timeout (recommended)."""
+    pci_function_seconds: _builtins.float
+    """Seconds for a PCI function; unset: no timeout."""
+    phb_seconds: _builtins.float
+    """Seconds for a PHB; unset: no timeout."""
+    def __init__(
+        self,
+        *,
+        cpu_core_seconds: _builtins.float | None = ...,
+        dimm_seconds: _builtins.float | None = ...,
+        pci_function_seconds: _builtins.float | None = ...,
+        phb_seconds: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cpu_core_seconds: _TypeAlias = _typing.Literal["cpu_core_seconds"]  # noqa: Y015
+    _WhichOneofArgType__cpu_core_seconds: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__dimm_seconds: _TypeAlias = _typing.Literal["dimm_seconds"]  # noqa: Y015
+    _WhichOneofArgType__dimm_seconds: _TypeAlias = _typing.Literal["_dimm_seconds", b"_dimm_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__pci_function_seconds: _TypeAlias = _typing.Literal["pci_function_seconds"]  # noqa: Y015
+    _WhichOneofArgType__pci_function_seconds: _TypeAlias = _typing.Literal["_pci_function_seconds", b"_pci_function_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__phb_seconds: _TypeAlias = _typing.Literal["phb_seconds"]  # noqa: Y015
+    _WhichOneofArgType__phb_seconds: _TypeAlias = _typing.Literal["_phb_seconds", b"_phb_seconds"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_core_seconds) -> _WhichOneofReturnType__cpu_core_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__dimm_seconds) -> _WhichOneofReturnType__dimm_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__pci_function_seconds) -> _WhichOneofReturnType__pci_function_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__phb_seconds) -> _WhichOneofReturnType__phb_seconds | None: ...
+
+Global___UnplugTimeouts: _TypeAlias = UnplugTimeouts  # noqa: Y015
 
 @_typing.final
 class CreatePlatformRequest(_message.Message):
@@ -209,6 +275,7 @@ class CreatePlatformRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     GEOMETRY_FIELD_NUMBER: _builtins.int
     COLDPLUG_FIELD_NUMBER: _builtins.int
+    UNPLUG_TIMEOUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The new platform's name (lower-case letters, digits and '-', starting
     with a letter, at most 63 characters).
@@ -223,16 +290,21 @@ class CreatePlatformRequest(_message.Message):
         in the ready state (CONFIGURED), as QEMU's coldplugged devices do.
         """
 
+    @_builtins.property
+    def unplug_timeouts(self) -> Global___UnplugTimeouts:
+        """The unplug timeout policy; unset: no timeouts."""
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         geometry: Global___Geometry | None = ...,
         coldplug: _abc.Iterable[Global___ColdplugDevice] | None = ...,
+        unplug_timeouts: Global___UnplugTimeouts | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coldplug", b"coldplug", "geometry", b"geometry", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coldplug", b"coldplug", "geometry", b"geometry", "name", b"name", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -311,3 +311,134 @@ class GetPowerLevelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetPowerLevelResponse: _TypeAlias = GetPowerLevelResponse  # noqa: Y015
+
+@_typing.final
+class CheckExceptionRequest(_message.Message):
+    """CheckExceptionRequest carries check-exception's argument cells; the buffer
+    address is replaced by the returned bytes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    VECTOR_OFFSET_FIELD_NUMBER: _builtins.int
+    ADDITIONAL_INFO_FIELD_NUMBER: _builtins.int
+    EVENT_MASK_FIELD_NUMBER: _builtins.int
+    CRITICAL_FIELD_NUMBER: _builtins.int
+    BUFFER_LENGTH_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    vector_offset: _builtins.int
+    """args[0], the vector offset (Linux passes 0x500); not used, as in QEMU."""
+    additional_info: _builtins.int
+    """args[1], additional information (Linux passes the interrupt number); not used."""
+    event_mask: _builtins.int
+    """args[2], the event-class mask: 0x80000000 internal errors, 0x40000000 EPOW,
+    0x10000000 hotplug, 0x08000000 I/O. Hotplug logs belong to the hotplug class
+    once the guest negotiated the hot-plug event source, to EPOW before.
+    """
+    critical: _builtins.int
+    """args[3], the critical flag; not used."""
+    buffer_length: _builtins.int
+    """args[5], the buffer length in bytes (Linux: rtas-error-log-max, 2048)."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        vector_offset: _builtins.int = ...,
+        additional_info: _builtins.int = ...,
+        event_mask: _builtins.int = ...,
+        critical: _builtins.int = ...,
+        buffer_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["additional_info", b"additional_info", "buffer_length", b"buffer_length", "critical", b"critical", "event_mask", b"event_mask", "platform", b"platform", "vector_offset", b"vector_offset"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckExceptionRequest: _TypeAlias = CheckExceptionRequest  # noqa: Y015
+
+@_typing.final
+class CheckExceptionResponse(_message.Message):
+    """CheckExceptionResponse carries the status and what was written to the buffer."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    BUFFER_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """rets[0]: 0 a log was returned, 1 no log of those classes."""
+    buffer: _builtins.bytes
+    """The event log written to the buffer (at most buffer_length bytes; a
+    hotplug log is 116 bytes). Empty when status is 1.
+    """
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        buffer: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffer", b"buffer", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckExceptionResponse: _TypeAlias = CheckExceptionResponse  # noqa: Y015
+
+@_typing.final
+class EventScanRequest(_message.Message):
+    """EventScanRequest carries event-scan's argument cells."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    EVENT_MASK_FIELD_NUMBER: _builtins.int
+    CRITICAL_FIELD_NUMBER: _builtins.int
+    BUFFER_LENGTH_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    event_mask: _builtins.int
+    """args[0], the event-class mask."""
+    critical: _builtins.int
+    """args[1], the critical flag; not used."""
+    buffer_length: _builtins.int
+    """args[3], the buffer length in bytes; not used (event-scan returns no log)."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        event_mask: _builtins.int = ...,
+        critical: _builtins.int = ...,
+        buffer_length: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffer_length", b"buffer_length", "critical", b"critical", "event_mask", b"event_mask", "platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventScanRequest: _TypeAlias = EventScanRequest  # noqa: Y015
+
+@_typing.final
+class EventScanResponse(_message.Message):
+    """EventScanResponse carries event-scan's return cell."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """rets[0]: always 1 (no log returned), as in QEMU."""
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EventScanResponse: _TypeAlias = EventScanResponse  # noqa: Y015

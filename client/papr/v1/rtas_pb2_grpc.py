@@ -70,6 +70,16 @@ class RtasServiceStub:
                 request_serializer=papr_dot_v1_dot_rtas__pb2.GetPowerLevelRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_rtas__pb2.GetPowerLevelResponse.FromString,
                 _registered_method=True)
+        self.CheckException = channel.unary_unary(
+                '/papr.v1.RtasService/CheckException',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.CheckExceptionRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.CheckExceptionResponse.FromString,
+                _registered_method=True)
+        self.EventScan = channel.unary_unary(
+                '/papr.v1.RtasService/EventScan',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
+                _registered_method=True)
 
 
 class RtasServiceServicer:
@@ -128,6 +138,25 @@ class RtasServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CheckException(self, request, context):
+        """CheckException is RTAS check-exception (QEMU token 0x200e): it takes the
+        first pending event log (FIFO per platform) whose event class is in the
+        mask. Status 0 with the log, 1 when there is none. Unlike QEMU, the log is
+        truncated to buffer_length. InterruptService.WatchInterrupts tells when to call it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def EventScan(self, request, context):
+        """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
+        returns a log: it re-pulses the interrupt of every event class that still
+        has logs queued, and returns 1.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RtasServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +184,16 @@ def add_RtasServiceServicer_to_server(servicer, server):
                     servicer.GetPowerLevel,
                     request_deserializer=papr_dot_v1_dot_rtas__pb2.GetPowerLevelRequest.FromString,
                     response_serializer=papr_dot_v1_dot_rtas__pb2.GetPowerLevelResponse.SerializeToString,
+            ),
+            'CheckException': grpc.unary_unary_rpc_method_handler(
+                    servicer.CheckException,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.CheckExceptionRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.CheckExceptionResponse.SerializeToString,
+            ),
+            'EventScan': grpc.unary_unary_rpc_method_handler(
+                    servicer.EventScan,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +342,60 @@ class RtasService:
             '/papr.v1.RtasService/GetPowerLevel',
             papr_dot_v1_dot_rtas__pb2.GetPowerLevelRequest.SerializeToString,
             papr_dot_v1_dot_rtas__pb2.GetPowerLevelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CheckException(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/CheckException',
+            papr_dot_v1_dot_rtas__pb2.CheckExceptionRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.CheckExceptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EventScan(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/EventScan',
+            papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
             options,
             channel_credentials,
             insecure,

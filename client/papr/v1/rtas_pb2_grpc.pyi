@@ -64,6 +64,17 @@ class RtasServiceStub:
     """SetPowerLevel is RTAS set-power-level (QEMU token 0x201b)."""
     GetPowerLevel: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.GetPowerLevelRequest, _rtas_pb2.GetPowerLevelResponse]
     """GetPowerLevel is RTAS get-power-level (QEMU token 0x201c)."""
+    CheckException: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.CheckExceptionRequest, _rtas_pb2.CheckExceptionResponse]
+    """CheckException is RTAS check-exception (QEMU token 0x200e): it takes the
+    first pending event log (FIFO per platform) whose event class is in the
+    mask. Status 0 with the log, 1 when there is none. Unlike QEMU, the log is
+    truncated to buffer_length. InterruptService.WatchInterrupts tells when to call it.
+    """
+    EventScan: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.EventScanRequest, _rtas_pb2.EventScanResponse]
+    """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
+    returns a log: it re-pulses the interrupt of every event class that still
+    has logs queued, and returns 1.
+    """
 
 @_typing.type_check_only
 class RtasServiceAsyncStub(RtasServiceStub):
@@ -101,6 +112,17 @@ class RtasServiceAsyncStub(RtasServiceStub):
     """SetPowerLevel is RTAS set-power-level (QEMU token 0x201b)."""
     GetPowerLevel: _aio.UnaryUnaryMultiCallable[_rtas_pb2.GetPowerLevelRequest, _rtas_pb2.GetPowerLevelResponse]  # type: ignore[assignment]
     """GetPowerLevel is RTAS get-power-level (QEMU token 0x201c)."""
+    CheckException: _aio.UnaryUnaryMultiCallable[_rtas_pb2.CheckExceptionRequest, _rtas_pb2.CheckExceptionResponse]  # type: ignore[assignment]
+    """CheckException is RTAS check-exception (QEMU token 0x200e): it takes the
+    first pending event log (FIFO per platform) whose event class is in the
+    mask. Status 0 with the log, 1 when there is none. Unlike QEMU, the log is
+    truncated to buffer_length. InterruptService.WatchInterrupts tells when to call it.
+    """
+    EventScan: _aio.UnaryUnaryMultiCallable[_rtas_pb2.EventScanRequest, _rtas_pb2.EventScanResponse]  # type: ignore[assignment]
+    """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
+    returns a log: it re-pulses the interrupt of every event class that still
+    has logs queued, and returns 1.
+    """
 
 class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
     """RtasService is the guest side: one RPC per RTAS call of the PAPR dynamic
@@ -165,5 +187,28 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_rtas_pb2.GetPowerLevelResponse, _abc.Awaitable[_rtas_pb2.GetPowerLevelResponse]]:
         """GetPowerLevel is RTAS get-power-level (QEMU token 0x201c)."""
+
+    @_abc_1.abstractmethod
+    def CheckException(
+        self,
+        request: _rtas_pb2.CheckExceptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.CheckExceptionResponse, _abc.Awaitable[_rtas_pb2.CheckExceptionResponse]]:
+        """CheckException is RTAS check-exception (QEMU token 0x200e): it takes the
+        first pending event log (FIFO per platform) whose event class is in the
+        mask. Status 0 with the log, 1 when there is none. Unlike QEMU, the log is
+        truncated to buffer_length. InterruptService.WatchInterrupts tells when to call it.
+        """
+
+    @_abc_1.abstractmethod
+    def EventScan(
+        self,
+        request: _rtas_pb2.EventScanRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.EventScanResponse, _abc.Awaitable[_rtas_pb2.EventScanResponse]]:
+        """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
+        returns a log: it re-pulses the interrupt of every event class that still
+        has logs queued, and returns 1.
+        """
 
 def add_RtasServiceServicer_to_server(servicer: RtasServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

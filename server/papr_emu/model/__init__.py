@@ -21,9 +21,10 @@ from .events import (
     SubscriptionOverflow,
     UnplugRejected,
     UnplugRequested,
+    UnplugTimedOut,
 )
 from .geometry import Geometry
-from .platform import ConnectorInfo, DimmRequest, Platform, PlatformInfo, PlugRequest, UnplugOutcome
+from .platform import ConnectorInfo, DimmRequest, Platform, PlatformInfo, PlugRequest, UnplugOutcome, UnplugTimeouts
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
 
 __all__ = [
@@ -59,6 +60,8 @@ __all__ = [
     "UnplugOutcome",
     "UnplugRejected",
     "UnplugRequested",
+    "UnplugTimedOut",
+    "UnplugTimeouts",
     "default_geometry",
     "rtas",
 ]

@@ -98,6 +98,7 @@ class Device:
     id: str
     hotplugged: bool
     unplug_pending: bool = field(default=False, init=False)
+    unplug_deadline: float | None = field(default=None, init=False)  # monotonic seconds, when a timeout applies
     attached: set[int] = field(default_factory=set, init=False)
 
     @property

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Protocol
 
 from . import rtas
+from .rtas_log import HP_RESOURCE_CPU, HP_RESOURCE_MEMORY, HP_RESOURCE_PCI, HP_RESOURCE_PHB, HP_RESOURCE_PMEM
 
 if TYPE_CHECKING:
     from .devices import Device
@@ -291,6 +292,7 @@ class DrcType:
     type_string: str  # ibm,drc-types
     name_prefix: str  # ibm,drc-names = prefix + decimal id
     connector_class: ConnectorClass
+    hotplug_resource: int  # resource type in hotplug event logs (HP section)
     isolate_needs_pending_unplug: bool = False  # the LMB isolate guard (-1)
     configure_refuses_unplug: bool = False  # configure-connector with unplug pending = refusal
 
@@ -305,11 +307,20 @@ class DrcType:
         return self.connector_class.physical
 
 
-CPU: Final = DrcType("CPU", 1, "CPU", "CPU ", LOGICAL)
-PHB: Final = DrcType("PHB", 2, "PHB", "PHB ", LOGICAL)
-PCI: Final = DrcType("PCI", 4, "28", "C", PHYSICAL)
-LMB: Final = DrcType("LMB", 8, "MEM", "LMB ", LOGICAL, isolate_needs_pending_unplug=True, configure_refuses_unplug=True)
-PMEM: Final = DrcType("PMEM", 9, "PMEM", "PMEM ", LOGICAL)
+CPU: Final = DrcType("CPU", 1, "CPU", "CPU ", LOGICAL, HP_RESOURCE_CPU)
+PHB: Final = DrcType("PHB", 2, "PHB", "PHB ", LOGICAL, HP_RESOURCE_PHB)
+PCI: Final = DrcType("PCI", 4, "28", "C", PHYSICAL, HP_RESOURCE_PCI)
+LMB: Final = DrcType(
+    "LMB",
+    8,
+    "MEM",
+    "LMB ",
+    LOGICAL,
+    HP_RESOURCE_MEMORY,
+    isolate_needs_pending_unplug=True,
+    configure_refuses_unplug=True,
+)
+PMEM: Final = DrcType("PMEM", 9, "PMEM", "PMEM ", LOGICAL, HP_RESOURCE_PMEM)
 
 DRC_TYPES: Final = (CPU, PHB, PCI, LMB, PMEM)
 DRC_TYPE_BY_SHIFT: Final = {t.type_shift: t for t in DRC_TYPES}

@@ -188,4 +188,13 @@ class UnplugRejected:
     drc_index: int  # the connector that carried the signal
 
 
-EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected
+@dataclass(frozen=True, slots=True)
+class UnplugTimedOut:
+    """A pending unplug outlived its device type's timeout; the platform cancelled it."""
+
+    device_id: str
+    device_type: DeviceType
+    timeout_seconds: float
+
+
+EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected | UnplugTimedOut

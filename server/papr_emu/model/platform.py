@@ -50,7 +50,7 @@ from .devicetree import Node
 from .drc import CPU, DRC_TYPES, LMB, PCI, PHB, PMEM, Drc, DrcState, DrcType, Operation, RefusalSignal
 from .drc_table import DrcRange, DrcTable
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
-from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested
+from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .fragments import (
     DrcArrays,
     cpu_core_node,
@@ -62,6 +62,17 @@ from .fragments import (
 )
 from .geometry import MAX_PHBS, Geometry
 from .rtas import LMB_SIZE
+from .rtas_events import RtasEventQueue
+from .rtas_log import (
+    EVENT_CLASS_EPOW,
+    EVENT_CLASS_HOTPLUG,
+    HP_ACTION_ADD,
+    HP_ACTION_REMOVE,
+    HP_ID_DRC_COUNT,
+    HP_ID_DRC_COUNT_INDEXED,
+    HP_ID_DRC_INDEX,
+    HotplugLog,
+)
 
 PCI_SLOTS = 32
 PCI_FUNCTIONS = 8
@@ -77,6 +88,30 @@ class DimmRequest:
 
 
 PlugRequest = DimmRequest | CpuCoreParams | PciFunctionParams | PhbParams
+
+
+@dataclass(frozen=True, slots=True)
+class UnplugTimeouts:
+    """Per device type: seconds an unplug may stay pending before the platform cancels it.
+
+    None (the default for every type) means no timeout: QEMU has none, and a guest
+    that is slow is not a guest that refused. Memory never gets one unless asked:
+    offlining memory under load can take arbitrarily long, so any fixed timeout
+    would cancel unplugs the guest is still completing.
+    """
+
+    cpu_core: float | None = None
+    dimm: float | None = None
+    pci_function: float | None = None
+    phb: float | None = None
+
+    def for_type(self, device_type: DeviceType) -> float | None:
+        return {
+            DeviceType.CPU_CORE: self.cpu_core,
+            DeviceType.DIMM: self.dimm,
+            DeviceType.PCI_FUNCTION: self.pci_function,
+            DeviceType.PHB: self.phb,
+        }[device_type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +140,8 @@ class PlatformInfo:
     connector_counts: tuple[tuple[DrcType, int], ...]
     device_count: int
     last_event_sequence: int
+    unplug_timeouts: UnplugTimeouts
+    pending_rtas_events: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,11 +161,19 @@ class Platform:
         geometry: Geometry,
         coldplug: Iterable[tuple[str, PlugRequest]] = (),
         clock: Callable[[], float] = time.time,
+        unplug_timeouts: UnplugTimeouts | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
         self.geometry = geometry
         self.lock = threading.RLock()
         self.events = EventLog(name, clock)
+        self.rtas_events = RtasEventQueue(clock)
+        # Set by CAS when the guest asks for the dedicated hot-plug event source (OV5 byte 6, 0x04);
+        # until then hotplug logs go to the EPOW source and DIMM adds are counted, not indexed.
+        self.hotplug_source_negotiated = False
+        self.unplug_timeouts = unplug_timeouts or UnplugTimeouts()
+        self._monotonic = monotonic
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs = DrcTable()
         self._devices: dict[str, Device] = {}
@@ -171,6 +216,8 @@ class Platform:
                 tuple(self._drcs.counts()),
                 len(self._devices),
                 self.events.last_sequence,
+                self.unplug_timeouts,
+                len(self.rtas_events),
             )
 
     def _connector_info(self, drc: Drc, drc_range: DrcRange) -> ConnectorInfo:
@@ -266,6 +313,8 @@ class Platform:
             raise AlreadyExists("id", device_id, "a device with this id exists")
         device = self._prepare(device_id, request, hotplugged)
         self._attach(device)
+        if hotplugged:
+            self._queue_plug_logs(device)
         self.log.info(
             "device.plugged",
             device=device.id,
@@ -436,6 +485,7 @@ class Platform:
             self._check_unplug(device)
             if device.unplug_pending:  # only a CPU core gets here: QEMU re-sends its remove event
                 self.log.info("device.unplug_repeated", device=device.id)
+                self._queue_unplug_logs(device)
                 return UnplugOutcome(False, device.info())
             if isinstance(device, PciFunction) and device.function == 0:
                 # QEMU 7.2: unplugging function 0 takes every other function of the slot with it.
@@ -444,6 +494,7 @@ class Platform:
                     if other is not None and not other.unplug_pending:
                         self._request_unplug(other)
             deleted = self._request_unplug(device)
+            self._queue_unplug_logs(device)
             return UnplugOutcome(deleted, device.info())
 
     def _check_unplug(self, device: Device) -> None:
@@ -472,6 +523,9 @@ class Platform:
                 self._release(drc, released_by=0)  # never acquired by the guest: gone at once
         if device.id not in self._devices:
             return True
+        timeout = self.unplug_timeouts.for_type(device.type)
+        if timeout is not None:
+            device.unplug_deadline = self._monotonic() + timeout
         self.log.info("device.unplug_requested", device=device.id, drc_index=f"{min(device.attached):#x}")
         self.events.publish(UnplugRequested(device.id, device.type, tuple(sorted(device.attached))))
         return False
@@ -523,21 +577,104 @@ class Platform:
         """The guest refused the pending unplug: cancel it (for a DIMM, on every LMB)."""
         device = drc.device
         assert device is not None
-        if isinstance(device, Dimm):
-            # Unlike QEMU 7.2, LMBs the guest already released are re-attached (UNUSABLE, with
-            # the DIMM), so the DIMM is whole again and can be acquired or unplugged later.
-            for index in device.drc_indexes:
-                lmb = self._drcs.get(index)
-                assert lmb is not None
-                if lmb.device is None:
-                    lmb.device = device
-                    device.attached.add(index)
-                lmb.unplug_requested = False
-        else:
-            drc.unplug_requested = False
-        device.unplug_pending = False
+        self._cancel_unplug(device)
         self.log.warning("device.unplug_rejected", device=device.id, drc_index=f"{drc.index:#x}", signal=signal.value)
         self.events.publish(UnplugRejected(device.id, device.type, signal.value, drc.index))
+
+    def _cancel_unplug(self, device: Device) -> None:
+        """Clear the unplug on every connector the device owns.
+
+        Unlike QEMU 7.2, connectors the guest already released (LMBs of a DIMM) are
+        re-attached, UNUSABLE with the device, so the device is whole again and can be
+        acquired or unplugged later.
+        """
+        for index in device.drc_indexes:
+            drc = self._drcs.get(index)
+            assert drc is not None
+            if drc.device is None:
+                assert drc.state == drc.type.connector_class.empty_state
+                drc.device = device
+                device.attached.add(index)
+            drc.unplug_requested = False
+        device.unplug_pending = False
+        device.unplug_deadline = None
+
+    # --- hotplug event logs -----------------------------------------------------------------------
+
+    def _queue_log(self, resource: int, action: int, id_type: int, index: int = 0, count: int = 0) -> None:
+        event_class = EVENT_CLASS_HOTPLUG if self.hotplug_source_negotiated else EVENT_CLASS_EPOW
+        queued = self.rtas_events.push(HotplugLog(resource, action, id_type, index, count), event_class)
+        self.log.debug("rtas.event_queued", drc_index=f"{index:#x}", action=action, plid=queued.plid)
+
+    def _queue_plug_logs(self, device: Device) -> None:
+        """QEMU's hotplug "add" requests for a hot-plugged device."""
+        resource = device.drc_type.hotplug_resource
+        indexes = device.drc_indexes
+        if isinstance(device, Dimm):
+            if self.hotplug_source_negotiated:
+                self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))
+            else:  # the guest picks any free LMBs
+                self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT, count=len(indexes))
+        elif isinstance(device, PciFunction):
+            # Function 0 announces every present function of its slot; others wait for function 0.
+            if device.function == 0:
+                for index in self._present_slot_functions(device, range(PCI_FUNCTIONS)):
+                    self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_INDEX, index)
+        else:
+            self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_INDEX, indexes[0])
+
+    def _queue_unplug_logs(self, device: Device) -> None:
+        """QEMU's hotplug "remove" requests for an unplug request."""
+        resource = device.drc_type.hotplug_resource
+        indexes = device.drc_indexes
+        if isinstance(device, Dimm):
+            self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))
+        elif isinstance(device, PciFunction):
+            # Function 0 announces the removal of every function still present, last function first;
+            # a function the guest never unisolated is already gone and gets no log.
+            if device.function == 0:
+                for index in self._present_slot_functions(device, range(PCI_FUNCTIONS - 1, -1, -1)):
+                    self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, index)
+        else:
+            self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, indexes[0])
+
+    def _present_slot_functions(self, device: PciFunction, functions: range) -> list[int]:
+        indexes: list[int] = []
+        for function in functions:
+            present = self._pci.get((device.phb_index, (device.slot << 3) | function))
+            if present is not None:
+                indexes.extend(present.attached)
+        return indexes
+
+    def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
+        """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
+        with self.lock:
+            status, blob = self.rtas_events.pop(event_mask, buffer_length)
+            self.log.debug("rtas.check_exception", mask=f"{event_mask:#x}", status=status, length=len(blob))
+            return status, blob
+
+    def event_scan(self, event_mask: int, buffer_length: int) -> int:
+        """RTAS event-scan as QEMU does it: re-pulse the pending classes' interrupts, return 1."""
+        with self.lock:
+            self.rtas_events.repulse()
+            return rtas.NO_ERRORS_FOUND
+
+    # --- unplug timeouts --------------------------------------------------------------------------
+
+    def expire_unplugs(self, now: float | None = None) -> list[str]:
+        """Cancel pending unplugs whose timeout has passed; returns the device ids."""
+        with self.lock:
+            now = self._monotonic() if now is None else now
+            expired = [
+                d for _, d in sorted(self._devices.items())
+                if d.unplug_pending and d.unplug_deadline is not None and d.unplug_deadline <= now
+            ]  # fmt: skip
+            for device in expired:
+                timeout = self.unplug_timeouts.for_type(device.type)
+                self._cancel_unplug(device)
+                self.log.warning("device.unplug_timed_out", device=device.id, timeout=timeout)
+                self.events.publish(UnplugTimedOut(device.id, device.type, timeout or 0.0))
+            return [d.id for d in expired]
 
     # --- RTAS -------------------------------------------------------------------------------------
 
@@ -656,6 +793,7 @@ class Platform:
         """End every event subscription ("deleted": the platform is gone; "shutdown": the server stops)."""
         with self.lock:
             self.events.close(reason)
+            self.rtas_events.interrupts.close(reason)
 
 
 __all__ = [
@@ -666,4 +804,5 @@ __all__ = [
     "PlatformInfo",
     "PlugRequest",
     "UnplugOutcome",
+    "UnplugTimeouts",
 ]

@@ -18,7 +18,7 @@ from typing import Final
 
 from .errors import AlreadyExists, InvalidArgument, NotFound
 from .geometry import Geometry
-from .platform import Platform, PlugRequest
+from .platform import Platform, PlugRequest, UnplugTimeouts
 
 PLATFORM_NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9-]{0,62}")
 DEFAULT_PLATFORM: Final = "default"
@@ -36,7 +36,13 @@ class Platforms:
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
 
-    def create(self, name: str, geometry: Geometry, coldplug: Iterable[tuple[str, PlugRequest]] = ()) -> Platform:
+    def create(
+        self,
+        name: str,
+        geometry: Geometry,
+        coldplug: Iterable[tuple[str, PlugRequest]] = (),
+        unplug_timeouts: UnplugTimeouts | None = None,
+    ) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
                 "name",
@@ -48,7 +54,7 @@ class Platforms:
                 raise AlreadyExists("name", name, "a platform with this name exists")
         # Built outside the registry lock (a large platform takes a moment); a racing create of
         # the same name is caught again below.
-        platform = Platform(name, geometry, coldplug)
+        platform = Platform(name, geometry, coldplug, unplug_timeouts=unplug_timeouts)
         with self._lock:
             if name in self._platforms:
                 raise AlreadyExists("name", name, "a platform with this name exists")

@@ -1,7 +1,8 @@
 """Thin gRPC adapters over the platform model (papr.v1 services)."""
 
 from .hotplug import HotplugServicer
+from .interrupt import InterruptServicer
 from .platform import PlatformServicer
 from .rtas import RtasServicer
 
-__all__ = ["HotplugServicer", "PlatformServicer", "RtasServicer"]
+__all__ = ["HotplugServicer", "InterruptServicer", "PlatformServicer", "RtasServicer"]

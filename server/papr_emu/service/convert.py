@@ -30,6 +30,8 @@ from ..model import (
     PlugRequest,
     UnplugRejected,
     UnplugRequested,
+    UnplugTimedOut,
+    UnplugTimeouts,
 )
 from ..model.devices import CpuCoreParams as _Core
 from ..model.devices import DimmParams
@@ -81,6 +83,33 @@ def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
         cpus=opt("cpus"),
         max_cpus=opt("max_cpus"),
         threads=opt("threads_per_core"),
+    )
+
+
+def unplug_timeouts_from_pb(message: platform_pb2.UnplugTimeouts) -> UnplugTimeouts:
+    values: dict[str, float | None] = {}
+    for field, name in (
+        ("cpu_core_seconds", "cpu_core"),
+        ("dimm_seconds", "dimm"),
+        ("pci_function_seconds", "pci_function"),
+        ("phb_seconds", "phb"),
+    ):
+        if message.HasField(field):  # type: ignore[arg-type]
+            seconds = float(getattr(message, field))
+            if not seconds > 0 or seconds == float("inf"):
+                raise InvalidArgument(f"unplug_timeouts.{field}", seconds, "must be a positive number of seconds")
+            values[name] = seconds
+        else:
+            values[name] = None
+    return UnplugTimeouts(**values)
+
+
+def unplug_timeouts_to_pb(timeouts: UnplugTimeouts) -> platform_pb2.UnplugTimeouts:
+    return platform_pb2.UnplugTimeouts(
+        cpu_core_seconds=timeouts.cpu_core,
+        dimm_seconds=timeouts.dimm,
+        pci_function_seconds=timeouts.pci_function,
+        phb_seconds=timeouts.phb,
     )
 
 
@@ -181,6 +210,8 @@ def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
         device_count=info.device_count,
         last_event_sequence=info.last_event_sequence,
         device_memory_base=info.geometry.device_memory_base,
+        unplug_timeouts=unplug_timeouts_to_pb(info.unplug_timeouts),
+        pending_rtas_events=info.pending_rtas_events,
     )
 
 
@@ -215,6 +246,14 @@ def event_to_pb(event: Event) -> hotplug_pb2.Event:
                 device_type=_DEVICE_TYPE_TO_PB[body.device_type],
                 signal=_SIGNAL_TO_PB[body.signal],
                 drc_index=body.drc_index,
+            )
+        )
+    elif isinstance(body, UnplugTimedOut):
+        message.unplug_timed_out.CopyFrom(
+            hotplug_pb2.UnplugTimedOut(
+                device_id=body.device_id,
+                device_type=_DEVICE_TYPE_TO_PB[body.device_type],
+                timeout_seconds=body.timeout_seconds,
             )
         )
     return message

@@ -55,7 +55,8 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
                 (item.id, convert.plug_request_from_pb(item.spec, f"coldplug[{n}].spec"))
                 for n, item in enumerate(request.coldplug)
             ]
-            platform = self._platforms.create(request.name, geometry, coldplug)
+            timeouts = convert.unplug_timeouts_from_pb(request.unplug_timeouts)
+            platform = self._platforms.create(request.name, geometry, coldplug, timeouts)
             return platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
 
         return _call(context, create)

@@ -61,3 +61,16 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
         platform = self._platform(request.platform, context)
         status, level = platform.get_power_level(request.power_domain)
         return rtas_pb2.GetPowerLevelResponse(status=status, level=level)
+
+    def CheckException(
+        self, request: rtas_pb2.CheckExceptionRequest, context: grpc.ServicerContext
+    ) -> rtas_pb2.CheckExceptionResponse:
+        platform = self._platform(request.platform, context)
+        status, buffer = platform.check_exception(request.event_mask, request.buffer_length)
+        return rtas_pb2.CheckExceptionResponse(status=status, buffer=buffer)
+
+    def EventScan(
+        self, request: rtas_pb2.EventScanRequest, context: grpc.ServicerContext
+    ) -> rtas_pb2.EventScanResponse:
+        platform = self._platform(request.platform, context)
+        return rtas_pb2.EventScanResponse(status=platform.event_scan(request.event_mask, request.buffer_length))
