@@ -104,6 +104,9 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
         cpus = 2
         max_cpus = 8
 
+        [platform.unplug_timeouts]
+        cpu_core = 12.5
+
         [[platform.device]]
         type = "dimm"
         id = "boot-dimm"
@@ -121,6 +124,8 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
     listed = platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
     assert [p.name for p in listed] == ["big"]
     assert listed[0].device_count == 5  # two boot cores, PHB 0, the DIMM, the NIC
+    assert listed[0].unplug_timeouts.cpu_core_seconds == 12.5
+    assert not listed[0].unplug_timeouts.HasField("dimm_seconds")
     lmb = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x80000010)).connector
     assert (lmb.device_id, lmb.state) == ("boot-dimm", 4)  # coldplugged: CONFIGURED
     nic = platforms.GetConnector(platform_pb2.GetConnectorRequest(platform="big", drc_index=0x40000010)).connector
@@ -137,6 +142,8 @@ def test_serve_from_config_file(serve, tmp_path: Path) -> None:  # type: ignore[
         ("[[platform]]\nname = 'x'\nbogus = 1\n", "unknown keys: bogus"),
         ("[[platform]]\nname = 'x'\n[[platform.device]]\ntype = 'gpu'\n", "'gpu' is not one of"),
         ("not toml [", "platforms.toml"),
+        ("[[platform]]\nname = 'x'\n[platform.unplug_timeouts]\ncpu_core = -1\n", "unplug_timeouts.cpu_core"),
+        ("[[platform]]\nname = 'x'\n[platform.unplug_timeouts]\nmemory = 5\n", "unknown keys: memory"),
     ],
 )
 def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, message: str) -> None:

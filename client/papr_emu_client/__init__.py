@@ -11,7 +11,9 @@ Example::
 """
 
 from .connect import HOST_VARIABLE, Client, connect, target_from_env
+from .errorlog import HotplugEvent, MalformedLog, parse_hotplug_event
 from .guest import Guest, RtasError
+from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
 from .workarea import CcItem, DtNode, new_work_area, read_item
 
 __all__ = [
@@ -20,9 +22,15 @@ __all__ = [
     "Client",
     "DtNode",
     "Guest",
+    "HotplugEvent",
+    "MalformedLog",
+    "Outcome",
+    "ReferenceGuest",
+    "RefusalPolicy",
     "RtasError",
     "connect",
     "new_work_area",
+    "parse_hotplug_event",
     "read_item",
     "target_from_env",
 ]

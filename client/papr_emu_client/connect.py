@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from papr.v1 import hotplug_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
+from papr.v1 import hotplug_pb2_grpc, interrupt_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 HOST_VARIABLE = "PAPR_EMU_HOST"
@@ -26,12 +26,13 @@ HOST_VARIABLE = "PAPR_EMU_HOST"
 
 @dataclass
 class Client:
-    """A channel and the three papr.v1 stubs on it."""
+    """A channel and the papr.v1 stubs on it."""
 
     channel: grpc.Channel
     rtas: rtas_pb2_grpc.RtasServiceStub
     platforms: platform_pb2_grpc.PlatformServiceStub
     hotplug: hotplug_pb2_grpc.HotplugServiceStub
+    interrupts: interrupt_pb2_grpc.InterruptServiceStub
 
     def close(self) -> None:
         self.channel.close()
@@ -58,4 +59,5 @@ def connect(target: str | None = None, timeout: float | None = 10.0) -> Client:
         rtas_pb2_grpc.RtasServiceStub(channel),
         platform_pb2_grpc.PlatformServiceStub(channel),
         hotplug_pb2_grpc.HotplugServiceStub(channel),
+        interrupt_pb2_grpc.InterruptServiceStub(channel),
     )

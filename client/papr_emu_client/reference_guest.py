@@ -1,0 +1,375 @@
+"""A reference guest: reacts to hotplug events the way the Linux pseries kernel does.
+
+It waits for the event interrupt (InterruptService.WatchInterrupts), fetches each
+log with check-exception, parses its HP section, and runs the kernel's DLPAR
+sequences (arch/powerpc/platforms/pseries: dlpar.c, hotplug-cpu.c,
+hotplug-memory.c), and drmgr's for PCI slots and PHBs. It can be told to refuse
+an unplug ("LMB k cannot be offlined", "CPU busy") and which signal to give:
+unisolate (kernels 5.12+/5.13+) or, for memory, a bare configure-connector
+(older kernels).
+
+The connector list (what a real guest reads from its device tree) comes from
+PlatformService.ListConnectors.
+
+Example::
+
+    guest = ReferenceGuest(connect(), "default", RefusalPolicy(busy_cpus={0x10000001}))
+    guest.handle_pending()      # process every queued event now
+    guest.start()               # or: react to interrupts on a background thread
+    ...
+    guest.stop()
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import grpc
+
+from papr.v1 import connector_pb2, interrupt_pb2, platform_pb2, rtas_pb2
+
+from .connect import Client
+from .errorlog import (
+    ACTION_ADD,
+    ACTION_REMOVE,
+    EVENT_CLASS_EPOW,
+    EVENT_CLASS_HOTPLUG,
+    ID_COUNT,
+    ID_COUNT_INDEXED,
+    RESOURCE_CPU,
+    RESOURCE_MEMORY,
+    RESOURCE_PCI,
+    RESOURCE_PHB,
+    HotplugEvent,
+    MalformedLog,
+    parse_hotplug_event,
+)
+from .guest import DR_INDICATOR, ISOLATION_STATE, SENSE_PRESENT, UNISOLATE, Guest, RtasError
+from .workarea import DtNode
+
+RTAS_ERROR_LOG_MAX = 2048  # QEMU's rtas-error-log-max: the kernel's buffer size
+LIVE_INSERTION = -1
+
+
+@dataclass
+class RefusalPolicy:
+    """What the guest refuses to give back, and how it says so."""
+
+    lmbs_not_offlinable: set[int] = field(default_factory=set)  # LMB DRC indexes ("cannot be offlined")
+    busy_cpus: set[int] = field(default_factory=set)  # CPU DRC indexes ("CPU busy")
+    signal: Literal["unisolate", "configure-connector"] = "unisolate"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the guest did with one event."""
+
+    event: HotplugEvent
+    result: Literal["done", "refused", "failed", "ignored"]
+    detail: str = ""
+    drc_indexes: tuple[int, ...] = ()
+
+
+class ReferenceGuest:
+    """Guest-side state (which LMBs are assigned, which nodes are attached) and DLPAR handlers."""
+
+    def __init__(
+        self,
+        client: Client,
+        platform: str,
+        policy: RefusalPolicy | None = None,
+        event_mask: int = EVENT_CLASS_EPOW | EVENT_CLASS_HOTPLUG,
+        progress: Callable[[Outcome], None] | None = None,
+    ) -> None:
+        self.client = client
+        self.platform = platform
+        self.policy = policy or RefusalPolicy()
+        self.event_mask = event_mask
+        self.rtas = Guest(client.rtas, platform)
+        self.outcomes: list[Outcome] = []
+        self._progress = progress
+        self._thread: threading.Thread | None = None
+        self._call: grpc.Future | None = None
+        self._lock = threading.Lock()
+        # The guest's view at "boot": connectors the platform hands over configured.
+        self.lmbs: list[int] = []
+        self.assigned_lmbs: set[int] = set()
+        self.nodes: dict[int, DtNode] = {}  # configured CPU, PCI and PHB nodes by DRC index
+        for connector in self._connectors():
+            configured = connector.state in (
+                connector_pb2.DRC_STATE_LOGICAL_CONFIGURED,
+                connector_pb2.DRC_STATE_PHYSICAL_CONFIGURED,
+            )
+            if connector.type == connector_pb2.DRC_TYPE_LMB:
+                self.lmbs.append(connector.index)
+                if configured:
+                    self.assigned_lmbs.add(connector.index)
+            elif configured:
+                self.nodes[connector.index] = DtNode(connector.name)
+
+    def _connectors(self) -> list[connector_pb2.Connector]:
+        result: list[connector_pb2.Connector] = []
+        token = ""
+        while True:
+            page = self.client.platforms.ListConnectors(
+                platform_pb2.ListConnectorsRequest(platform=self.platform, page_size=4096, page_token=token)
+            )
+            result.extend(page.connectors)
+            token = page.next_page_token
+            if not token:
+                return result
+
+    # --- event loop -------------------------------------------------------------------------------
+
+    def handle_pending(self) -> list[Outcome]:
+        """check-exception until it returns 1, handling each log in order."""
+        handled: list[Outcome] = []
+        with self._lock:
+            while True:
+                reply = self.client.rtas.CheckException(
+                    rtas_pb2.CheckExceptionRequest(
+                        platform=self.platform,
+                        vector_offset=0x500,
+                        event_mask=self.event_mask,
+                        buffer_length=RTAS_ERROR_LOG_MAX,
+                    )
+                )
+                if reply.status != 0:
+                    return handled
+                outcome = self.handle_log(reply.buffer)
+                handled.append(outcome)
+
+    def handle_log(self, blob: bytes) -> Outcome:
+        try:
+            event = parse_hotplug_event(blob)
+        except MalformedLog as error:
+            outcome = Outcome(HotplugEvent(0, 0, 0), "ignored", str(error))
+        else:
+            outcome = self.handle_event(event)
+        self.outcomes.append(outcome)
+        if self._progress is not None:
+            self._progress(outcome)
+        return outcome
+
+    def start(self) -> None:
+        """React to interrupts on a background thread until stop()."""
+        call = self.client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=self.platform))
+        call.initial_metadata()  # subscribed: no pulse can be missed from here on
+        self._call = call
+        self._thread = threading.Thread(target=self._run, args=(call,), name="reference-guest", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: grpc.Future) -> None:
+        try:
+            for _pulse in call:
+                self.handle_pending()
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                raise
+
+    def stop(self) -> None:
+        if self._call is not None:
+            self._call.cancel()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[Outcome]:
+        """Wait until ``count`` events have been handled (background mode)."""
+        deadline = time.monotonic() + timeout
+        while len(self.outcomes) < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return list(self.outcomes)
+
+    # --- dispatch ---------------------------------------------------------------------------------
+
+    def handle_event(self, event: HotplugEvent) -> Outcome:
+        handlers: dict[tuple[int, int], Callable[[HotplugEvent], Outcome]] = {
+            (RESOURCE_CPU, ACTION_ADD): self.cpu_add,
+            (RESOURCE_CPU, ACTION_REMOVE): self.cpu_remove,
+            (RESOURCE_MEMORY, ACTION_ADD): self.memory_add,
+            (RESOURCE_MEMORY, ACTION_REMOVE): self.memory_remove,
+            (RESOURCE_PCI, ACTION_ADD): self.pci_add,
+            (RESOURCE_PCI, ACTION_REMOVE): self.pci_remove,
+            (RESOURCE_PHB, ACTION_ADD): self.phb_add,
+            (RESOURCE_PHB, ACTION_REMOVE): self.phb_remove,
+        }
+        handler = handlers.get((event.resource, event.action))
+        if handler is None:
+            return Outcome(event, "ignored", "no handler for this resource and action")
+        try:
+            return handler(event)
+        except RtasError as error:
+            return Outcome(event, "failed", str(error))
+
+    # --- CPU (hotplug-cpu.c) ----------------------------------------------------------------------
+
+    def cpu_add(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        if index in self.nodes:
+            return Outcome(event, "ignored", "CPU already present", (index,))
+        self.rtas.acquire_drc(index)
+        try:
+            node = self.rtas.configure_connector(index)
+        except RtasError:
+            self.rtas.release_drc(index)
+            raise
+        self.nodes[index] = node  # then: online every thread in ibm,ppc-interrupt-server#s
+        return Outcome(event, "done", node.name, (index,))
+
+    def cpu_remove(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        if index not in self.nodes:
+            return Outcome(event, "ignored", "no such CPU", (index,))
+        if index in self.policy.busy_cpus:
+            # Offlining failed ("CPU busy"): since 5.12 the kernel says so with unisolate.
+            self._unisolate_drc(index)
+            return Outcome(event, "refused", "CPU busy", (index,))
+        self.rtas.release_drc(index)
+        del self.nodes[index]
+        return Outcome(event, "done", "", (index,))
+
+    # --- memory (hotplug-memory.c) ----------------------------------------------------------------
+
+    def _add_lmb(self, index: int) -> None:
+        """dlpar_add_lmb: configure-connector for the LMB's associativity, then online it."""
+        node = self.rtas.configure_connector(index)
+        if node.properties.get("ibm,associativity") is None:
+            raise RtasError("ibm,configure-connector (no ibm,associativity)", index, -1)
+        self.assigned_lmbs.add(index)
+
+    def _remove_lmb(self, index: int) -> bool:
+        """dlpar_remove_lmb: offline and remove; no RTAS calls. False if it cannot be offlined."""
+        if index in self.policy.lmbs_not_offlinable:
+            return False
+        self.assigned_lmbs.discard(index)
+        return True
+
+    def memory_add(self, event: HotplugEvent) -> Outcome:
+        if event.id_type == ID_COUNT:
+            candidates = [i for i in self.lmbs if i not in self.assigned_lmbs]
+            wanted = event.count
+            stop_on_failure = False
+        elif event.id_type == ID_COUNT_INDEXED:
+            candidates = [event.index + n for n in range(event.count)]
+            if any(i not in self.lmbs for i in candidates):
+                return Outcome(event, "failed", "index range not in the device tree")
+            candidates = [i for i in candidates if i not in self.assigned_lmbs]
+            wanted = len(candidates)
+            stop_on_failure = True
+        else:
+            return Outcome(event, "ignored", f"memory add by id type {event.id_type}")
+        added: list[int] = []
+        for index in candidates:
+            if len(added) == wanted:
+                break
+            try:
+                self.rtas.acquire_drc(index)
+            except RtasError:
+                if stop_on_failure:
+                    break
+                continue  # by count: try the next free LMB
+            try:
+                self._add_lmb(index)
+            except RtasError:
+                self.rtas.release_drc(index)
+                if stop_on_failure:
+                    break
+                continue
+            added.append(index)
+        if len(added) < wanted:
+            for index in added:  # roll back what was added
+                self._remove_lmb(index)
+                self.rtas.release_drc(index)
+            return Outcome(event, "failed", f"added {len(added)} of {wanted} LMBs", tuple(added))
+        return Outcome(event, "done", f"{len(added)} LMBs", tuple(added))
+
+    def memory_remove(self, event: HotplugEvent) -> Outcome:
+        if event.id_type != ID_COUNT_INDEXED:
+            return Outcome(event, "ignored", f"memory remove by id type {event.id_type}")
+        indexes = [event.index + n for n in range(event.count)]
+        removed: list[int] = []
+        failed_at = None
+        for index in indexes:
+            if index not in self.assigned_lmbs:
+                continue
+            if not self._remove_lmb(index):
+                failed_at = index
+                break
+            removed.append(index)
+        if failed_at is not None:
+            # "Memory indexed-count-remove failed, adding any removed LMBs"
+            for index in removed:
+                if self.policy.signal == "unisolate":
+                    self._unisolate_drc(index)  # kernels 5.13+: the refusal signal
+                self._add_lmb(index)  # configure-connector on the still-configured LMB
+            # As in Linux: if the very first LMB could not be offlined, nothing was removed, nothing
+            # is re-added, and the platform hears nothing: the unplug stays pending.
+            return Outcome(event, "refused", f"LMB {failed_at:#x} cannot be offlined", tuple(removed))
+        for index in removed:
+            try:
+                self.rtas.release_drc(index)
+            except RtasError:
+                pass  # the kernel ignores dlpar_release_drc's result here
+        return Outcome(event, "done", f"{len(removed)} LMBs", tuple(removed))
+
+    def _unisolate_drc(self, index: int) -> None:
+        """dlpar_unisolate_drc: sense must be 1; unisolate, result ignored."""
+        status, state = self.rtas.sense(index)
+        if status == 0 and state == SENSE_PRESENT:
+            self.rtas.set_indicator(ISOLATION_STATE, index, UNISOLATE)
+
+    # --- PCI and PHB (drmgr) ----------------------------------------------------------------------
+
+    def pci_add(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        self.rtas.set_indicator(DR_INDICATOR, index, 1)  # LED active
+        for _ in range(30):  # drmgr waits up to 30 s for the adapter to be sensed
+            status, state = self.rtas.sense(index)
+            if status == 0 and state != 0:
+                break
+            time.sleep(0.01)
+        else:
+            return Outcome(event, "failed", "slot stays empty", (index,))
+        self.client.rtas.SetPowerLevel(
+            rtas_pb2.SetPowerLevelRequest(platform=self.platform, power_domain=LIVE_INSERTION, level=100)
+        )
+        status = self.rtas.set_indicator(ISOLATION_STATE, index, UNISOLATE)
+        if status:
+            raise RtasError("set-indicator(unisolate)", index, status)
+        self.nodes[index] = self.rtas.configure_connector(index)
+        return Outcome(event, "done", self.nodes[index].name, (index,))
+
+    def pci_remove(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        self.nodes.pop(index, None)  # the driver lets go, the node is removed
+        status = self.rtas.set_indicator(ISOLATION_STATE, index, 0)
+        if status:
+            raise RtasError("set-indicator(isolate)", index, status)
+        self.client.rtas.SetPowerLevel(
+            rtas_pb2.SetPowerLevelRequest(platform=self.platform, power_domain=LIVE_INSERTION, level=0)
+        )
+        self.rtas.set_indicator(DR_INDICATOR, index, 0)  # LED off
+        return Outcome(event, "done", "", (index,))
+
+    def phb_add(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        self.rtas.acquire_drc(index)
+        try:
+            self.nodes[index] = self.rtas.configure_connector(index)
+        except RtasError:
+            self.rtas.release_drc(index)
+            raise
+        return Outcome(event, "done", self.nodes[index].name, (index,))
+
+    def phb_remove(self, event: HotplugEvent) -> Outcome:
+        index = event.index
+        self.nodes.pop(index, None)
+        self.rtas.release_drc(index)
+        return Outcome(event, "done", "", (index,))
+
+
+__all__ = ["Outcome", "ReferenceGuest", "RefusalPolicy"]
