@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from helpers import snapshot
-from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
+from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
 from papr_emu_client import Client
 
 Code = grpc.StatusCode
@@ -75,6 +75,9 @@ def test_unknown_platform_on_every_rpc(client: Client) -> None:
         lambda: client.hotplug.GetDevice(hotplug_pb2.GetDeviceRequest(platform=missing, id="x")),
         lambda: client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=missing)),
         lambda: list(client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=missing))),
+        lambda: client.rtas.CheckException(rtas_pb2.CheckExceptionRequest(platform=missing)),
+        lambda: client.rtas.EventScan(rtas_pb2.EventScanRequest(platform=missing)),
+        lambda: list(client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=missing))),
     ]
     for call in calls:
         error = expect_error(call, Code.NOT_FOUND, "platform", repr(missing))
