@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from papr.v1 import hotplug_pb2_grpc, interrupt_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
+from papr.v1 import guest_pb2_grpc, hotplug_pb2_grpc, interrupt_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 HOST_VARIABLE = "PAPR_EMU_HOST"
@@ -33,6 +33,7 @@ class Client:
     platforms: platform_pb2_grpc.PlatformServiceStub
     hotplug: hotplug_pb2_grpc.HotplugServiceStub
     interrupts: interrupt_pb2_grpc.InterruptServiceStub
+    guest: guest_pb2_grpc.GuestServiceStub
 
     def close(self) -> None:
         self.channel.close()
@@ -60,4 +61,5 @@ def connect(target: str | None = None, timeout: float | None = 10.0) -> Client:
         platform_pb2_grpc.PlatformServiceStub(channel),
         hotplug_pb2_grpc.HotplugServiceStub(channel),
         interrupt_pb2_grpc.InterruptServiceStub(channel),
+        guest_pb2_grpc.GuestServiceStub(channel),
     )

@@ -20,6 +20,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from papr.v1 import (
+    guest_pb2,
+    guest_pb2_grpc,
     hotplug_pb2,
     hotplug_pb2_grpc,
     interrupt_pb2,
@@ -31,7 +33,7 @@ from papr.v1 import (
 )
 
 from .model import Platforms
-from .service import HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
+from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_WORKERS = 64
@@ -40,6 +42,7 @@ SERVICE_NAMES = (
     platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,
     hotplug_pb2.DESCRIPTOR.services_by_name["HotplugService"].full_name,
     interrupt_pb2.DESCRIPTOR.services_by_name["InterruptService"].full_name,
+    guest_pb2.DESCRIPTOR.services_by_name["GuestService"].full_name,
 )
 #: How often pending unplugs are checked against their platform's timeout policy.
 TIMEOUT_TICK_SECONDS = 0.1
@@ -71,6 +74,7 @@ class PaprServer:
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
         hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms), self._server)
         interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms), self._server)
+        guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(
             (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server

@@ -9,6 +9,7 @@ from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
 from papr.v1 import connector_pb2 as _connector_pb2
 from papr.v1 import device_pb2 as _device_pb2
+from papr.v1 import guest_pb2 as _guest_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -163,6 +164,7 @@ class Platform(_message.Message):
     DEVICE_MEMORY_BASE_FIELD_NUMBER: _builtins.int
     UNPLUG_TIMEOUTS_FIELD_NUMBER: _builtins.int
     PENDING_RTAS_EVENTS_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The platform name (lower-case letters, digits and '-', starting with a letter)."""
     connector_total: _builtins.int
@@ -189,6 +191,10 @@ class Platform(_message.Message):
     def unplug_timeouts(self) -> Global___UnplugTimeouts:
         """The platform's unplug timeout policy."""
 
+    @_builtins.property
+    def options(self) -> _guest_pb2.NegotiatedOptions:
+        """What the guest negotiated at CAS."""
+
     def __init__(
         self,
         *,
@@ -201,10 +207,11 @@ class Platform(_message.Message):
         device_memory_base: _builtins.int = ...,
         unplug_timeouts: Global___UnplugTimeouts | None = ...,
         pending_rtas_events: _builtins.int = ...,
+        options: _guest_pb2.NegotiatedOptions | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["geometry", b"geometry", "options", b"options", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_counts", b"connector_counts", "connector_total", b"connector_total", "device_count", b"device_count", "device_memory_base", b"device_memory_base", "geometry", b"geometry", "last_event_sequence", b"last_event_sequence", "name", b"name", "pending_rtas_events", b"pending_rtas_events", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["connector_counts", b"connector_counts", "connector_total", b"connector_total", "device_count", b"device_count", "device_memory_base", b"device_memory_base", "geometry", b"geometry", "last_event_sequence", b"last_event_sequence", "name", b"name", "options", b"options", "pending_rtas_events", b"pending_rtas_events", "unplug_timeouts", b"unplug_timeouts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,3 +582,47 @@ class GetConnectorResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetConnectorResponse: _TypeAlias = GetConnectorResponse  # noqa: Y015
+
+@_typing.final
+class GetDeviceTreeRequest(_message.Message):
+    """GetDeviceTreeRequest names the platform."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceTreeRequest: _TypeAlias = GetDeviceTreeRequest  # noqa: Y015
+
+@_typing.final
+class GetDeviceTreeResponse(_message.Message):
+    """GetDeviceTreeResponse carries the flattened device tree."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DTB_FIELD_NUMBER: _builtins.int
+    dtb: _builtins.bytes
+    """The DTB (version 17)."""
+    def __init__(
+        self,
+        *,
+        dtb: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtb", b"dtb"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeviceTreeResponse: _TypeAlias = GetDeviceTreeResponse  # noqa: Y015

@@ -68,6 +68,11 @@ class PlatformServiceStub:
                 request_serializer=papr_dot_v1_dot_platform__pb2.GetConnectorRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_platform__pb2.GetConnectorResponse.FromString,
                 _registered_method=True)
+        self.GetDeviceTree = channel.unary_unary(
+                '/papr.v1.PlatformService/GetDeviceTree',
+                request_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.FromString,
+                _registered_method=True)
 
 
 class PlatformServiceServicer:
@@ -124,6 +129,15 @@ class PlatformServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDeviceTree(self, request, context):
+        """GetDeviceTree exports the device tree the guest would boot with now, as a
+        flattened device tree (DTB version 17, readable by dtc and libfdt). Its
+        nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlatformServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -156,6 +170,11 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     servicer.GetConnector,
                     request_deserializer=papr_dot_v1_dot_platform__pb2.GetConnectorRequest.FromString,
                     response_serializer=papr_dot_v1_dot_platform__pb2.GetConnectorResponse.SerializeToString,
+            ),
+            'GetDeviceTree': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeviceTree,
+                    request_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -324,6 +343,33 @@ class PlatformService:
             '/papr.v1.PlatformService/GetConnector',
             papr_dot_v1_dot_platform__pb2.GetConnectorRequest.SerializeToString,
             papr_dot_v1_dot_platform__pb2.GetConnectorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeviceTree(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.PlatformService/GetDeviceTree',
+            papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.SerializeToString,
+            papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.FromString,
             options,
             channel_credentials,
             insecure,

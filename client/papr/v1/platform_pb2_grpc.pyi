@@ -57,6 +57,11 @@ class PlatformServiceStub:
     """
     GetConnector: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetConnectorRequest, _platform_pb2.GetConnectorResponse]
     """GetConnector describes one connector. Errors: NOT_FOUND (platform or index)."""
+    GetDeviceTree: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]
+    """GetDeviceTree exports the device tree the guest would boot with now, as a
+    flattened device tree (DTB version 17, readable by dtc and libfdt). Its
+    nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+    """
 
 @_typing.type_check_only
 class PlatformServiceAsyncStub(PlatformServiceStub):
@@ -87,6 +92,11 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     """
     GetConnector: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetConnectorRequest, _platform_pb2.GetConnectorResponse]  # type: ignore[assignment]
     """GetConnector describes one connector. Errors: NOT_FOUND (platform or index)."""
+    GetDeviceTree: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]  # type: ignore[assignment]
+    """GetDeviceTree exports the device tree the guest would boot with now, as a
+    flattened device tree (DTB version 17, readable by dtc and libfdt). Its
+    nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+    """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
     """PlatformService is the management side's view of the emulated pSeries
@@ -150,5 +160,16 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_platform_pb2.GetConnectorResponse, _abc.Awaitable[_platform_pb2.GetConnectorResponse]]:
         """GetConnector describes one connector. Errors: NOT_FOUND (platform or index)."""
+
+    @_abc_1.abstractmethod
+    def GetDeviceTree(
+        self,
+        request: _platform_pb2.GetDeviceTreeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.GetDeviceTreeResponse, _abc.Awaitable[_platform_pb2.GetDeviceTreeResponse]]:
+        """GetDeviceTree exports the device tree the guest would boot with now, as a
+        flattened device tree (DTB version 17, readable by dtc and libfdt). Its
+        nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+        """
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -442,3 +444,107 @@ class EventScanResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___EventScanResponse: _TypeAlias = EventScanResponse  # noqa: Y015
+
+@_typing.final
+class GuestBuffer(_message.Message):
+    """GuestBuffer is a buffer in guest memory that an RTAS call points at."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    address: _builtins.int
+    """The guest real address the argument cell holds."""
+    data: _builtins.bytes
+    """The buffer's bytes (exactly as long as the call needs: 4096 for a
+    configure-connector work area, args[5] for a check-exception buffer).
+    """
+    def __init__(
+        self,
+        *,
+        address: _builtins.int = ...,
+        data: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["address", b"address", "data", b"data"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GuestBuffer: _TypeAlias = GuestBuffer  # noqa: Y015
+
+@_typing.final
+class CallRequest(_message.Message):
+    """CallRequest is one RTAS call in the raw calling convention."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    TOKEN_FIELD_NUMBER: _builtins.int
+    NARGS_FIELD_NUMBER: _builtins.int
+    NRET_FIELD_NUMBER: _builtins.int
+    ARGS_FIELD_NUMBER: _builtins.int
+    BUFFERS_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    token: _builtins.int
+    """The RTAS token (QEMU 7.2's values, as in /rtas: e.g. 0x201a set-indicator)."""
+    nargs: _builtins.int
+    """Number of argument cells."""
+    nret: _builtins.int
+    """Number of return cells."""
+    @_builtins.property
+    def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The argument cells; exactly nargs of them."""
+
+    @_builtins.property
+    def buffers(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestBuffer]:
+        """The buffers the arguments point at."""
+
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        token: _builtins.int = ...,
+        nargs: _builtins.int = ...,
+        nret: _builtins.int = ...,
+        args: _abc.Iterable[_builtins.int] | None = ...,
+        buffers: _abc.Iterable[Global___GuestBuffer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "buffers", b"buffers", "nargs", b"nargs", "nret", b"nret", "platform", b"platform", "token", b"token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallRequest: _TypeAlias = CallRequest  # noqa: Y015
+
+@_typing.final
+class CallResponse(_message.Message):
+    """CallResponse carries the return cells and the buffers after the call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RETS_FIELD_NUMBER: _builtins.int
+    BUFFERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rets(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """The nret return cells, signed; rets[0] is the RTAS status."""
+
+    @_builtins.property
+    def buffers(self) -> _containers.RepeatedCompositeFieldContainer[Global___GuestBuffer]:
+        """The request's buffers after the call (a work area or log written into)."""
+
+    def __init__(
+        self,
+        *,
+        rets: _abc.Iterable[_builtins.int] | None = ...,
+        buffers: _abc.Iterable[Global___GuestBuffer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["buffers", b"buffers", "rets", b"rets"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CallResponse: _TypeAlias = CallResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class RtasServiceStub:
                 request_serializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
                 _registered_method=True)
+        self.Call = channel.unary_unary(
+                '/papr.v1.RtasService/Call',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.CallRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.CallResponse.FromString,
+                _registered_method=True)
 
 
 class RtasServiceServicer:
@@ -157,6 +162,22 @@ class RtasServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Call(self, request, context):
+        """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
+        line for line: a token as found in the device tree's /rtas node, nargs,
+        nret, the argument cells, and the guest buffers the call points at (the
+        configure-connector work area at args[0]; the check-exception buffer at
+        args[4] with length args[5]). It returns the nret return cells and the
+        buffers after the call. The typed RPCs above go through the same
+        dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
+        not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+        INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
+        missing, of the wrong size, or not used by the call); nothing changes then.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RtasServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +215,11 @@ def add_RtasServiceServicer_to_server(servicer, server):
                     servicer.EventScan,
                     request_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.FromString,
                     response_serializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.SerializeToString,
+            ),
+            'Call': grpc.unary_unary_rpc_method_handler(
+                    servicer.Call,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.CallRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.CallResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -396,6 +422,33 @@ class RtasService:
             '/papr.v1.RtasService/EventScan',
             papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
             papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Call(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/Call',
+            papr_dot_v1_dot_rtas__pb2.CallRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.CallResponse.FromString,
             options,
             channel_credentials,
             insecure,

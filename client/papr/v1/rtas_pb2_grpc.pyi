@@ -75,6 +75,18 @@ class RtasServiceStub:
     returns a log: it re-pulses the interrupt of every event class that still
     has logs queued, and returns 1.
     """
+    Call: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.CallRequest, _rtas_pb2.CallResponse]
+    """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
+    line for line: a token as found in the device tree's /rtas node, nargs,
+    nret, the argument cells, and the guest buffers the call points at (the
+    configure-connector work area at args[0]; the check-exception buffer at
+    args[4] with length args[5]). It returns the nret return cells and the
+    buffers after the call. The typed RPCs above go through the same
+    dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
+    not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+    INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
+    missing, of the wrong size, or not used by the call); nothing changes then.
+    """
 
 @_typing.type_check_only
 class RtasServiceAsyncStub(RtasServiceStub):
@@ -122,6 +134,18 @@ class RtasServiceAsyncStub(RtasServiceStub):
     """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
     returns a log: it re-pulses the interrupt of every event class that still
     has logs queued, and returns 1.
+    """
+    Call: _aio.UnaryUnaryMultiCallable[_rtas_pb2.CallRequest, _rtas_pb2.CallResponse]  # type: ignore[assignment]
+    """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
+    line for line: a token as found in the device tree's /rtas node, nargs,
+    nret, the argument cells, and the guest buffers the call points at (the
+    configure-connector work area at args[0]; the check-exception buffer at
+    args[4] with length args[5]). It returns the nret return cells and the
+    buffers after the call. The typed RPCs above go through the same
+    dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
+    not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+    INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
+    missing, of the wrong size, or not used by the call); nothing changes then.
     """
 
 class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -209,6 +233,24 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         """EventScan is RTAS event-scan (QEMU token 0x200f). As in QEMU it never
         returns a log: it re-pulses the interrupt of every event class that still
         has logs queued, and returns 1.
+        """
+
+    @_abc_1.abstractmethod
+    def Call(
+        self,
+        request: _rtas_pb2.CallRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.CallResponse, _abc.Awaitable[_rtas_pb2.CallResponse]]:
+        """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
+        line for line: a token as found in the device tree's /rtas node, nargs,
+        nret, the argument cells, and the guest buffers the call points at (the
+        configure-connector work area at args[0]; the check-exception buffer at
+        args[4] with length args[5]). It returns the nret return cells and the
+        buffers after the call. The typed RPCs above go through the same
+        dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
+        not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+        INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
+        missing, of the wrong size, or not used by the call); nothing changes then.
         """
 
 def add_RtasServiceServicer_to_server(servicer: RtasServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

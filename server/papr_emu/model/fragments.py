@@ -66,14 +66,19 @@ def hpt_shift_for_ram_size(ram_size: int) -> int:
     return min(max(power_of_two.bit_length() - 1 - 7, 18), 46)
 
 
-def cpu_core_node(core_id: int, threads: int, drc_index: int, hpt_shift: int) -> Node:
-    """``PowerPC,POWER9@<vcpu id>`` with QEMU 7.2's 30 properties."""
+def cpu_core_node(core_id: int, threads: int, drc_index: int, hpt_shift: int, hotplugged: bool = True) -> Node:
+    """``PowerPC,POWER9@<vcpu id>`` with QEMU 7.2's properties.
+
+    A hot-plugged core's node also has ``name`` (QEMU adds it because Linux matches CPU
+    nodes by it); cores in the boot tree do not.
+    """
     servers = [core_id + i for i in range(threads)]
     gservers = [v for server in servers for v in (server, 0)]
+    name = [("name", string(f"{CPU_NODE_PREFIX}@{core_id:x}"))] if hotplugged else []
     return Node(
         f"{CPU_NODE_PREFIX}@{core_id:x}",
         [
-            ("name", string(f"{CPU_NODE_PREFIX}@{core_id:x}")),
+            *name,
             ("ibm,dec-bits", cells(56)),
             ("ibm,processor-radix-AP-encodings", _POWER9_RADIX_AP),
             ("ibm,ppc-interrupt-gserver#s", cells(*gservers)),
@@ -229,7 +234,7 @@ class DrcArrays:
         ]
 
 
-def phb_node(index: int, drc_index: int, pci_drcs: DrcArrays) -> Node:
+def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]]) -> Node:
     """``pci@<buid>`` as QEMU 7.2 hands a hot-plugged PHB to the guest."""
     buid = PHB_BASE_BUID + index
     pio = _PCI_BASE + index * _IO_WINDOW
@@ -250,7 +255,7 @@ def phb_node(index: int, drc_index: int, pci_drcs: DrcArrays) -> Node:
         phb_node_name(index),
         [
             ("name", string("pci")),
-            *pci_drcs.properties(),
+            *dr_properties,  # the four ibm,drc-* arrays of its PCI connectors (or ibm,drc-info)
             ("#size-cells", cells(2)),
             ("#address-cells", cells(3)),
             ("qemu,phb-enumerated", cells(1)),

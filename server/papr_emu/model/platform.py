@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import structlog
 
 from . import rtas, work_area
+from .cas import CasOptions
 from .devices import (
     DEVICE_ID_PATTERN,
     CpuCore,
@@ -49,6 +50,7 @@ from .devices import (
 from .devicetree import Node
 from .drc import CPU, DRC_TYPES, LMB, PCI, PHB, PMEM, Drc, DrcState, DrcType, Operation, RefusalSignal
 from .drc_table import DrcRange, DrcTable
+from .dtb import to_dtb
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .fragments import (
@@ -73,6 +75,7 @@ from .rtas_log import (
     HP_ID_DRC_INDEX,
     HotplugLog,
 )
+from .tree import build_device_tree, dr_properties
 
 PCI_SLOTS = 32
 PCI_FUNCTIONS = 8
@@ -142,6 +145,7 @@ class PlatformInfo:
     last_event_sequence: int
     unplug_timeouts: UnplugTimeouts
     pending_rtas_events: int
+    options: CasOptions
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +173,9 @@ class Platform:
         self.lock = threading.RLock()
         self.events = EventLog(name, clock)
         self.rtas_events = RtasEventQueue(clock)
-        # Set by CAS when the guest asks for the dedicated hot-plug event source (OV5 byte 6, 0x04);
-        # until then hotplug logs go to the EPOW source and DIMM adds are counted, not indexed.
-        self.hotplug_source_negotiated = False
+        # What the guest negotiated at CAS. Before it, hotplug logs go to the EPOW source, DIMM adds
+        # are counted (not indexed), and the tree has the four ibm,drc-* arrays and no drconf memory.
+        self.options = CasOptions()
         self.unplug_timeouts = unplug_timeouts or UnplugTimeouts()
         self._monotonic = monotonic
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
@@ -218,6 +222,7 @@ class Platform:
                 self.events.last_sequence,
                 self.unplug_timeouts,
                 len(self.rtas_events),
+                self.options,
             )
 
     def _connector_info(self, drc: Drc, drc_range: DrcRange) -> ConnectorInfo:
@@ -602,7 +607,7 @@ class Platform:
     # --- hotplug event logs -----------------------------------------------------------------------
 
     def _queue_log(self, resource: int, action: int, id_type: int, index: int = 0, count: int = 0) -> None:
-        event_class = EVENT_CLASS_HOTPLUG if self.hotplug_source_negotiated else EVENT_CLASS_EPOW
+        event_class = EVENT_CLASS_HOTPLUG if self.options.hotplug_events else EVENT_CLASS_EPOW
         queued = self.rtas_events.push(HotplugLog(resource, action, id_type, index, count), event_class)
         self.log.debug("rtas.event_queued", drc_index=f"{index:#x}", action=action, plid=queued.plid)
 
@@ -611,7 +616,7 @@ class Platform:
         resource = device.drc_type.hotplug_resource
         indexes = device.drc_indexes
         if isinstance(device, Dimm):
-            if self.hotplug_source_negotiated:
+            if self.options.hotplug_events:
                 self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))
             else:  # the guest picks any free LMBs
                 self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT, count=len(indexes))
@@ -761,19 +766,19 @@ class Platform:
         drc.cursor += 1
         return status
 
-    def _fragment(self, device: Device, drc: Drc) -> Node:
+    def _fragment(self, device: Device, drc: Drc, hotplugged: bool = True) -> Node:
         """The device-tree node configure-connector hands out for ``drc``."""
         if isinstance(device, Dimm):
             return lmb_node(device.lmb_address(drc.index))
         if isinstance(device, CpuCore):
-            return cpu_core_node(device.core_id, device.threads, drc.index, self._hpt_shift)
+            return cpu_core_node(device.core_id, device.threads, drc.index, self._hpt_shift, hotplugged)
         if isinstance(device, PciFunction):
             model = device.model
             return pci_function_node(
                 model.data, model.qemu_name, device.phb_index, 0, device.slot, device.function, drc.index
             )
         assert isinstance(device, Phb)
-        return phb_node(device.index, drc.index, self.drc_arrays("/" + phb_node_name(device.index)))
+        return phb_node(device.index, drc.index, dr_properties(self, "/" + phb_node_name(device.index)))
 
     def set_power_level(self, power_domain: int, level: int) -> tuple[int, int]:
         """RTAS set-power-level: only the live-insertion domain (-1); the level is always 100."""
@@ -786,6 +791,88 @@ class Platform:
         if power_domain != rtas.LIVE_INSERTION_DOMAIN:
             return rtas.PARAMETER_ERROR, 0
         return rtas.SUCCESS, rtas.FULL_POWER
+
+    # --- device tree and CAS ----------------------------------------------------------------------
+
+    def drc_ranges(self) -> list[DrcRange]:
+        with self.lock:
+            return self._drcs.ranges()
+
+    def _present(self) -> list[Device]:
+        """Devices the guest would find at boot: attached, and not on their way out."""
+        return [d for _, d in sorted(self._devices.items()) if not d.unplug_pending]
+
+    def lmb_backed(self, address: int) -> bool:
+        return any(d.address <= address < d.address + d.size for d in self._present() if isinstance(d, Dimm))
+
+    def dimm_extents(self) -> list[tuple[int, int]]:
+        return sorted((d.address, d.size) for d in self._present() if isinstance(d, Dimm))
+
+    def present_nodes(self, parent_path: str) -> list[Node]:
+        """Boot-tree nodes of the present devices listed under ``parent_path`` ("/cpus" or "/")."""
+        nodes: list[Node] = []
+        present = self._present()
+        for device in sorted((d for d in present if isinstance(d, CpuCore)), key=lambda d: d.core_id):
+            if parent_path == "/cpus":
+                drc = self._drcs.get(device.drc_indexes[0])
+                assert drc is not None
+                nodes.append(self._fragment(device, drc, hotplugged=False))
+        for phb in sorted((d for d in present if isinstance(d, Phb)), key=lambda d: d.index):
+            if parent_path == "/":
+                drc = self._drcs.get(phb.drc_indexes[0])
+                assert drc is not None
+                node = self._fragment(phb, drc)
+                node.properties = [p for p in node.properties if p[0] != "name"]  # only hot-plugged PHBs have it
+                for function in sorted(
+                    (d for d in present if isinstance(d, PciFunction) and d.phb_index == phb.index),
+                    key=lambda d: d.devfn,
+                ):
+                    function_drc = self._drcs.get(function.drc_indexes[0])
+                    assert function_drc is not None
+                    node.children.append(self._fragment(function, function_drc))
+                nodes.append(node)
+        return nodes
+
+    def device_tree(self) -> Node:
+        """The full device tree the guest would boot with now."""
+        with self.lock:
+            return build_device_tree(self)
+
+    def device_tree_blob(self) -> bytes:
+        """The full device tree as a DTB (version 17)."""
+        with self.lock:
+            return to_dtb(build_device_tree(self))
+
+    def client_architecture_support(self, option_vector_5: bytes) -> CasOptions:
+        """ibm,client-architecture-support with option vector 5, as QEMU 6.0+ handles it.
+
+        Pending plugs and unplugs complete (every connector is reset), queued hotplug
+        event logs are dropped, and the negotiated options take effect.
+        """
+        options = CasOptions.from_vector(option_vector_5)
+        with self.lock:
+            self.options = options
+            for device in list(self._devices.values()):
+                for index in sorted(device.attached):
+                    drc = self._drcs.get(index)
+                    assert drc is not None
+                    if drc.unplug_requested:
+                        self._release(drc, released_by=0)
+            for device in self._devices.values():
+                for index in device.attached:
+                    drc = self._drcs.get(index)
+                    assert drc is not None
+                    drc.reset()
+            dropped = self.rtas_events.drop()
+            self.log.info(
+                "guest.cas",
+                hotplug_events=options.hotplug_events,
+                drconf_memory=options.drconf_memory,
+                dynamic_memory_v2=options.dynamic_memory_v2,
+                drc_info=options.drc_info,
+                dropped_logs=dropped,
+            )
+            return options
 
     # --- lifecycle --------------------------------------------------------------------------------
 

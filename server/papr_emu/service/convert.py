@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import connector_pb2, device_pb2, guest_pb2, hotplug_pb2, platform_pb2
 
 from ..model import (
     DRC_TYPES,
@@ -33,6 +33,7 @@ from ..model import (
     UnplugTimedOut,
     UnplugTimeouts,
 )
+from ..model.cas import CasOptions
 from ..model.devices import CpuCoreParams as _Core
 from ..model.devices import DimmParams
 from ..model.devices import PciFunctionParams as _Pci
@@ -198,6 +199,17 @@ def connector_to_pb(info: ConnectorInfo) -> connector_pb2.Connector:
     )
 
 
+def options_to_pb(options: CasOptions) -> guest_pb2.NegotiatedOptions:
+    return guest_pb2.NegotiatedOptions(
+        negotiated=options.negotiated,
+        hotplug_events=options.hotplug_events,
+        drconf_memory=options.drconf_memory,
+        dynamic_memory_v2=options.dynamic_memory_v2,
+        drc_info=options.drc_info,
+        option_vector_5=options.vector,
+    )
+
+
 def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
     return platform_pb2.Platform(
         name=info.name,
@@ -212,6 +224,7 @@ def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
         device_memory_base=info.geometry.device_memory_base,
         unplug_timeouts=unplug_timeouts_to_pb(info.unplug_timeouts),
         pending_rtas_events=info.pending_rtas_events,
+        options=options_to_pb(info.options),
     )
 
 

@@ -105,3 +105,9 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     ) -> platform_pb2.GetConnectorResponse:
         info = _call(context, lambda: self._platforms.get(request.platform).connector(request.drc_index))
         return platform_pb2.GetConnectorResponse(connector=convert.connector_to_pb(info))
+
+    def GetDeviceTree(
+        self, request: platform_pb2.GetDeviceTreeRequest, context: grpc.ServicerContext
+    ) -> platform_pb2.GetDeviceTreeResponse:
+        dtb = _call(context, lambda: self._platforms.get(request.platform).device_tree_blob())
+        return platform_pb2.GetDeviceTreeResponse(dtb=dtb)

@@ -1,0 +1,34 @@
+"""Flattening a device tree into a DTB (version 17) with libfdt's own binding (pylibfdt).
+
+pylibfdt's sequential-write API is C underneath: a 64 TiB platform's tree (a
+multi-megabyte ibm,dynamic-memory) flattens in well under a second.
+
+Example::
+
+    >>> from papr_emu.model.devicetree import Node, cells
+    >>> blob = to_dtb(Node("", [("#address-cells", cells(2))], [Node("cpus")]))
+    >>> blob[:4].hex(), int.from_bytes(blob[20:24], "big")
+    ('d00dfeed', 17)
+"""
+
+from __future__ import annotations
+
+import libfdt
+
+from .devicetree import Node
+
+
+def _write(writer: libfdt.FdtSw, node: Node) -> None:
+    writer.begin_node(node.name)
+    for name, value in node.properties:
+        writer.property(name, value)
+    for child in node.children:
+        _write(writer, child)
+    writer.end_node()
+
+
+def to_dtb(root: Node) -> bytes:
+    writer = libfdt.FdtSw()
+    writer.finish_reservemap()
+    _write(writer, root)
+    return bytes(writer.as_fdt().as_bytearray())

@@ -1,0 +1,191 @@
+"""The RTAS dispatcher: token, nargs, nret, argument cells and guest buffers in; return cells out.
+
+Both the typed RPCs and the raw RtasCall RPC go through :func:`dispatch`, so a stub
+that ports the kernel's ``rtas_call()`` line for line sees exactly what a typed
+client sees. As in QEMU, an unknown token, or nargs/nret a call does not take,
+gives status -3. Buffers (the configure-connector work area, the check-exception
+log buffer) are addressed by the argument cells that point at them.
+
+Example::
+
+    >>> from papr_emu.model import Platform, default_geometry
+    >>> platform = Platform("p", default_geometry())
+    >>> dispatch(platform, 0x201D, 2, 2, [9003, 0x10000000], Buffers({}))
+    [0, 1]
+    >>> dispatch(platform, 0x201D, 3, 2, [9003, 0x10000000, 0], Buffers({}))  # wrong nargs
+    [-3, 0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from . import rtas
+from .errors import InvalidArgument
+from .work_area import WORK_AREA_SIZE
+
+if TYPE_CHECKING:
+    from .platform import Platform
+
+MAX_CELLS: Final = 255  # nargs and nret are bytes in practice; bounds what a request can allocate
+
+
+class GuestMemory:
+    """What a call may read and write in guest memory."""
+
+    def check(self, address: int, length: int, what: str) -> None:
+        """Raise InvalidArgument unless ``length`` bytes at ``address`` can be used for ``what``."""
+        raise NotImplementedError
+
+    def read(self, address: int, length: int) -> bytes:
+        raise NotImplementedError
+
+    def write(self, address: int, data: bytes) -> None:
+        raise NotImplementedError
+
+
+@dataclass
+class Buffers(GuestMemory):
+    """The buffers a raw call supplied, by guest real address; each must be used, whole."""
+
+    regions: dict[int, bytearray]
+    used: set[int] = field(default_factory=set)
+
+    def check(self, address: int, length: int, what: str) -> None:
+        region = self.regions.get(address)
+        if region is None:
+            raise InvalidArgument("buffers", f"{address:#x}", f"{what} needs a buffer at this address")
+        if len(region) != length:
+            raise InvalidArgument(
+                f"buffers[{address:#x}].data", len(region), f"{what} needs exactly {length} bytes at {address:#x}"
+            )
+        self.used.add(address)
+
+    def read(self, address: int, length: int) -> bytes:
+        return bytes(self.regions[address][:length])
+
+    def write(self, address: int, data: bytes) -> None:
+        self.regions[address][: len(data)] = data
+
+
+@dataclass
+class Capture(GuestMemory):
+    """For typed RPCs: reads come from given bytes, writes are captured (no buffer is allocated)."""
+
+    inputs: Mapping[int, bytes] = field(default_factory=dict)
+    written: dict[int, bytes] = field(default_factory=dict)
+
+    def check(self, address: int, length: int, what: str) -> None:
+        data = self.inputs.get(address)
+        if data is not None and len(data) != length:
+            raise InvalidArgument("work_area", len(data), f"{what} needs exactly {length} bytes")
+
+    def read(self, address: int, length: int) -> bytes:
+        return bytes(self.inputs.get(address, b"")[:length])
+
+    def write(self, address: int, data: bytes) -> None:
+        self.written[address] = data
+
+
+Run = Callable[["Platform", Sequence[int], GuestMemory], list[int]]
+Needs = Callable[[Sequence[int]], list[tuple[int, int, str]]]
+
+
+@dataclass(frozen=True, slots=True)
+class RtasFunction:
+    """One RTAS call: the nargs and nret it takes, the buffers it points at, and what it does."""
+
+    name: str
+    nargs: frozenset[int]
+    nret: int
+    run: Run
+    needs: Needs = lambda args: []
+
+
+def _set_indicator(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    return [p.set_indicator(args[0], args[1], args[2])]
+
+
+def _get_sensor_state(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    return list(p.get_sensor_state(args[0], args[1]))
+
+
+def _configure_connector(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    # args[1] is LoPAR's memory extent, not the high half of the address (QEMU's reading).
+    status, area = p.configure_connector(memory.read(args[0], WORK_AREA_SIZE))
+    memory.write(args[0], area)
+    return [status]
+
+
+def _signed(cell: int) -> int:
+    return cell - (1 << 32) if cell & 0x80000000 else cell
+
+
+def _set_power_level(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    return list(p.set_power_level(_signed(args[0]), args[1]))
+
+
+def _get_power_level(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    return list(p.get_power_level(_signed(args[0])))
+
+
+def _check_exception(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    status, log = p.check_exception(args[2], args[5])
+    if status == rtas.SUCCESS:
+        memory.write(args[4], log)
+    return [status]
+
+
+def _event_scan(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+    return [p.event_scan(args[0], args[3])]
+
+
+FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
+    rtas.TOKEN_SET_INDICATOR: RtasFunction("set-indicator", frozenset({3}), 1, _set_indicator),
+    rtas.TOKEN_GET_SENSOR_STATE: RtasFunction("get-sensor-state", frozenset({2}), 2, _get_sensor_state),
+    rtas.TOKEN_IBM_CONFIGURE_CONNECTOR: RtasFunction(
+        "ibm,configure-connector", frozenset({2}), 1, _configure_connector,
+        lambda args: [(args[0], WORK_AREA_SIZE, "ibm,configure-connector's work area (args[0])")],
+    ),
+    rtas.TOKEN_SET_POWER_LEVEL: RtasFunction("set-power-level", frozenset({2}), 2, _set_power_level),
+    rtas.TOKEN_GET_POWER_LEVEL: RtasFunction("get-power-level", frozenset({1}), 2, _get_power_level),
+    rtas.TOKEN_CHECK_EXCEPTION: RtasFunction(
+        "check-exception", frozenset({6, 7}), 1, _check_exception,
+        lambda args: [(args[4], args[5], "check-exception's buffer (args[4], length args[5])")],
+    ),
+    rtas.TOKEN_EVENT_SCAN: RtasFunction("event-scan", frozenset({4}), 1, _event_scan),
+}  # fmt: skip
+
+
+def dispatch(
+    platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory
+) -> list[int]:
+    """Run one RTAS call; returns its ``nret`` return cells (status first, signed).
+
+    Raises InvalidArgument (changing nothing) when the request does not describe a call:
+    args not ``nargs`` long, or buffers that do not match what the call points at.
+    """
+    if nargs > MAX_CELLS or nret > MAX_CELLS:
+        raise InvalidArgument("nargs" if nargs > MAX_CELLS else "nret", max(nargs, nret), f"at most {MAX_CELLS}")
+    if len(args) != nargs:
+        raise InvalidArgument("args", len(args), f"has {len(args)} cells but nargs is {nargs}")
+    if any(not 0 <= a <= 0xFFFFFFFF for a in args):
+        raise InvalidArgument("args", list(args), "cells are 32-bit")
+    rets = [0] * nret
+    function = FUNCTIONS.get(token)
+    if function is None or nargs not in function.nargs or nret != function.nret:
+        # QEMU: unknown token, or a call made with the wrong number of cells: -3 (when there is a rets[0]).
+        if nret:
+            rets[0] = rtas.PARAMETER_ERROR
+        return rets
+    for address, length, what in function.needs(args):
+        memory.check(address, length, what)
+    if isinstance(memory, Buffers):
+        unused = sorted(set(memory.regions) - memory.used)
+        if unused:
+            raise InvalidArgument("buffers", f"{unused[0]:#x}", f"{function.name} does not use a buffer there")
+    results = function.run(platform, args, memory)
+    rets[: len(results)] = results
+    return rets

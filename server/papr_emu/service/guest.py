@@ -1,0 +1,25 @@
+"""GuestService: ibm,client-architecture-support."""
+
+from __future__ import annotations
+
+import grpc
+
+from papr.v1 import guest_pb2, guest_pb2_grpc
+
+from ..model import Platforms
+from . import convert
+from .platform import _call
+
+
+class GuestServicer(guest_pb2_grpc.GuestServiceServicer):
+    def __init__(self, platforms: Platforms) -> None:
+        self._platforms = platforms
+
+    def ClientArchitectureSupport(
+        self, request: guest_pb2.ClientArchitectureSupportRequest, context: grpc.ServicerContext
+    ) -> guest_pb2.ClientArchitectureSupportResponse:
+        options = _call(
+            context,
+            lambda: self._platforms.get(request.platform).client_architecture_support(request.option_vector_5),
+        )
+        return guest_pb2.ClientArchitectureSupportResponse(options=convert.options_to_pb(options))
