@@ -111,12 +111,16 @@ PLUG_ERRORS: list[tuple[str, device_pb2.DeviceSpec, grpc.StatusCode, tuple[str, 
     ("core in use", core(0), Code.FAILED_PRECONDITION, ("core 0 already populated",)),
     ("phb too large", phb(31), Code.INVALID_ARGUMENT, ("phb.index", "too large (max 30)")),
     ("phb in use", phb(0), Code.FAILED_PRECONDITION, ("PHB 0 already attached",)),
-    ("pci no model", device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=1)),
-     Code.INVALID_ARGUMENT, ("pci_function.model",)),
+    (
+        "pci no model",
+        device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=1)),
+        Code.INVALID_ARGUMENT,
+        ("pci_function.model",),
+    ),
     ("pci slot", pci(slot=32), Code.INVALID_ARGUMENT, ("pci_function.slot",)),
     ("pci function", pci(slot=1, function=8), Code.INVALID_ARGUMENT, ("pci_function.function",)),
     ("pci phb", pci(phb_index=3, slot=1), Code.NOT_FOUND, ("pci_function.phb_index",)),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("label", "spec", "code", "words"), PLUG_ERRORS, ids=[e[0] for e in PLUG_ERRORS])

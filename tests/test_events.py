@@ -88,8 +88,11 @@ def test_management_event_payloads(client: Client, platform: str) -> None:
     added, deleted = watcher.wait_for(2)
     device = added.device_added.device
     assert (device.id, device.type, device.spec.dimm.slot, device.spec.dimm.address) == (
-        "m", device_pb2.DEVICE_TYPE_DIMM, 2, 1 << 30,
-    )  # fmt: skip
+        "m",
+        device_pb2.DEVICE_TYPE_DIMM,
+        2,
+        1 << 30,
+    )
     assert deleted.device_deleted.released_by_drc_index == 0  # completed inside the request
     assert deleted.time.seconds >= added.time.seconds > 0
     assert last_sequence(client, platform) == deleted.sequence

@@ -24,8 +24,19 @@ from papr_emu.model import (
 from papr_emu.model.devices import Device
 from papr_emu.model.drc import DrcState
 
-INDEXES = [0x10000000, 0x10000001, 0x10000002, 0x80000004, 0x80000005, 0x80000006, 0x80000007,
-           0x40000008, 0x40000009, 0x20000001, 0x12345678]  # fmt: skip
+INDEXES = [
+    0x10000000,
+    0x10000001,
+    0x10000002,
+    0x80000004,
+    0x80000005,
+    0x80000006,
+    0x80000007,
+    0x40000008,
+    0x40000009,
+    0x20000001,
+    0x12345678,
+]
 
 operations = st.one_of(
     st.tuples(st.just("plug_dimm"), st.integers(1, 3)),
@@ -34,6 +45,8 @@ operations = st.one_of(
     st.tuples(st.just("unplug"), st.sampled_from(["dimm0", "dimm1", "core1", "core2", "pci0.1.0", "pci0.1.1"])),
     st.tuples(st.just("set"), st.sampled_from([9001, 9002, 9003, 9004]), st.sampled_from(INDEXES), st.integers(0, 3)),
     st.tuples(st.just("cc"), st.sampled_from(INDEXES)),
+    st.tuples(st.just("cas"), st.integers(0, 0xFF)),
+    st.tuples(st.just("check_exception"), st.sampled_from([0x10000000, 0x40000000, 0xFFFFFFFF]), st.integers(0, 200)),
 )
 
 
@@ -78,6 +91,13 @@ def test_any_sequence_keeps_the_model_consistent(steps: list[tuple[Any, ...]]) -
                 platform.unplug(step[1])
             elif step[0] == "set":
                 refused = platform.set_indicator(step[1], step[2], step[3]) < 0
+            elif step[0] == "cas":
+                vector = bytearray(24)
+                vector[0], vector[2], vector[6], vector[22] = 22, step[1] & 0x20, step[1] & 0x04, step[1] & 0xC0
+                platform.client_architecture_support(bytes(vector))
+            elif step[0] == "check_exception":
+                status, blob = platform.check_exception(step[1], step[2])
+                assert status in (0, 1) and len(blob) <= step[2]
             else:
                 area = step[1].to_bytes(4, "big") + bytes(4092)
                 status, out = platform.configure_connector(area)
@@ -89,5 +109,6 @@ def test_any_sequence_keeps_the_model_consistent(steps: list[tuple[Any, ...]]) -
         if refused:
             assert state_of(platform) == before, step
         check_invariants(platform)
+        assert platform.device_tree_blob()[:4] == b"\xd0\x0d\xfe\xed"
     sequences = [e.sequence for e in platform.events._history]
     assert sequences == list(range(1, len(sequences) + 1))

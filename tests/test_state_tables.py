@@ -31,9 +31,11 @@ LOGICAL_OPS: dict[str, Op] = {
 }
 LOGICAL_STATES = ("unusable-empty", "unusable-device", "available", "unisolate", "configured")
 U, A, UI, C = (
-    S.DRC_STATE_LOGICAL_UNUSABLE, S.DRC_STATE_LOGICAL_AVAILABLE,
-    S.DRC_STATE_LOGICAL_UNISOLATE, S.DRC_STATE_LOGICAL_CONFIGURED,
-)  # fmt: skip
+    S.DRC_STATE_LOGICAL_UNUSABLE,
+    S.DRC_STATE_LOGICAL_AVAILABLE,
+    S.DRC_STATE_LOGICAL_UNISOLATE,
+    S.DRC_STATE_LOGICAL_CONFIGURED,
+)
 # expected (status, state afterwards) per operation, per state in LOGICAL_STATES order
 LOGICAL_TABLE: dict[str, list[tuple[int, int]]] = {
     "alloc usable": [(-3, U), (0, A), (0, A), (0, UI), (0, C)],

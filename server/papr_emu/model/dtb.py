@@ -31,4 +31,5 @@ def to_dtb(root: Node) -> bytes:
     writer = libfdt.FdtSw()
     writer.finish_reservemap()
     _write(writer, root)
-    return bytes(writer.as_fdt().as_bytearray())
+    fdt = writer.as_fdt()
+    return bytes(fdt.as_bytearray()[: fdt.totalsize()])  # the writer's buffer has room to spare

@@ -852,17 +852,15 @@ class Platform:
         options = CasOptions.from_vector(option_vector_5)
         with self.lock:
             self.options = options
-            for device in list(self._devices.values()):
-                for index in sorted(device.attached):
-                    drc = self._drcs.get(index)
-                    assert drc is not None
-                    if drc.unplug_requested:
-                        self._release(drc, released_by=0)
-            for device in self._devices.values():
-                for index in device.attached:
-                    drc = self._drcs.get(index)
-                    assert drc is not None
-                    drc.reset()
+            # QEMU's DRC reset, on every connector with a device: a pending unplug completes
+            # (release), then the connector is ready if it still has a device, else empty.
+            for index in sorted(i for d in self._devices.values() for i in d.attached):
+                drc = self._drcs.get(index)
+                if drc is None:  # its PHB went away with an earlier release
+                    continue
+                if drc.unplug_requested:
+                    self._release(drc, released_by=0)
+                drc.reset()
             dropped = self.rtas_events.drop()
             self.log.info(
                 "guest.cas",
