@@ -35,7 +35,7 @@ def cas(client: Client, platform: str, ov5: bytes) -> guest_pb2.NegotiatedOption
 
 
 def tree(client: Client, platform: str):  # type: ignore[no-untyped-def]
-    return read_dtb(client.platforms.GetDeviceTree(platform_pb2.GetDeviceTreeRequest(platform=platform)).dtb)
+    return read_dtb(client.device_tree(platform))
 
 
 def worked_example(client: Client) -> str:

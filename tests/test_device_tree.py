@@ -20,7 +20,7 @@ QEMU = read_dtb((Path(__file__).parent.parent / "docs" / "qemu-7.2" / "default-p
 
 
 def dtb(client: Client, platform: str) -> bytes:
-    return client.platforms.GetDeviceTree(platform_pb2.GetDeviceTreeRequest(platform=platform)).dtb
+    return client.device_tree(platform)
 
 
 def arrays(indexes: list[int], names: list[str], types: list[str]) -> dict[str, bytes]:

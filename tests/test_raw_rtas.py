@@ -10,7 +10,7 @@ import pytest
 from conftest import new_platform
 from fdt_reader import read_dtb
 from helpers import snapshot
-from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
+from papr.v1 import device_pb2, hotplug_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, new_work_area
 
 WORK_AREA_ADDRESS = 0x1010000
@@ -22,7 +22,7 @@ class RawGuest:
 
     def __init__(self, client: Client, platform: str) -> None:
         self.client, self.platform = client, platform
-        rtas = read_dtb(client.platforms.GetDeviceTree(platform_pb2.GetDeviceTreeRequest(platform=platform)).dtb)
+        rtas = read_dtb(client.device_tree(platform))
         self.tokens = {
             name: struct.unpack(">I", v)[0] for name, v in rtas.children["rtas"].properties.items() if len(v) == 4
         }

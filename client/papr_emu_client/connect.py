@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from papr.v1 import guest_pb2_grpc, hotplug_pb2_grpc, interrupt_pb2_grpc, platform_pb2_grpc, rtas_pb2_grpc
+from papr.v1 import guest_pb2_grpc, hotplug_pb2_grpc, interrupt_pb2_grpc, platform_pb2, platform_pb2_grpc, rtas_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 HOST_VARIABLE = "PAPR_EMU_HOST"
@@ -34,6 +34,11 @@ class Client:
     hotplug: hotplug_pb2_grpc.HotplugServiceStub
     interrupts: interrupt_pb2_grpc.InterruptServiceStub
     guest: guest_pb2_grpc.GuestServiceStub
+
+    def device_tree(self, platform: str) -> bytes:
+        """The platform's device tree as a DTB (GetDeviceTree's chunks, joined)."""
+        chunks = self.platforms.GetDeviceTree(platform_pb2.GetDeviceTreeRequest(platform=platform))
+        return b"".join(response.chunk for response in chunks)
 
     def close(self) -> None:
         self.channel.close()

@@ -607,21 +607,25 @@ Global___GetDeviceTreeRequest: _TypeAlias = GetDeviceTreeRequest  # noqa: Y015
 
 @_typing.final
 class GetDeviceTreeResponse(_message.Message):
-    """GetDeviceTreeResponse carries the flattened device tree."""
+    """GetDeviceTreeResponse carries one chunk of the flattened device tree."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    DTB_FIELD_NUMBER: _builtins.int
-    dtb: _builtins.bytes
-    """The DTB (version 17)."""
+    CHUNK_FIELD_NUMBER: _builtins.int
+    TOTAL_SIZE_FIELD_NUMBER: _builtins.int
+    chunk: _builtins.bytes
+    """The next bytes of the DTB (version 17)."""
+    total_size: _builtins.int
+    """The DTB's total size in bytes (the same in every chunk)."""
     def __init__(
         self,
         *,
-        dtb: _builtins.bytes = ...,
+        chunk: _builtins.bytes = ...,
+        total_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dtb", b"dtb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunk", b"chunk", "total_size", b"total_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

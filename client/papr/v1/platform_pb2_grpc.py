@@ -68,7 +68,7 @@ class PlatformServiceStub:
                 request_serializer=papr_dot_v1_dot_platform__pb2.GetConnectorRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_platform__pb2.GetConnectorResponse.FromString,
                 _registered_method=True)
-        self.GetDeviceTree = channel.unary_unary(
+        self.GetDeviceTree = channel.unary_stream(
                 '/papr.v1.PlatformService/GetDeviceTree',
                 request_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.FromString,
@@ -132,7 +132,10 @@ class PlatformServiceServicer:
     def GetDeviceTree(self, request, context):
         """GetDeviceTree exports the device tree the guest would boot with now, as a
         flattened device tree (DTB version 17, readable by dtc and libfdt). Its
-        nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+        nodes are the ones ibm,configure-connector hands out. The DTB comes in
+        chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
+        MiB, more than gRPC's default 4 MiB message limit); concatenate them.
+        Errors: NOT_FOUND.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,7 +174,7 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     request_deserializer=papr_dot_v1_dot_platform__pb2.GetConnectorRequest.FromString,
                     response_serializer=papr_dot_v1_dot_platform__pb2.GetConnectorResponse.SerializeToString,
             ),
-            'GetDeviceTree': grpc.unary_unary_rpc_method_handler(
+            'GetDeviceTree': grpc.unary_stream_rpc_method_handler(
                     servicer.GetDeviceTree,
                     request_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.FromString,
                     response_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.SerializeToString,
@@ -364,7 +367,7 @@ class PlatformService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/papr.v1.PlatformService/GetDeviceTree',

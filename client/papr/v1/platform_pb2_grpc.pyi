@@ -57,10 +57,13 @@ class PlatformServiceStub:
     """
     GetConnector: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetConnectorRequest, _platform_pb2.GetConnectorResponse]
     """GetConnector describes one connector. Errors: NOT_FOUND (platform or index)."""
-    GetDeviceTree: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]
+    GetDeviceTree: _grpc.UnaryStreamMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]
     """GetDeviceTree exports the device tree the guest would boot with now, as a
     flattened device tree (DTB version 17, readable by dtc and libfdt). Its
-    nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+    nodes are the ones ibm,configure-connector hands out. The DTB comes in
+    chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
+    MiB, more than gRPC's default 4 MiB message limit); concatenate them.
+    Errors: NOT_FOUND.
     """
 
 @_typing.type_check_only
@@ -92,10 +95,13 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     """
     GetConnector: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetConnectorRequest, _platform_pb2.GetConnectorResponse]  # type: ignore[assignment]
     """GetConnector describes one connector. Errors: NOT_FOUND (platform or index)."""
-    GetDeviceTree: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]  # type: ignore[assignment]
+    GetDeviceTree: _aio.UnaryStreamMultiCallable[_platform_pb2.GetDeviceTreeRequest, _platform_pb2.GetDeviceTreeResponse]  # type: ignore[assignment]
     """GetDeviceTree exports the device tree the guest would boot with now, as a
     flattened device tree (DTB version 17, readable by dtc and libfdt). Its
-    nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+    nodes are the ones ibm,configure-connector hands out. The DTB comes in
+    chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
+    MiB, more than gRPC's default 4 MiB message limit); concatenate them.
+    Errors: NOT_FOUND.
     """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -166,10 +172,13 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _platform_pb2.GetDeviceTreeRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_platform_pb2.GetDeviceTreeResponse, _abc.Awaitable[_platform_pb2.GetDeviceTreeResponse]]:
+    ) -> _typing.Union[_abc.Iterator[_platform_pb2.GetDeviceTreeResponse], _abc.AsyncIterator[_platform_pb2.GetDeviceTreeResponse]]:
         """GetDeviceTree exports the device tree the guest would boot with now, as a
         flattened device tree (DTB version 17, readable by dtc and libfdt). Its
-        nodes are the ones ibm,configure-connector hands out. Errors: NOT_FOUND.
+        nodes are the ones ibm,configure-connector hands out. The DTB comes in
+        chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
+        MiB, more than gRPC's default 4 MiB message limit); concatenate them.
+        Errors: NOT_FOUND.
         """
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,8 +27,21 @@ def _write(writer: libfdt.FdtSw, node: Node) -> None:
     writer.end_node()
 
 
+def _size(node: Node, names: set[str]) -> int:
+    """Struct-block bytes of a subtree (tokens, names and values padded to cells); collects property names."""
+    size = 8 + (len(node.name) + 4) // 4 * 4
+    for name, value in node.properties:
+        names.add(name)
+        size += 12 + (len(value) + 3) // 4 * 4
+    return size + sum(_size(child, names) for child in node.children)
+
+
 def to_dtb(root: Node) -> bytes:
-    writer = libfdt.FdtSw()
+    names: set[str] = set()
+    struct_size = _size(root, names)
+    # Sized up front: pylibfdt grows a full buffer 1 KiB at a time, which is quadratic for
+    # multi-megabyte trees.
+    writer = libfdt.FdtSw(40 + 16 + struct_size + 4 + sum(len(n) + 1 for n in names) + 1024)
     writer.finish_reservemap()
     _write(writer, root)
     fdt = writer.as_fdt()

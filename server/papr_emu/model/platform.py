@@ -802,9 +802,6 @@ class Platform:
         """Devices the guest would find at boot: attached, and not on their way out."""
         return [d for _, d in sorted(self._devices.items()) if not d.unplug_pending]
 
-    def lmb_backed(self, address: int) -> bool:
-        return any(d.address <= address < d.address + d.size for d in self._present() if isinstance(d, Dimm))
-
     def dimm_extents(self) -> list[tuple[int, int]]:
         return sorted((d.address, d.size) for d in self._present() if isinstance(d, Dimm))
 

@@ -133,16 +133,14 @@ def _event_sources_node() -> Node:
 
 def _dynamic_memory_v1(platform: Platform) -> bytes:
     g = platform.geometry
-    entries = []
+    entry = struct.Struct(">QIIII")
+    backed = {a // LMB_SIZE + n for a, size in platform.dimm_extents() for n in range(size // LMB_SIZE)}
     first_device_lmb = g.first_lmb_id
-    for lmb in range(g.device_memory_end // LMB_SIZE):
-        address = lmb * LMB_SIZE
-        if lmb < first_device_lmb:
-            entries.append(struct.pack(">QIIII", address, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID))
-            continue
-        backed = platform.lmb_backed(address)
-        node, flags = (0, LMB_ASSIGNED) if backed else (NO_ASSOCIATIVITY, 0)
-        entries.append(struct.pack(">QIIII", address, 0x80000000 | lmb, 0, node, flags))
+    entries = [entry.pack(lmb * LMB_SIZE, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID)
+               for lmb in range(first_device_lmb)]  # fmt: skip
+    for lmb in range(first_device_lmb, g.device_memory_end // LMB_SIZE):
+        node, flags = (0, LMB_ASSIGNED) if lmb in backed else (NO_ASSOCIATIVITY, 0)
+        entries.append(entry.pack(lmb * LMB_SIZE, 0x80000000 | lmb, 0, node, flags))
     return cells(len(entries)) + b"".join(entries)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -14,6 +14,7 @@ from . import convert
 from .errors import abort
 
 DEFAULT_PAGE_SIZE = 256
+DTB_CHUNK = 1 << 20
 MAX_PAGE_SIZE = 4096
 _PAGE_TOKEN_PREFIX = "drc:"
 
@@ -108,6 +109,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
 
     def GetDeviceTree(
         self, request: platform_pb2.GetDeviceTreeRequest, context: grpc.ServicerContext
-    ) -> platform_pb2.GetDeviceTreeResponse:
+    ) -> Iterator[platform_pb2.GetDeviceTreeResponse]:
         dtb = _call(context, lambda: self._platforms.get(request.platform).device_tree_blob())
-        return platform_pb2.GetDeviceTreeResponse(dtb=dtb)
+        for offset in range(0, len(dtb), DTB_CHUNK):
+            yield platform_pb2.GetDeviceTreeResponse(chunk=dtb[offset : offset + DTB_CHUNK], total_size=len(dtb))
