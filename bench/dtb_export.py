@@ -108,9 +108,8 @@ def main() -> int:
             print(f"  {mode}: time per LMB {values[0] * 1e6:.2f} us at {sizes[0]}T, {values[-1] * 1e6:.2f} us at "
                   f"{sizes[-1]}T (x{values[-1] / values[0]:.2f}; 1.00 = linear)")  # fmt: skip
     export, empty = grpc_ratio(sizes[-1])
-    print(
-        f"GetDeviceTree over gRPC, maxmem {sizes[-1]}T pre-CAS: {export * 1e3:.1f} ms = {export / empty:.0f}x an empty call"
-    )
+    ratio = export / empty
+    print(f"GetDeviceTree over gRPC, maxmem {sizes[-1]}T pre-CAS: {export * 1e3:.1f} ms = {ratio:.0f}x an empty call")
     return 0
 
 
