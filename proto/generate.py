@@ -1,12 +1,13 @@
-"""Generate the Python gRPC code (and its mypy stubs) from ``proto/``.
+"""Generate the Python gRPC code (and its mypy stubs) and the API reference from ``proto/``.
 
-One command regenerates everything; ``--check`` fails if the committed code
-is stale. Output goes to ``client/papr/v1`` (import name ``papr.v1``), shared
-by the server and the client library.
+One command regenerates everything; ``--check`` fails if anything committed is
+stale. Code goes to ``client/papr/v1`` (import name ``papr.v1``), shared by the
+server and the client library; the API reference, rendered from the comments
+in the .proto files, goes to ``docs/api.md``.
 
 Example::
 
-    python proto/generate.py          # rewrite client/papr/v1/*_pb2*.py(i)
+    python proto/generate.py          # rewrite client/papr/v1/*_pb2*.py(i) and docs/api.md
     python proto/generate.py --check  # exit 1 and list stale files
 """
 
@@ -61,6 +62,95 @@ def generate(out_root: Path) -> None:
         raise SystemExit("protoc failed")
 
 
+API_DOC = ROOT / "docs" / "api.md"
+
+
+def _comment(locations: dict[tuple[int, ...], str], path: tuple[int, ...]) -> str:
+    """A comment as one table cell: lines joined, pipes escaped."""
+    return " ".join(line.strip() for line in locations.get(path, "").strip().splitlines() if line.strip()).replace(
+        "|", "\\|"
+    )
+
+
+def _paragraphs(locations: dict[tuple[int, ...], str], path: tuple[int, ...]) -> str:
+    """A comment as markdown: lines joined, blank lines kept as paragraph breaks."""
+    text = locations.get(path, "").strip()
+    return "\n\n".join(" ".join(line.strip() for line in block.splitlines()) for block in text.split("\n\n"))
+
+
+def _type_name(field: object) -> str:
+    from google.protobuf import descriptor_pb2
+
+    f = field  # a FieldDescriptorProto
+    assert isinstance(f, descriptor_pb2.FieldDescriptorProto)
+    if f.type_name:
+        name = f.type_name.lstrip(".").removeprefix("papr.v1.")
+        return f"[{name}](#{name.lower().replace('.', '')})" if "." not in name else f"`{name}`"
+    return descriptor_pb2.FieldDescriptorProto.Type.Name(f.type).removeprefix("TYPE_").lower()
+
+
+def render_api_doc(descriptor_set: bytes) -> str:
+    """docs/api.md from a FileDescriptorSet with source info: services, messages, enums, with comments."""
+    from google.protobuf import descriptor_pb2
+
+    files = descriptor_pb2.FileDescriptorSet.FromString(descriptor_set).file
+    out = [
+        "# papr.v1 API reference",
+        "",
+        "Generated from the comments in `proto/papr/v1/*.proto` by `python proto/generate.py`; do not edit.",
+        "",
+    ]
+    for proto in sorted((f for f in files if f.package == "papr.v1"), key=lambda f: f.name):
+        locations = {tuple(loc.path): loc.leading_comments for loc in proto.source_code_info.location}
+        out += [f"## {proto.name.removeprefix('papr/v1/')}", ""]
+        for s_index, service in enumerate(proto.service):
+            out += [f"### {service.name}", "", _paragraphs(locations, (6, s_index)), ""]
+            out += ["| RPC | Request | Response | Description |", "|---|---|---|---|"]
+            for m_index, method in enumerate(service.method):
+                stream = "stream " if method.server_streaming else ""
+                request, response = method.input_type.split(".")[-1], method.output_type.split(".")[-1]
+                links = f"[{request}](#{request.lower()}) | {stream}[{response}](#{response.lower()})"
+                out.append(f"| `{method.name}` | {links} | {_comment(locations, (6, s_index, 2, m_index))} |")
+            out.append("")
+        for m_index, message in enumerate(proto.message_type):
+            out += [f"### {message.name}", "", _paragraphs(locations, (4, m_index)), ""]
+            if message.field:
+                out += ["| Field | Type | Description |", "|---|---|---|"]
+                for f_index, field in enumerate(message.field):
+                    label = "repeated " if field.label == field.LABEL_REPEATED else ""
+                    if field.proto3_optional:
+                        label = "optional "
+                    description = _comment(locations, (4, m_index, 2, f_index))
+                    out.append(f"| `{field.name}` | {label}{_type_name(field)} | {description} |")
+                out.append("")
+        for e_index, enum in enumerate(proto.enum_type):
+            out += [f"### {enum.name}", "", _paragraphs(locations, (5, e_index)), ""]
+            out += ["| Value | Number | Description |", "|---|---|---|"]
+            for v_index, value in enumerate(enum.value):
+                out.append(f"| `{value.name}` | {value.number} | {_comment(locations, (5, e_index, 2, v_index))} |")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _api_doc(out_root: Path) -> str:
+    from grpc_tools import protoc
+
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    include = Path(protoc.__file__).parent / "_proto"
+    target = out_root / "descriptors.pb"
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        "--include_source_info",
+        f"--descriptor_set_out={target}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed (descriptor set)")
+    return render_api_doc(target.read_bytes())
+
+
 def _generated_files(root: Path) -> dict[str, str]:
     folder = root / PACKAGE_DIR
     return {p.name: p.read_text() for p in sorted(folder.iterdir()) if p.name.endswith(GENERATED_SUFFIXES)}
@@ -74,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         scratch_root = Path(scratch)
         generate(scratch_root)
         fresh = _generated_files(scratch_root)
+        api_doc = _api_doc(scratch_root)
         target = OUT_ROOT / PACKAGE_DIR
         target.mkdir(parents=True, exist_ok=True)
         current = _generated_files(OUT_ROOT)
@@ -89,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                     n=1,
                 )
                 print("\n".join(list(diff)[:40]))
+            if not API_DOC.exists() or API_DOC.read_text() != api_doc:
+                stale.append(str(API_DOC.relative_to(ROOT)))
             if stale:
                 print(f"stale generated code: {', '.join(stale)}; run: python proto/generate.py")
                 return 1
@@ -98,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
             (target / name).unlink()
         for name, text in fresh.items():
             (target / name).write_text(text)
-        print(f"wrote {len(fresh)} files to {target.relative_to(ROOT)}")
+        API_DOC.write_text(api_doc)
+        print(f"wrote {len(fresh)} files to {target.relative_to(ROOT)} and {API_DOC.relative_to(ROOT)}")
         return 0
 
 
