@@ -84,6 +84,7 @@ class ReferenceGuest:
         policy: RefusalPolicy | None = None,
         event_mask: int = EVENT_CLASS_EPOW | EVENT_CLASS_HOTPLUG,
         progress: Callable[[Outcome], None] | None = None,
+        step: Callable[[str, int, int], None] | None = None,
     ) -> None:
         self.client = client
         self.platform = platform
@@ -92,6 +93,7 @@ class ReferenceGuest:
         self.rtas = Guest(client.rtas, platform)
         self.outcomes: list[Outcome] = []
         self._progress = progress
+        self._step = step or (lambda label, done, total: None)  # per-LMB progress: (label, done, total)
         self._thread: threading.Thread | None = None
         self._call: grpc.Future | None = None
         self._lock = threading.Lock()
@@ -264,6 +266,7 @@ class ReferenceGuest:
             return Outcome(event, "ignored", f"memory add by id type {event.id_type}")
         added: list[int] = []
         for index in candidates:
+            self._step("memory add", len(added), wanted)
             if len(added) == wanted:
                 break
             try:
@@ -280,6 +283,7 @@ class ReferenceGuest:
                     break
                 continue
             added.append(index)
+        self._step("memory add", len(added), wanted)
         if len(added) < wanted:
             for index in added:  # roll back what was added
                 self._remove_lmb(index)
@@ -309,11 +313,13 @@ class ReferenceGuest:
             # As in Linux: if the very first LMB could not be offlined, nothing was removed, nothing
             # is re-added, and the platform hears nothing: the unplug stays pending.
             return Outcome(event, "refused", f"LMB {failed_at:#x} cannot be offlined", tuple(removed))
-        for index in removed:
+        for n, index in enumerate(removed):
+            self._step("memory remove", n, len(removed))
             try:
                 self.rtas.release_drc(index)
             except RtasError:
                 pass  # the kernel ignores dlpar_release_drc's result here
+        self._step("memory remove", len(removed), len(removed))
         return Outcome(event, "done", f"{len(removed)} LMBs", tuple(removed))
 
     def _unisolate_drc(self, index: int) -> None:

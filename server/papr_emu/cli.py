@@ -1,10 +1,11 @@
-"""The ``papr-emu`` command.
+"""The ``papr-emu`` command: ``serve`` runs the server; the other commands talk to one.
 
 Example::
 
     papr-emu serve                                  # default platform on 127.0.0.1:50051
     papr-emu serve --listen unix:/tmp/papr.sock --log-format json
     papr-emu serve --config platforms.toml
+    papr-emu connectors --attached                  # see papr_emu_client.cli for the rest
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from pathlib import Path
 from types import FrameType
 
 import structlog
+
+from papr_emu_client import cli as client_cli
 
 from .config import ConfigError, load_config
 from .logs import LOG_LEVELS, configure_logging
@@ -39,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    client_cli.add_commands(commands)
     return parser
 
 
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "serve":
         return serve(options)
-    return 2  # unreachable: argparse requires a command
+    return client_cli.run(options)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,378 @@
+"""The people's side of the ``papr-emu`` command: look at platforms, plug and unplug, watch, run a guest.
+
+In the spirit of QMP and virsh. Every command talks to a running server
+(``--server``, else ``$PAPR_EMU_HOST``, else 127.0.0.1:50051) about one platform
+(``--platform``, default ``default``). Errors print one line and exit 1.
+
+Example::
+
+    papr-emu connectors --type lmb --attached
+    papr-emu plug dimm --size 1G --id dimm1
+    papr-emu guest --once                  # let the reference guest handle pending events
+    papr-emu watch                         # events, live
+    papr-emu dt > tree.dts                 # the device tree, through dtc
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from typing import TextIO
+
+import grpc
+
+from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+
+from .connect import Client, connect, target_from_env
+from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
+
+_SIZE_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
+_DRC_TYPES = {
+    "cpu": connector_pb2.DRC_TYPE_CPU,
+    "phb": connector_pb2.DRC_TYPE_PHB,
+    "pci": connector_pb2.DRC_TYPE_PCI,
+    "lmb": connector_pb2.DRC_TYPE_LMB,
+    "pmem": connector_pb2.DRC_TYPE_PMEM,
+}
+_PCI_MODELS = {"e1000": device_pb2.PCI_MODEL_E1000, "virtio-net": device_pb2.PCI_MODEL_VIRTIO_NET}
+
+
+class CliError(Exception):
+    """A usage problem worth one line."""
+
+
+def parse_size(text: str) -> int:
+    """``"1G"`` -> 1073741824 (binary suffixes K, M, G, T, P, as QEMU reads sizes)."""
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    suffix = value[-1:] if value[-1:] in _SIZE_SHIFTS and value[-1:] else ""
+    digits = value[: len(value) - len(suffix)]
+    if not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with K, M, G, T or P)")
+    return int(digits) << _SIZE_SHIFTS[suffix]
+
+
+def parse_int(text: str) -> int:
+    """Decimal or 0x-prefixed hexadecimal (DRC indexes are usually written in hex)."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
+    """A plain text table, columns as wide as their widest cell."""
+    cells = [[str(c) for c in row] for row in rows]
+    widths = [max([len(h), *(len(r[n]) for r in cells)]) for n, h in enumerate(headers)]
+    for row in [list(headers), *cells]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip(), file=out)
+
+
+def _state_name(state: int) -> str:
+    return connector_pb2.DrcState.Name(state).removeprefix("DRC_STATE_")  # type: ignore[arg-type]
+
+
+def _device_kind(device: device_pb2.Device) -> str:
+    return device_pb2.DeviceType.Name(device.type).removeprefix("DEVICE_TYPE_").lower()
+
+
+# --- commands ---------------------------------------------------------------------------------
+
+
+def cmd_platforms(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    rows = []
+    for p in client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms:
+        g = p.geometry
+        geometry = (
+            f"-m {g.memory_bytes >> 20}M,slots={g.memory_slots},maxmem={g.max_memory_bytes >> 20}M "
+            f"-smp {g.cpus},maxcpus={g.max_cpus},threads={g.threads_per_core}"
+        )
+        rows.append((p.name, geometry, p.connector_total, p.device_count, p.last_event_sequence,
+                     "yes" if p.options.negotiated else "no"))  # fmt: skip
+    table(("NAME", "GEOMETRY", "CONNECTORS", "DEVICES", "EVENTS", "CAS"), rows, out)
+    return 0
+
+
+def cmd_create(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    geometry = platform_pb2.Geometry()
+    for field, value in (
+        ("memory_bytes", options.memory), ("max_memory_bytes", options.max_memory), ("memory_slots", options.slots),
+        ("cpus", options.cpus), ("max_cpus", options.max_cpus), ("threads_per_core", options.threads),
+    ):  # fmt: skip
+        if value is not None:
+            setattr(geometry, field, value)
+    created = client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=options.name, geometry=geometry))
+    print(f"created {created.platform.name}: {created.platform.connector_total} connectors", file=out)
+    return 0
+
+
+def cmd_delete(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=options.name))
+    print(f"deleted {options.name}", file=out)
+    return 0
+
+
+def cmd_connectors(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    rows = []
+    token = ""
+    while True:
+        page = client.platforms.ListConnectors(
+            platform_pb2.ListConnectorsRequest(
+                platform=options.platform,
+                type=_DRC_TYPES[options.type] if options.type else connector_pb2.DRC_TYPE_UNSPECIFIED,
+                attached_only=options.attached,
+                page_size=4096,
+                page_token=token,
+            )
+        )
+        for c in page.connectors:
+            rows.append((f"{c.index:#010x}", c.name, c.type_name, _state_name(c.state), c.entity_sense,
+                         c.device_id or "-", "yes" if c.unplug_pending else ""))  # fmt: skip
+        token = page.next_page_token
+        if not token:
+            break
+    table(("INDEX", "NAME", "TYPE", "STATE", "SENSE", "DEVICE", "UNPLUG"), rows, out)
+    return 0
+
+
+def cmd_devices(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=options.platform)).devices
+    rows = []
+    for d in devices:
+        indexes = list(d.drc_indexes)
+        where = f"{indexes[0]:#010x}" + (f"..{indexes[-1]:#010x} ({len(indexes)})" if len(indexes) > 1 else "")
+        rows.append(
+            (d.id, _device_kind(d), where, "hot" if d.hotplugged else "boot", "yes" if d.unplug_pending else "")
+        )
+    table(("ID", "TYPE", "CONNECTORS", "PLUGGED", "UNPLUG"), rows, out)
+    return 0
+
+
+def _spec(options: argparse.Namespace) -> device_pb2.DeviceSpec:
+    if options.kind == "dimm":
+        dimm = device_pb2.DimmSpec(size_bytes=options.size)
+        if options.slot is not None:
+            dimm.slot = options.slot
+        if options.address is not None:
+            dimm.address = options.address
+        return device_pb2.DeviceSpec(dimm=dimm)
+    if options.kind == "cpu":
+        return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=options.core_id))
+    if options.kind == "pci":
+        return device_pb2.DeviceSpec(
+            pci_function=device_pb2.PciFunctionSpec(
+                phb_index=options.phb, slot=options.slot, function=options.function, model=_PCI_MODELS[options.model]
+            )
+        )
+    return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=options.index))
+
+
+def cmd_plug(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    device = client.hotplug.PlugDevice(
+        hotplug_pb2.PlugDeviceRequest(platform=options.platform, id=options.id or "", spec=_spec(options))
+    ).device
+    indexes = list(device.drc_indexes)
+    print(f"plugged {device.id} ({_device_kind(device)}) on {len(indexes)} connector(s) from {indexes[0]:#010x}",
+          file=out)  # fmt: skip
+    return 0
+
+
+def cmd_unplug(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    reply = client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=options.platform, id=options.id))
+    print(f"{options.id}: {'deleted' if reply.deleted else 'unplug requested, waiting for the guest'}", file=out)
+    return 0
+
+
+def describe_event(event: hotplug_pb2.Event) -> str:
+    kind = event.WhichOneof("kind")
+    if kind == "device_added":
+        d = event.device_added.device
+        detail = f"{d.id} ({_device_kind(d)}) on {len(d.drc_indexes)} connector(s) from {d.drc_indexes[0]:#010x}"
+    elif kind == "unplug_requested":
+        detail = (
+            f"{event.unplug_requested.device_id}, waiting on {len(event.unplug_requested.drc_indexes)} connector(s)"
+        )
+    elif kind == "device_deleted":
+        deleted = event.device_deleted
+        by = deleted.released_by_drc_index
+        detail = deleted.device_id + (f" (released by {by:#010x})" if by else "")
+    elif kind == "unplug_rejected":
+        rejected = event.unplug_rejected
+        signal = hotplug_pb2.RefusalSignal.Name(rejected.signal).removeprefix("REFUSAL_SIGNAL_").lower()
+        detail = f"{rejected.device_id}: the guest refused by {signal} on {rejected.drc_index:#010x}"
+    elif kind == "unplug_timed_out":
+        detail = f"{event.unplug_timed_out.device_id} after {event.unplug_timed_out.timeout_seconds:g} s"
+    else:
+        detail = ""
+    return f"#{event.sequence} {kind} {detail}".rstrip()
+
+
+def cmd_watch(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    request = hotplug_pb2.WatchEventsRequest(platform=options.platform)
+    if options.after is not None:
+        request.after_sequence = options.after
+    stream = client.hotplug.WatchEvents(request)
+    seen = 0
+    try:
+        for response in stream:
+            print(describe_event(response.event), file=out, flush=True)
+            seen += 1
+            if options.count is not None and seen >= options.count:
+                stream.cancel()
+                break
+    except KeyboardInterrupt:
+        stream.cancel()
+    return 0
+
+
+def cmd_dt(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    blob = client.device_tree(options.platform)
+    if options.dtb is not None:
+        if options.dtb == "-":
+            sys.stdout.buffer.write(blob)
+        else:
+            with open(options.dtb, "wb") as file:
+                file.write(blob)
+        return 0
+    dtc = shutil.which("dtc")
+    if dtc is None:
+        raise CliError("dtc is not installed (Debian: device-tree-compiler); use --dtb FILE for the binary tree")
+    result = subprocess.run([dtc, "-q", "-I", "dtb", "-O", "dts", "-o", "-", "-"], input=blob, capture_output=True)
+    if result.returncode != 0:
+        raise CliError(f"dtc failed: {result.stderr.decode().strip()}")
+    out.write(result.stdout.decode())
+    return 0
+
+
+class ProgressBar:
+    """A one-line progress bar on a terminal (nothing when stderr is not one)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+
+    def __call__(self, label: str, done: int, total: int) -> None:
+        if not self.enabled or total < 8:
+            return
+        width = 30
+        filled = width * done // total
+        end = "\n" if done == total else ""
+        self.stream.write(f"\r{label:<16} [{'#' * filled}{'.' * (width - filled)}] {done}/{total}{end}")
+        self.stream.flush()
+
+
+def cmd_guest(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    policy = RefusalPolicy(set(options.refuse_lmb), set(options.busy_cpu), options.signal)
+
+    def report(outcome: Outcome) -> None:
+        event = outcome.event
+        indexes = outcome.drc_indexes
+        span = f" {indexes[0]:#010x}" + (f"..{indexes[-1]:#010x}" if len(indexes) > 1 else "") if indexes else ""
+        print(f"resource {event.resource} action {event.action}: {outcome.result}{span} {outcome.detail}".rstrip(),
+              file=out, flush=True)  # fmt: skip
+
+    guest = ReferenceGuest(client, options.platform, policy, progress=report, step=ProgressBar(sys.stderr))
+    if options.once:
+        guest.handle_pending()
+        return 0
+    guest.start()
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        guest.stop()
+    return 0
+
+
+# --- wiring -----------------------------------------------------------------------------------
+
+Command = Callable[[Client, argparse.Namespace, TextIO], int]
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the client commands to the ``papr-emu`` parser (next to ``serve``)."""
+
+    def command(name: str, handler: Command, help: str) -> argparse.ArgumentParser:
+        parser = commands.add_parser(name, help=help, description=help)
+        parser.add_argument("--server", help="host:port or unix:PATH (default: $PAPR_EMU_HOST, else 127.0.0.1:50051)")
+        parser.add_argument("--platform", default="default", help="platform name (default: default)")
+        parser.set_defaults(client_command=handler)
+        return parser
+
+    command("platforms", cmd_platforms, "list platforms")
+    create = command("create", cmd_create, "create a platform (QEMU-like geometry)")
+    create.add_argument("name")
+    create.add_argument("--memory", type=parse_size)
+    create.add_argument("--max-memory", type=parse_size)
+    create.add_argument("--slots", type=int)
+    create.add_argument("--cpus", type=int)
+    create.add_argument("--max-cpus", type=int)
+    create.add_argument("--threads", type=int)
+    delete = command("delete", cmd_delete, "delete a platform")
+    delete.add_argument("name")
+    connectors = command("connectors", cmd_connectors, "list a platform's connectors")
+    connectors.add_argument("--type", choices=sorted(_DRC_TYPES))
+    connectors.add_argument("--attached", action="store_true", help="only connectors with a device")
+    command("devices", cmd_devices, "list a platform's devices")
+    plug = command("plug", cmd_plug, "hot-plug a device (device_add)")
+    kinds = plug.add_subparsers(dest="kind", required=True)
+    dimm = kinds.add_parser("dimm", help="a DIMM")
+    dimm.add_argument("--size", type=parse_size, required=True)
+    dimm.add_argument("--slot", type=int)
+    dimm.add_argument("--address", type=parse_size)
+    cpu = kinds.add_parser("cpu", help="a CPU core")
+    cpu.add_argument("--core-id", type=int, required=True)
+    pci = kinds.add_parser("pci", help="a PCI function")
+    pci.add_argument("--slot", type=int, required=True)
+    pci.add_argument("--function", type=int, default=0)
+    pci.add_argument("--phb", type=int, default=0)
+    pci.add_argument("--model", choices=sorted(_PCI_MODELS), default="e1000")
+    phb = kinds.add_parser("phb", help="a PCI host bridge")
+    phb.add_argument("--index", type=int, required=True)
+    for kind in (dimm, cpu, pci, phb):
+        kind.add_argument("--id", help="device id (default: papr-emu picks one)")
+        # Also accepted after the device kind; SUPPRESS keeps the plug command's values otherwise.
+        kind.add_argument("--server", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        kind.add_argument("--platform", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    unplug = command("unplug", cmd_unplug, "request a hot-unplug (device_del)")
+    unplug.add_argument("id")
+    watch = command("watch", cmd_watch, "print a platform's events as they happen")
+    watch.add_argument("--after", type=int, help="replay retained events after this sequence number first")
+    watch.add_argument("--count", type=int, help="stop after this many events")
+    dt = command("dt", cmd_dt, "dump the device tree (DTS through dtc, or the DTB)")
+    dt.add_argument("--dtb", metavar="FILE", help="write the binary DTB to FILE ('-': standard output)")
+    guest = command("guest", cmd_guest, "run the reference guest (Linux-like DLPAR) against a platform")
+    guest.add_argument("--once", action="store_true", help="handle the pending events, then exit")
+    guest.add_argument("--refuse-lmb", type=parse_int, action="append", default=[], metavar="INDEX",
+                       help="an LMB that cannot be offlined (repeatable)")  # fmt: skip
+    guest.add_argument("--busy-cpu", type=parse_int, action="append", default=[], metavar="INDEX",
+                       help="a CPU core DRC that is busy (repeatable)")  # fmt: skip
+    guest.add_argument("--signal", choices=("unisolate", "configure-connector"), default="unisolate",
+                       help="how to refuse a memory unplug (kernel 5.13+: unisolate)")  # fmt: skip
+
+
+def run(options: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run a parsed client command; gRPC and usage errors become one line on ``err`` (default stderr)."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    target = target_from_env(options.server)
+    try:
+        client = connect(target, timeout=5)
+    except grpc.FutureTimeoutError:
+        print(f"papr-emu: cannot reach a server at {target} (is `papr-emu serve` running?)", file=err)
+        return 1
+    try:
+        handler: Command = options.client_command
+        return handler(client, options, out)
+    except grpc.RpcError as error:
+        print(f"papr-emu: {error.code().name}: {error.details()}", file=err)
+        return 1
+    except (CliError, OSError) as error:
+        print(f"papr-emu: {error}", file=err)
+        return 1
+    finally:
+        client.close()
