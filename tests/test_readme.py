@@ -15,9 +15,9 @@ README = (Path(__file__).resolve().parent.parent / "README.md").read_text()
 
 def test_readme_dimm_example(client: Client, server, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     blocks = re.findall(r"```python\n(.*?)```", README, re.S)
-    assert len(blocks) == 1
+    example = next(b for b in blocks if "Hot-adding" in README.split(b)[0].rsplit("## ", 1)[-1])
     platform = new_platform(client)
-    code = blocks[0].replace('"default"', repr(platform))
+    code = example.replace('"default"', repr(platform))
     monkeypatch.setenv("PAPR_EMU_HOST", server.addresses[1])  # the unix socket
     output = io.StringIO()
     with contextlib.redirect_stdout(output):
