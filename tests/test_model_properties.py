@@ -56,7 +56,7 @@ def state_of(platform: Platform) -> Any:
 
 
 def check_invariants(platform: Platform) -> None:
-    devices: dict[str, Device] = platform._devices
+    devices: dict[str, Device] = {d.id: d for d in platform.inventory}
     for drc in list(platform._drcs._drcs.values()):
         empty = drc.type.connector_class.empty_state
         if drc.device is None:

@@ -24,7 +24,8 @@ from .events import (
     UnplugTimedOut,
 )
 from .geometry import Geometry
-from .platform import ConnectorInfo, DimmRequest, Platform, PlatformInfo, PlugRequest, UnplugOutcome, UnplugTimeouts
+from .platform import ConnectorInfo, Platform, PlatformInfo, UnplugOutcome, UnplugTimeouts
+from .plug_rules import DimmRequest, PlugRequest
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
 
 __all__ = [

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 
 import structlog
 
-from . import rtas, work_area
+from . import plug_rules, rtas, work_area
 from .cas import CasOptions
 from .devices import (
-    DEVICE_ID_PATTERN,
     CpuCore,
     CpuCoreParams,
     Device,
@@ -42,7 +41,6 @@ from .devices import (
     DeviceType,
     Dimm,
     PciFunction,
-    PciFunctionParams,
     Phb,
     PhbParams,
     pci_drc_id,
@@ -51,7 +49,7 @@ from .devicetree import Node
 from .drc import CPU, DRC_TYPES, LMB, PCI, PHB, PMEM, Drc, DrcState, DrcType, Operation, RefusalSignal
 from .drc_table import DrcRange, DrcTable
 from .dtb import to_dtb
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+from .errors import InvalidArgument, NotFound
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .fragments import (
     DrcArrays,
@@ -63,34 +61,11 @@ from .fragments import (
     phb_node_name,
 )
 from .geometry import MAX_PHBS, Geometry
-from .rtas import LMB_SIZE
+from .inventory import PCI_FUNCTIONS, PCI_SLOTS, Inventory
+from .plug_rules import DimmRequest, PlugRequest
 from .rtas_events import RtasEventQueue
-from .rtas_log import (
-    EVENT_CLASS_EPOW,
-    EVENT_CLASS_HOTPLUG,
-    HP_ACTION_ADD,
-    HP_ACTION_REMOVE,
-    HP_ID_DRC_COUNT,
-    HP_ID_DRC_COUNT_INDEXED,
-    HP_ID_DRC_INDEX,
-    HotplugLog,
-)
+from .rtas_log import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG, HotplugLog
 from .tree import build_device_tree, dr_properties
-
-PCI_SLOTS = 32
-PCI_FUNCTIONS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class DimmRequest:
-    """Plug a DIMM: size, and optionally the slot and guest address (else QEMU's first fit)."""
-
-    size: int
-    slot: int | None = None
-    address: int | None = None
-
-
-PlugRequest = DimmRequest | CpuCoreParams | PciFunctionParams | PhbParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,11 +155,7 @@ class Platform:
         self._monotonic = monotonic
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs = DrcTable()
-        self._devices: dict[str, Device] = {}
-        self._cores: dict[int, CpuCore] = {}
-        self._dimms: dict[int, Dimm] = {}  # by slot
-        self._phbs: dict[int, Phb] = {}
-        self._pci: dict[tuple[int, int], PciFunction] = {}  # by (phb index, devfn)
+        self.inventory = Inventory()
         self._build_connectors()
         self._hpt_shift = hpt_shift_for_ram_size(geometry.memory)
         boot: list[tuple[str, PlugRequest]] = [
@@ -194,7 +165,7 @@ class Platform:
         for device_id, request in [*boot, *coldplug]:
             self._plug(device_id, request, hotplugged=False)
         # QEMU sizes the hash page table at reset for boot RAM plus coldplugged DIMMs.
-        boot_ram = geometry.memory + sum(d.size for d in self._dimms.values())
+        boot_ram = geometry.memory + sum(d.size for d in self.inventory.dimms())
         self._hpt_shift = hpt_shift_for_ram_size(boot_ram)
 
     # --- construction -----------------------------------------------------------------------------
@@ -218,7 +189,7 @@ class Platform:
                 self.name,
                 self.geometry,
                 tuple(self._drcs.counts()),
-                len(self._devices),
+                len(self.inventory),
                 self.events.last_sequence,
                 self.unplug_timeouts,
                 len(self.rtas_events),
@@ -259,7 +230,7 @@ class Platform:
             page: list[ConnectorInfo] = []
             if attached_only:
                 indexes = sorted(
-                    i for d in self._devices.values() for i in d.attached
+                    i for d in self.inventory for i in d.attached
                     if i >= start_index and (drc_type is None or d.drc_type is drc_type)
                 )  # fmt: skip
                 for index in indexes[: limit + 1]:
@@ -281,10 +252,10 @@ class Platform:
 
     def devices(self, device_type: DeviceType | None = None) -> list[DeviceInfo]:
         with self.lock:
-            return [d.info() for _, d in sorted(self._devices.items()) if device_type is None or d.type is device_type]
+            return [d.info() for d in self.inventory if device_type is None or d.type is device_type]
 
     def _device(self, device_id: str) -> Device:
-        device = self._devices.get(device_id)
+        device = self.inventory.get(device_id)
         if device is None:
             raise NotFound("id", device_id, "device")
         return device
@@ -309,17 +280,13 @@ class Platform:
             return self._plug(device_id, request, hotplugged=True).info()
 
     def _plug(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
-        device_id = device_id or self._pick_id(request)
-        if not DEVICE_ID_PATTERN.fullmatch(device_id):
-            raise InvalidArgument(
-                "id", device_id, "must be a letter followed by letters, digits, '-', '.' or '_' (at most 64)"
-            )
-        if device_id in self._devices:
-            raise AlreadyExists("id", device_id, "a device with this id exists")
-        device = self._prepare(device_id, request, hotplugged)
+        device = plug_rules.prepare(
+            self.geometry, self.inventory, device_id or plug_rules.pick_id(self.inventory, request), request, hotplugged
+        )
         self._attach(device)
         if hotplugged:
-            self._queue_plug_logs(device)
+            for log in plug_rules.plug_logs(self.inventory, device, count_indexed=self.options.hotplug_events):
+                self._queue_log(log)
         self.log.info(
             "device.plugged",
             device=device.id,
@@ -330,135 +297,6 @@ class Platform:
         )
         self.events.publish(DeviceAdded(device.info()))
         return device
-
-    def _pick_id(self, request: PlugRequest) -> str:
-        """A free id named after the device ("dimm0", "core2", "phb1", "pci0.3.0")."""
-        if isinstance(request, DimmRequest):
-            n = 0
-            while f"dimm{n}" in self._devices:
-                n += 1
-            return f"dimm{n}"
-        if isinstance(request, CpuCoreParams):
-            base = f"core{request.core_id}"
-        elif isinstance(request, PhbParams):
-            base = f"phb{request.index}"
-        else:
-            base = f"pci{request.phb_index}.{request.slot}.{request.function}"
-        candidate, n = base, 0
-        while candidate in self._devices:
-            n += 1
-            candidate = f"{base}-{n}"
-        return candidate
-
-    def _prepare(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
-        if isinstance(request, DimmRequest):
-            return self._prepare_dimm(device_id, request, hotplugged)
-        if isinstance(request, CpuCoreParams):
-            return self._prepare_core(device_id, request, hotplugged)
-        if isinstance(request, PhbParams):
-            return self._prepare_phb(device_id, request, hotplugged)
-        return self._prepare_pci(device_id, request, hotplugged)
-
-    def _prepare_dimm(self, device_id: str, request: DimmRequest, hotplugged: bool) -> Dimm:
-        g = self.geometry
-        size = request.size
-        if size <= 0 or size % LMB_SIZE:
-            raise InvalidArgument("dimm.size_bytes", size, "Hotplugged memory size must be a multiple of 256 MB")
-        if not g.lmb_count:
-            raise FailedPrecondition(
-                "memory devices (e.g. for memory hotplug) are not enabled, please specify the maxmem option"
-            )
-        if request.slot is not None:
-            if request.slot >= g.slots:
-                raise InvalidArgument(
-                    "dimm.slot", request.slot, f"invalid slot# {request.slot}, should be less than {g.slots}"
-                )
-            if request.slot in self._dimms:
-                raise FailedPrecondition(f"slot {request.slot} is busy", "dimm.slot", request.slot)
-            slot = request.slot
-        else:
-            free = [s for s in range(g.slots) if s not in self._dimms]
-            if not free:
-                raise FailedPrecondition("no free slots available")
-            slot = free[0]
-        used = sum(d.size for d in self._dimms.values())
-        if used + size > g.device_memory_size:
-            raise FailedPrecondition(
-                f"not enough space, currently {used:#x} in use of total space for memory devices "
-                f"{g.device_memory_size:#x}"
-            )
-        taken = sorted((d.address, d.address + d.size, d.id) for d in self._dimms.values())
-        if request.address is not None:
-            address = request.address
-            if address % LMB_SIZE:
-                raise InvalidArgument("dimm.address", address, "must be aligned to 256 MiB (one LMB)")
-            if address < g.device_memory_base or address + size > g.device_memory_end:
-                raise InvalidArgument(
-                    "dimm.address",
-                    address,
-                    f"can't add memory device [{address:#x}:{address + size - 1:#x}], usable range for "
-                    f"memory devices [{g.device_memory_base:#x}:{g.device_memory_end - 1:#x}]",
-                )
-            for start, end, other in taken:
-                if address < end and start < address + size:
-                    raise FailedPrecondition(
-                        f"address range conflicts with memory device id='{other}'", "dimm.address", address
-                    )
-        else:
-            address = g.device_memory_base
-            for start, end, _ in taken:
-                if address + size <= start:
-                    break
-                address = max(address, end)
-            if address + size > g.device_memory_end:
-                raise FailedPrecondition(
-                    "could not find position in guest address space for memory device - "
-                    "memory fragmented due to alignments"
-                )
-        return Dimm(device_id, hotplugged, size=size, slot=slot, address=address)
-
-    def _prepare_core(self, device_id: str, request: CpuCoreParams, hotplugged: bool) -> CpuCore:
-        g = self.geometry
-        core_id = request.core_id
-        if core_id % g.threads:
-            raise InvalidArgument("cpu_core.core_id", core_id, f"invalid core id {core_id}")
-        if core_id >= g.max_cpus:
-            raise InvalidArgument("cpu_core.core_id", core_id, f"core id {core_id} out of range")
-        if core_id in self._cores:
-            raise FailedPrecondition(f"core {core_id} already populated", "cpu_core.core_id", core_id)
-        return CpuCore(device_id, hotplugged, core_id=core_id, threads=g.threads)
-
-    def _prepare_phb(self, device_id: str, request: PhbParams, hotplugged: bool) -> Phb:
-        if request.index >= MAX_PHBS:
-            raise InvalidArgument("phb.index", request.index, f'"index" for PAPR PHB is too large (max {MAX_PHBS - 1})')
-        if request.index in self._phbs:
-            raise FailedPrecondition(f"PHB {request.index} already attached", "phb.index", request.index)
-        return Phb(device_id, hotplugged, index=request.index)
-
-    def _prepare_pci(self, device_id: str, request: PciFunctionParams, hotplugged: bool) -> PciFunction:
-        if request.slot >= PCI_SLOTS:
-            raise InvalidArgument("pci_function.slot", request.slot, f"must be below {PCI_SLOTS}")
-        if request.function >= PCI_FUNCTIONS:
-            raise InvalidArgument("pci_function.function", request.function, f"must be below {PCI_FUNCTIONS}")
-        if request.phb_index not in self._phbs:
-            raise NotFound("pci_function.phb_index", request.phb_index, f"PHB (bus 'pci.{request.phb_index}')")
-        devfn = (request.slot << 3) | request.function
-        occupant = self._pci.get((request.phb_index, devfn))
-        if occupant is not None:
-            raise FailedPrecondition(
-                f"PCI: slot {request.slot} function {request.function} not available for "
-                f'{request.model.qemu_name}, in use by {occupant.model.qemu_name},id "{occupant.id}"'
-            )
-        function0 = self._pci.get((request.phb_index, request.slot << 3))
-        if hotplugged and request.function != 0 and function0 is not None:
-            raise FailedPrecondition(
-                f"PCI: slot {request.slot} function 0 already occupied by {function0.model.qemu_name}, "
-                "additional functions can no longer be exposed to guest."
-            )
-        return PciFunction(
-            device_id, hotplugged, phb_index=request.phb_index, slot=request.slot,
-            function=request.function, model=request.model,
-        )  # fmt: skip
 
     def _attach(self, device: Device) -> None:
         """Attach a validated device to its connectors (coldplug: straight to the ready state)."""
@@ -471,15 +309,7 @@ class Platform:
             device.attached.add(index)
             if not device.hotplugged:
                 drc.reset()
-        self._devices[device.id] = device
-        if isinstance(device, Dimm):
-            self._dimms[device.slot] = device
-        elif isinstance(device, CpuCore):
-            self._cores[device.core_id] = device
-        elif isinstance(device, Phb):
-            self._phbs[device.index] = device
-        elif isinstance(device, PciFunction):
-            self._pci[(device.phb_index, device.devfn)] = device
+        self.inventory.add(device)
 
     # --- unplug -----------------------------------------------------------------------------------
 
@@ -487,32 +317,17 @@ class Platform:
         """Request a hot-unplug (QMP device_del)."""
         with self.lock:
             device = self._device(device_id)
-            self._check_unplug(device)
+            plug_rules.check_unplug(device)
             if device.unplug_pending:  # only a CPU core gets here: QEMU re-sends its remove event
                 self.log.info("device.unplug_repeated", device=device.id)
-                self._queue_unplug_logs(device)
-                return UnplugOutcome(False, device.info())
-            if isinstance(device, PciFunction) and device.function == 0:
-                # QEMU 7.2: unplugging function 0 takes every other function of the slot with it.
-                for function in range(1, PCI_FUNCTIONS):
-                    other = self._pci.get((device.phb_index, (device.slot << 3) | function))
-                    if other is not None and not other.unplug_pending:
+            else:
+                if isinstance(device, PciFunction):
+                    for other in plug_rules.other_functions(self.inventory, device):
                         self._request_unplug(other)
-            deleted = self._request_unplug(device)
-            self._queue_unplug_logs(device)
-            return UnplugOutcome(deleted, device.info())
-
-    def _check_unplug(self, device: Device) -> None:
-        if not device.unplug_pending:
-            if isinstance(device, CpuCore) and device.core_id == 0:
-                raise FailedPrecondition("Boot CPU core may not be unplugged")
-            return
-        if isinstance(device, Dimm):
-            raise FailedPrecondition(f"Memory unplug already in progress for device {device.id}")
-        if isinstance(device, Phb):
-            raise FailedPrecondition(f"PCI Host Bridge unplug already in progress for device {device.id}")
-        if isinstance(device, PciFunction):
-            raise FailedPrecondition(f"PCI device unplug already in progress for device {device.id}")
+                self._request_unplug(device)
+            for log in plug_rules.unplug_logs(self.inventory, device):
+                self._queue_log(log)
+            return UnplugOutcome(device.id not in self.inventory, device.info())
 
     def _request_unplug(self, device: Device) -> bool:
         """Mark the device's connectors unplug-pending; release those the guest never acquired.
@@ -526,7 +341,7 @@ class Platform:
             drc.unplug_requested = True
             if drc.state == drc.type.connector_class.empty_state:
                 self._release(drc, released_by=0)  # never acquired by the guest: gone at once
-        if device.id not in self._devices:
+        if device.id not in self.inventory:
             return True
         timeout = self.unplug_timeouts.for_type(device.type)
         if timeout is not None:
@@ -555,25 +370,17 @@ class Platform:
     def _delete(self, device: Device, released_by: int) -> None:
         if isinstance(device, Phb):
             # The PHB's bus goes with it, and with the bus every function still on it.
-            for (phb_index, _), function in sorted(self._pci.items()):
-                if phb_index == device.index:
-                    for index in list(function.attached):
-                        drc = self._drcs.get(index)
-                        assert drc is not None
-                        drc.device = None
-                        drc.unplug_requested = False
-                        drc.reset()
-                        function.attached.discard(index)
-                    self._delete(function, released_by)
+            for function in self.inventory.functions_on(device.index):
+                for index in list(function.attached):
+                    drc = self._drcs.get(index)
+                    assert drc is not None
+                    drc.device = None
+                    drc.unplug_requested = False
+                    drc.reset()
+                    function.attached.discard(index)
+                self._delete(function, released_by)
             self._drcs.remove_range(self._pci_range(device.index))
-            del self._phbs[device.index]
-        elif isinstance(device, Dimm):
-            del self._dimms[device.slot]
-        elif isinstance(device, CpuCore):
-            del self._cores[device.core_id]
-        elif isinstance(device, PciFunction):
-            del self._pci[(device.phb_index, device.devfn)]
-        del self._devices[device.id]
+        self.inventory.remove(device)
         device.unplug_pending = False
         self.log.info("device.deleted", device=device.id, drc_index=f"{released_by:#x}")
         self.events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
@@ -606,50 +413,10 @@ class Platform:
 
     # --- hotplug event logs -----------------------------------------------------------------------
 
-    def _queue_log(self, resource: int, action: int, id_type: int, index: int = 0, count: int = 0) -> None:
+    def _queue_log(self, log: HotplugLog) -> None:
         event_class = EVENT_CLASS_HOTPLUG if self.options.hotplug_events else EVENT_CLASS_EPOW
-        queued = self.rtas_events.push(HotplugLog(resource, action, id_type, index, count), event_class)
-        self.log.debug("rtas.event_queued", drc_index=f"{index:#x}", action=action, plid=queued.plid)
-
-    def _queue_plug_logs(self, device: Device) -> None:
-        """QEMU's hotplug "add" requests for a hot-plugged device."""
-        resource = device.drc_type.hotplug_resource
-        indexes = device.drc_indexes
-        if isinstance(device, Dimm):
-            if self.options.hotplug_events:
-                self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))
-            else:  # the guest picks any free LMBs
-                self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT, count=len(indexes))
-        elif isinstance(device, PciFunction):
-            # Function 0 announces every present function of its slot; others wait for function 0.
-            if device.function == 0:
-                for index in self._present_slot_functions(device, range(PCI_FUNCTIONS)):
-                    self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_INDEX, index)
-        else:
-            self._queue_log(resource, HP_ACTION_ADD, HP_ID_DRC_INDEX, indexes[0])
-
-    def _queue_unplug_logs(self, device: Device) -> None:
-        """QEMU's hotplug "remove" requests for an unplug request."""
-        resource = device.drc_type.hotplug_resource
-        indexes = device.drc_indexes
-        if isinstance(device, Dimm):
-            self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))
-        elif isinstance(device, PciFunction):
-            # Function 0 announces the removal of every function still present, last function first;
-            # a function the guest never unisolated is already gone and gets no log.
-            if device.function == 0:
-                for index in self._present_slot_functions(device, range(PCI_FUNCTIONS - 1, -1, -1)):
-                    self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, index)
-        else:
-            self._queue_log(resource, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, indexes[0])
-
-    def _present_slot_functions(self, device: PciFunction, functions: range) -> list[int]:
-        indexes: list[int] = []
-        for function in functions:
-            present = self._pci.get((device.phb_index, (device.slot << 3) | function))
-            if present is not None:
-                indexes.extend(present.attached)
-        return indexes
+        queued = self.rtas_events.push(log, event_class)
+        self.log.debug("rtas.event_queued", drc_index=f"{log.index:#x}", action=log.action, plid=queued.plid)
 
     def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
         """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
@@ -671,7 +438,7 @@ class Platform:
         with self.lock:
             now = self._monotonic() if now is None else now
             expired = [
-                d for _, d in sorted(self._devices.items())
+                d for d in self.inventory
                 if d.unplug_pending and d.unplug_deadline is not None and d.unplug_deadline <= now
             ]  # fmt: skip
             for device in expired:
@@ -798,17 +565,14 @@ class Platform:
         with self.lock:
             return self._drcs.ranges()
 
-    def _present(self) -> list[Device]:
-        """Devices the guest would find at boot: attached, and not on their way out."""
-        return [d for _, d in sorted(self._devices.items()) if not d.unplug_pending]
-
     def dimm_extents(self) -> list[tuple[int, int]]:
-        return sorted((d.address, d.size) for d in self._present() if isinstance(d, Dimm))
+        """(address, size) of the DIMMs in the boot tree, in address order."""
+        return [(d.address, d.size) for d in self.inventory.dimms() if not d.unplug_pending]
 
     def present_nodes(self, parent_path: str) -> list[Node]:
         """Boot-tree nodes of the present devices listed under ``parent_path`` ("/cpus" or "/")."""
         nodes: list[Node] = []
-        present = self._present()
+        present = self.inventory.present()
         for device in sorted((d for d in present if isinstance(d, CpuCore)), key=lambda d: d.core_id):
             if parent_path == "/cpus":
                 drc = self._drcs.get(device.drc_indexes[0])
@@ -851,7 +615,7 @@ class Platform:
             self.options = options
             # QEMU's DRC reset, on every connector with a device: a pending unplug completes
             # (release), then the connector is ready if it still has a device, else empty.
-            for index in sorted(i for d in self._devices.values() for i in d.attached):
+            for index in sorted(i for d in self.inventory for i in d.attached):
                 drc = self._drcs.get(index)
                 if drc is None:  # its PHB went away with an earlier release
                     continue
