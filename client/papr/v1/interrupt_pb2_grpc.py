@@ -53,7 +53,10 @@ class InterruptServiceServicer:
     """
 
     def WatchInterrupts(self, request, context):
-        """WatchInterrupts streams interrupt pulses. QEMU pulses an event source's
+        """WatchInterrupts streams interrupt pulses. The watcher is subscribed once
+        the response headers (initial metadata) arrive: no pulse after that point
+        is missed. An unknown platform ends the call with NOT_FOUND before any
+        headers. QEMU pulses an event source's
         interrupt when a log is queued, again after each check-exception that
         leaves logs of that class, and on event-scan; papr-emu does the same. A
         new watcher is pulsed at once for every class that already has logs

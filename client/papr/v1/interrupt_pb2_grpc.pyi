@@ -38,7 +38,10 @@ class InterruptServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> InterruptServiceAsyncStub: ...
     WatchInterrupts: _grpc.UnaryStreamMultiCallable[_interrupt_pb2.WatchInterruptsRequest, _interrupt_pb2.WatchInterruptsResponse]
-    """WatchInterrupts streams interrupt pulses. QEMU pulses an event source's
+    """WatchInterrupts streams interrupt pulses. The watcher is subscribed once
+    the response headers (initial metadata) arrive: no pulse after that point
+    is missed. An unknown platform ends the call with NOT_FOUND before any
+    headers. QEMU pulses an event source's
     interrupt when a log is queued, again after each check-exception that
     leaves logs of that class, and on event-scan; papr-emu does the same. A
     new watcher is pulsed at once for every class that already has logs
@@ -58,7 +61,10 @@ class InterruptServiceAsyncStub(InterruptServiceStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     WatchInterrupts: _aio.UnaryStreamMultiCallable[_interrupt_pb2.WatchInterruptsRequest, _interrupt_pb2.WatchInterruptsResponse]  # type: ignore[assignment]
-    """WatchInterrupts streams interrupt pulses. QEMU pulses an event source's
+    """WatchInterrupts streams interrupt pulses. The watcher is subscribed once
+    the response headers (initial metadata) arrive: no pulse after that point
+    is missed. An unknown platform ends the call with NOT_FOUND before any
+    headers. QEMU pulses an event source's
     interrupt when a log is queued, again after each check-exception that
     leaves logs of that class, and on event-scan; papr-emu does the same. A
     new watcher is pulsed at once for every class that already has logs
@@ -81,7 +87,10 @@ class InterruptServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _interrupt_pb2.WatchInterruptsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_interrupt_pb2.WatchInterruptsResponse], _abc.AsyncIterator[_interrupt_pb2.WatchInterruptsResponse]]:
-        """WatchInterrupts streams interrupt pulses. QEMU pulses an event source's
+        """WatchInterrupts streams interrupt pulses. The watcher is subscribed once
+        the response headers (initial metadata) arrive: no pulse after that point
+        is missed. An unknown platform ends the call with NOT_FOUND before any
+        headers. QEMU pulses an event source's
         interrupt when a log is queued, again after each check-exception that
         leaves logs of that class, and on event-scan; papr-emu does the same. A
         new watcher is pulsed at once for every class that already has logs

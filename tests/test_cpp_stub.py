@@ -1,0 +1,186 @@
+"""The C++ guest stub (client/cpp) against a real server: DIMM hot-add, hot-remove and a
+removal refused by unisolate, with the same outcomes as the Python ReferenceGuest.
+
+The stub is built with CMake in a directory under the system temp dir, reused across
+runs. It needs a C++ compiler, CMake, pkg-config, protoc with the gRPC C++ plugin and the
+gRPC/protobuf C++ libraries; without them the test fails (it never skips) and says what
+to install.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import new_platform
+from helpers import connector, events_since, last_sequence
+from papr.v1 import connector_pb2, device_pb2, guest_pb2, hotplug_pb2, platform_pb2
+from papr_emu import PaprServer
+from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
+
+SOURCE_DIR = Path(__file__).resolve().parent.parent / "client" / "cpp"
+# One build directory per checkout, so that two clones do not fight over a CMake cache.
+BUILD_DIR = Path(tempfile.gettempdir()) / "papr-cpp-build" / hashlib.sha256(str(SOURCE_DIR).encode()).hexdigest()[:12]
+APT_PACKAGES = "g++ cmake pkg-config protobuf-compiler protobuf-compiler-grpc libprotobuf-dev libgrpc++-dev"
+CONFIGURE_TIMEOUT = 120
+BUILD_TIMEOUT = 480  # a cold build is ~45 s on 2 cores; generous for a loaded CI machine
+STUB_TIMEOUT = 60  # the stub bounds each wait at 10 s and its streams at 60 s
+
+DEVICE_ID = "dimm-cpp"
+DIMM_BYTES = 768 << 20  # three LMBs
+# Option vector 5 with byte 6 bit 0x04 (hot-plug event source): count-indexed DIMM adds.
+HOTPLUG_EVENTS_VECTOR = bytes([22, 0, 0, 0, 0, 0, 0x04]) + bytes(17)
+EXPECTED_EVENT_KINDS = [
+    "device_added",
+    "unplug_requested",
+    "device_deleted",
+    "device_added",
+    "unplug_requested",
+    "unplug_rejected",
+]
+
+# A cold build can take longer than the suite's default per-test timeout.
+pytestmark = pytest.mark.timeout(CONFIGURE_TIMEOUT + BUILD_TIMEOUT + 2 * STUB_TIMEOUT)
+
+
+def _missing_tools() -> list[str]:
+    missing = [tool for tool in ("cmake", "pkg-config", "protoc", "grpc_cpp_plugin") if shutil.which(tool) is None]
+    if not any(shutil.which(compiler) for compiler in ("c++", "g++", "clang++")):
+        missing.append("a C++ compiler")
+    if shutil.which("pkg-config") is not None:
+        check = subprocess.run(["pkg-config", "--exists", "grpc++", "protobuf"], capture_output=True, timeout=30)
+        if check.returncode != 0:
+            missing.append("the grpc++ and protobuf pkg-config modules")
+    return missing
+
+
+def _run_build_step(command: list[str], timeout: float) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{' '.join(command)} took more than {timeout} s", pytrace=False)
+    if result.returncode != 0:
+        pytest.fail(
+            f"{' '.join(command)} failed ({result.returncode}):\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}",
+            pytrace=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def stub_binary() -> Path:
+    """client/cpp built (incrementally) with warnings as errors; the papr-guest-cpp path."""
+    missing = _missing_tools()
+    if missing:
+        pytest.fail(
+            f"cannot build the C++ stub: missing {', '.join(missing)}. On Debian 12: "
+            f"apt-get install -y --no-install-recommends {APT_PACKAGES}",
+            pytrace=False,
+        )
+    BUILD_DIR.mkdir(parents=True, exist_ok=True)
+    with open(BUILD_DIR.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another pytest process may be building the same tree
+        _run_build_step(
+            ["cmake", "-S", str(SOURCE_DIR), "-B", str(BUILD_DIR), "-DPAPR_GUEST_WERROR=ON"], CONFIGURE_TIMEOUT
+        )
+        _run_build_step(["cmake", "--build", str(BUILD_DIR), "-j", "2"], BUILD_TIMEOUT)
+    binary = BUILD_DIR / "papr-guest-cpp"
+    assert binary.is_file(), f"the build did not produce {binary}"
+    return binary
+
+
+def run_stub(binary: Path, target: str, platform: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PAPR_EMU_HOST": target}
+    return subprocess.run([str(binary), platform], env=env, capture_output=True, text=True, timeout=STUB_TIMEOUT)
+
+
+def outcome_fields(outcome: Outcome) -> dict[str, Any]:
+    """The fields the C++ stub prints, from a ReferenceGuest outcome."""
+    return {
+        "resource": outcome.event.resource,
+        "action": outcome.event.action,
+        "result": outcome.result,
+        "drc_indexes": list(outcome.drc_indexes),
+    }
+
+
+@pytest.fixture(scope="module")
+def reference_outcomes(client: Client) -> list[dict[str, Any]]:
+    """The same scenario played by the Python ReferenceGuest on its own fresh platform."""
+    platform = new_platform(client)
+    client.guest.ClientArchitectureSupport(
+        guest_pb2.ClientArchitectureSupportRequest(platform=platform, option_vector_5=HOTPLUG_EVENTS_VECTOR)
+    )
+    guest = ReferenceGuest(client, platform)
+    guest.start()
+    spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=DIMM_BYTES))
+    plug = hotplug_pb2.PlugDeviceRequest(platform=platform, id=DEVICE_ID, spec=spec)
+    unplug = hotplug_pb2.UnplugDeviceRequest(platform=platform, id=DEVICE_ID)
+    try:
+        client.hotplug.PlugDevice(plug)
+        assert len(guest.wait_for(1)) == 1
+        client.hotplug.UnplugDevice(unplug)
+        assert len(guest.wait_for(2)) == 2
+        lmbs = client.hotplug.PlugDevice(plug).device.drc_indexes
+        assert len(guest.wait_for(3)) == 3
+        guest.policy = RefusalPolicy(lmbs_not_offlinable={lmbs[1]}, signal="unisolate")
+        client.hotplug.UnplugDevice(unplug)
+        outcomes = guest.wait_for(4)
+    finally:
+        guest.stop()
+        client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+    fields = [outcome_fields(o) for o in outcomes]
+    # The scenario must exercise what it is meant to, or the comparison proves little.
+    assert [f["result"] for f in fields] == ["done", "done", "done", "refused"], outcomes
+    return fields
+
+
+@pytest.fixture
+def cpp_platform(client: Client) -> Iterator[str]:
+    name = new_platform(client)
+    yield name
+    client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_cpp_stub_matches_reference_guest(
+    server: PaprServer,
+    client: Client,
+    stub_binary: Path,
+    reference_outcomes: list[dict[str, Any]],
+    cpp_platform: str,
+    transport: str,
+) -> None:
+    target = server.addresses[0 if transport == "tcp" else 1]
+    assert target.startswith("unix:") == (transport == "unix")
+    boot_events = last_sequence(client, cpp_platform)  # device_added for the coldplugged devices
+    result = run_stub(stub_binary, target, cpp_platform)
+    assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    keys = ("resource", "action", "result", "drc_indexes")
+    assert [{k: line[k] for k in keys} for line in lines] == reference_outcomes, result.stderr
+
+    # What the platform saw, independently of the stub's own checks.
+    kinds = [e.WhichOneof("kind") for e in events_since(client, cpp_platform, boot_events)]
+    assert kinds == EXPECTED_EVENT_KINDS
+    device = client.hotplug.GetDevice(hotplug_pb2.GetDeviceRequest(platform=cpp_platform, id=DEVICE_ID)).device
+    assert not device.unplug_pending
+    for index in device.drc_indexes:
+        c = connector(client, cpp_platform, index)
+        assert (c.state, c.unplug_pending) == (connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, False)
+
+
+def test_cpp_stub_fails_loudly(server: PaprServer, stub_binary: Path) -> None:
+    result = run_stub(stub_binary, server.addresses[0], "no-such-platform")
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "FAIL: GetPlatform failed: NOT_FOUND" in result.stderr
