@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
     client_cli.add_commands(commands)
+    conformance = commands.add_parser(
+        "conformance",
+        help="run conformance scenarios against QEMU 7.2 and/or papr-emu",
+        description="run conformance scenarios against QEMU 7.2 and/or papr-emu (see `papr-emu conformance --help`)",
+        add_help=False,
+    )
+    conformance.add_argument("arguments", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -86,6 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     options = _parser().parse_args(argv)
     if options.command == "serve":
         return serve(options)
+    if options.command == "conformance":
+        from papr_emu_client.conformance.cli import main as conformance_main
+
+        return conformance_main(options.arguments)
     return client_cli.run(options)
 
 

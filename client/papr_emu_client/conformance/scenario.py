@@ -1,0 +1,562 @@
+"""Conformance scenarios: data files (TOML) loaded into a list of primitive steps.
+
+A scenario file holds a description, an optional geometry (QEMU's ``-m``/``-smp``
+numbers; default: ``-m 1G,slots=4,maxmem=4G -smp 1,maxcpus=4``), optional per-side
+device ids, and the steps, one inline table each::
+
+    description = "DIMM hot-add and unplug"
+    geometry = { memory = "1G", maxmem = "4G", slots = 4, cpus = 1, maxcpus = 4 }
+    ids = { boot-core = { qemu = "@core-id:0", papr = "core0" } }
+    steps = [
+      { plug = { id = "dimm1", dimm = { size = "512M" } } },
+      { drain_logs = true },
+      { acquire = 0x80000004 },
+      { configure = 0x80000004 },
+      { unplug = "dimm1" },
+      { release = 0x80000004 },
+    ]
+
+Step kinds (each step may add ``note = "..."``):
+
+* ``plug = {id, dimm = {size, slot?, addr?} | cpu_core = {core_id} | pci = {slot, function?, phb?,
+  model?, multifunction?} | phb = {index}}``; ``expect_error = true`` marks a device_add that
+  must fail: on QEMU it runs in a fresh QEMU (replaying the steps before it), because a failing
+  device_add can stall QEMU 7.2.
+* ``unplug = "id"`` (``expect_error = true`` if it must fail).
+* ``rtas = "NAME", args = [...]``, optional ``nret``: one RTAS call; an argument ``"wa"`` is the
+  work area's address, ``"buf"`` the event-log buffer's.
+* shorthands: ``set_indicator = [type, index, value]``, ``sense = index``
+  (get-sensor-state 9003), ``get_sensor = [type, index]``.
+* ``configure = index``: an ibm,configure-connector loop over a fresh work area until the
+  status is not 1..4; ``calls = N`` stops after N calls, ``fresh = false`` keeps the work area
+  (the cursor lives in the connector), ``extent = N`` sets args[1].
+* ``check_exception = {mask?, length?, nargs?}``: one call; ``drain_logs = true`` (or a table
+  like check_exception's): calls until the status is not 0.
+* ``survey = {dtb = true, probe = [indexes]}``: the ibm,drc-* arrays of the boot device tree
+  (QEMU: ``dumpdtb``) as {index: name, type, power domain} per node, the DR calls' /rtas tokens,
+  and every connector's entity sense (plus the probed indexes); ``dtb_order = true``: the order
+  of the entries in those arrays.
+* macros, expanded here into the calls Linux makes: ``acquire = index`` (sense, allocation
+  usable for a logical connector, unisolate) and ``release = index`` (sense, isolate,
+  allocation unusable for a logical connector).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9003, 9003
+
+# LoPAR's argument and return cell counts of the calls a scenario makes without saying nret.
+DEFAULT_NRET = {
+    "set-indicator": 1,
+    "get-sensor-state": 2,
+    "ibm,configure-connector": 1,
+    "set-power-level": 2,
+    "get-power-level": 2,
+    "check-exception": 1,
+    "event-scan": 1,
+}
+DR_CALLS = frozenset(DEFAULT_NRET)
+
+Placeholder = Literal["wa", "buf"]
+Arg = int | Placeholder
+
+PCI_MODELS = ("e1000", "virtio-net-pci")
+SCENARIO_DIR_VARIABLE = "PAPR_EMU_SCENARIOS"
+
+
+class ScenarioError(ValueError):
+    """A scenario file is not well-formed; the message names the file and the step."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """QEMU's ``-m MEMORY,slots=SLOTS,maxmem=MAXMEM -smp CPUS,maxcpus=MAXCPUS``."""
+
+    memory: int = 1 << 30
+    max_memory: int = 4 << 30
+    slots: int = 4
+    cpus: int = 1
+    max_cpus: int = 4
+
+    def qemu_args(self) -> list[str]:
+        return [
+            "-m",
+            f"{self.memory >> 20}M,slots={self.slots},maxmem={self.max_memory >> 20}M",
+            "-smp",
+            f"{self.cpus},maxcpus={self.max_cpus}",
+        ]
+
+
+# --- device specs -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DimmSpec:
+    size: int
+    slot: int | None = None
+    address: int | None = None
+
+
+@dataclass(frozen=True)
+class CpuCoreSpec:
+    core_id: int
+
+
+@dataclass(frozen=True)
+class PciSpec:
+    slot: int
+    function: int = 0
+    phb: int = 0
+    model: str = "e1000"
+    # QEMU only: papr-emu treats every function as multifunction=on (docs/compat.md #7).
+    multifunction: bool = True
+
+
+@dataclass(frozen=True)
+class PhbSpec:
+    index: int
+
+
+DeviceSpec = DimmSpec | CpuCoreSpec | PciSpec | PhbSpec
+
+
+def drc_type(index: int) -> str:
+    """The connector type of a DRC index (its top nibble): cpu, phb, pci, lmb, pmem or unknown."""
+    return {1: "cpu", 2: "phb", 4: "pci", 8: "lmb", 9: "pmem"}.get(index >> 28, "unknown")
+
+
+def is_physical(index: int) -> bool:
+    return drc_type(index) == "pci"
+
+
+# --- steps ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plug:
+    device_id: str
+    spec: DeviceSpec
+    expect_error: bool = False
+
+    def label(self) -> str:
+        spec = self.spec
+        if isinstance(spec, DimmSpec):
+            what = f"dimm {spec.size >> 20}M" + (f" slot {spec.slot}" if spec.slot is not None else "")
+            what += f" addr {spec.address:#x}" if spec.address is not None else ""
+        elif isinstance(spec, CpuCoreSpec):
+            what = f"cpu core {spec.core_id}"
+        elif isinstance(spec, PciSpec):
+            what = f"{spec.model} {spec.phb}:{spec.slot}.{spec.function}"
+            what += "" if spec.multifunction else " multifunction=off"
+        else:
+            what = f"phb {spec.index}"
+        return f"plug {self.device_id}: {what}" + (" (must fail)" if self.expect_error else "")
+
+
+@dataclass(frozen=True)
+class Unplug:
+    device_id: str
+    expect_error: bool = False
+
+    def label(self) -> str:
+        return f"unplug {self.device_id}" + (" (must fail)" if self.expect_error else "")
+
+
+_INDICATOR_NAMES = {
+    (ISOLATION_STATE, 0): "isolate",
+    (ISOLATION_STATE, 1): "unisolate",
+    (ALLOCATION_STATE, 0): "alloc-unusable",
+    (ALLOCATION_STATE, 1): "alloc-usable",
+}
+
+
+def _cell_text(cell: Arg) -> str:
+    return cell if isinstance(cell, str) else (f"{cell:#x}" if cell > 0xFFFF else str(cell))
+
+
+@dataclass(frozen=True)
+class Rtas:
+    name: str
+    args: tuple[Arg, ...]
+    nret: int
+
+    def label(self) -> str:
+        a = self.args
+        standard = DEFAULT_NRET.get(self.name) == self.nret
+        if standard and self.name == "get-sensor-state" and len(a) == 2 and a[0] == DR_ENTITY_SENSE:
+            return f"sense {_cell_text(a[1])}"
+        if (
+            standard
+            and self.name == "set-indicator"
+            and len(a) == 3
+            and isinstance(a[0], int)
+            and isinstance(a[2], int)
+        ):
+            indicator = _INDICATOR_NAMES.get((a[0], a[2]))
+            if indicator:
+                return f"{indicator} {_cell_text(a[1])}"
+        shown = [_cell_text(cell) for cell in a]
+        extra = "" if standard else f" nret={self.nret}"
+        return f"{self.name}({', '.join(shown)}){extra}"
+
+
+@dataclass(frozen=True)
+class Configure:
+    index: int
+    calls: int | None = None
+    fresh: bool = True
+    extent: int = 0
+
+    def label(self) -> str:
+        parts = [f"configure {self.index:#x}"]
+        if self.calls is not None:
+            parts.append(f"{self.calls} call{'s' if self.calls != 1 else ''}")
+        if not self.fresh:
+            parts.append("same work area")
+        if self.extent:
+            parts.append(f"args[1]={self.extent}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class CheckException:
+    mask: int = 0xFFFF_FFFF
+    length: int = 2048
+    nargs: int = 6
+    drain: bool = False
+
+    def label(self) -> str:
+        what = "drain logs" if self.drain else "check-exception"
+        options = []
+        if self.mask != 0xFFFF_FFFF:
+            options.append(f"mask {self.mask:#x}")
+        if self.length != 2048:
+            options.append(f"length {self.length}")
+        if self.nargs != 6:
+            options.append(f"nargs {self.nargs}")
+        return what + (f" ({', '.join(options)})" if options else "")
+
+
+@dataclass(frozen=True)
+class Survey:
+    dtb: bool = True
+    probe: tuple[int, ...] = ()
+    order: bool = False  # the order of the ibm,drc-* array entries instead of their contents
+
+    def label(self) -> str:
+        if self.order:
+            return "order of the ibm,drc-* entries in the boot device tree"
+        return "survey: ibm,drc-* arrays of the boot tree, every connector's entity sense"
+
+
+Step = Plug | Unplug | Rtas | Configure | CheckException | Survey
+
+
+@dataclass(frozen=True)
+class NumberedStep:
+    """A primitive step with its number (1-based, after macro expansion) and where it came from."""
+
+    number: int
+    step: Step
+    source: int  # index of the step in the file (0-based)
+    macro: str = ""  # "acquire 0x80000004" for steps a macro expanded into
+    note: str = ""
+
+    def label(self) -> str:
+        return (f"{self.macro.split()[0]}: " if self.macro else "") + self.step.label()
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    geometry: Geometry
+    steps: list[NumberedStep]
+    ids: dict[str, dict[str, str]] = field(default_factory=dict)
+    path: Path | None = None
+
+    def device_id(self, alias: str, side: str) -> str:
+        """The id of a device on one side (``ids`` table; by default the same on both sides)."""
+        return self.ids.get(alias, {}).get(side, alias)
+
+
+# --- loading --------------------------------------------------------------------------------------
+
+_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: object, where: str) -> int:
+    """An int, or a string like "512M" / "4G" (binary units, as QEMU reads them)."""
+    if isinstance(value, bool):
+        raise ScenarioError(f"{where}: expected a size, got {value!r}")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match:
+            shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match.group(2).upper()]
+            return int(match.group(1)) << shift
+    raise ScenarioError(f"{where}: expected a size like 512M, got {value!r}")
+
+
+def _int(value: object, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ScenarioError(f"{where}: expected an integer, got {value!r}")
+    return value
+
+
+def _table(value: object, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ScenarioError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def _only(table: dict[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(table) - allowed)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
+    _only(table, {"id", "dimm", "cpu_core", "pci", "phb"}, where)
+    device_id = table.get("id")
+    if not isinstance(device_id, str) or not device_id:
+        raise ScenarioError(f"{where}: plug needs an id")
+    kinds = [k for k in ("dimm", "cpu_core", "pci", "phb") if k in table]
+    if len(kinds) != 1:
+        raise ScenarioError(f"{where}: plug needs exactly one of dimm, cpu_core, pci, phb")
+    kind = kinds[0]
+    spec = _table(table[kind], f"{where}.{kind}")
+    w = f"{where}.{kind}"
+    if kind == "dimm":
+        _only(spec, {"size", "slot", "addr"}, w)
+        return device_id, DimmSpec(
+            parse_size(spec.get("size"), f"{w}.size"),
+            _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
+            _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
+        )
+    if kind == "cpu_core":
+        _only(spec, {"core_id"}, w)
+        return device_id, CpuCoreSpec(_int(spec.get("core_id"), f"{w}.core_id"))
+    if kind == "pci":
+        _only(spec, {"slot", "function", "phb", "model", "multifunction"}, w)
+        model = spec.get("model", "e1000")
+        if model not in PCI_MODELS:
+            raise ScenarioError(f"{w}.model: {model!r} is not one of {', '.join(PCI_MODELS)}")
+        multifunction = spec.get("multifunction", True)
+        if not isinstance(multifunction, bool):
+            raise ScenarioError(f"{w}.multifunction: expected true or false")
+        return device_id, PciSpec(
+            _int(spec.get("slot"), f"{w}.slot"),
+            _int(spec.get("function", 0), f"{w}.function"),
+            _int(spec.get("phb", 0), f"{w}.phb"),
+            model,
+            multifunction,
+        )
+    _only(spec, {"index"}, w)
+    return device_id, PhbSpec(_int(spec.get("index"), f"{w}.index"))
+
+
+def _args(value: object, where: str) -> tuple[Arg, ...]:
+    if not isinstance(value, list):
+        raise ScenarioError(f"{where}: expected a list of cells")
+    out: list[Arg] = []
+    for n, cell in enumerate(value):
+        if cell == "wa" or cell == "buf":
+            out.append(cell)
+        else:
+            cell = _int(cell, f"{where}[{n}]")
+            if not -(1 << 31) <= cell <= 0xFFFF_FFFF:
+                raise ScenarioError(f"{where}[{n}]: {cell} is not a 32-bit cell")
+            out.append(cell & 0xFFFF_FFFF)
+    return tuple(out)
+
+
+def _check_exception(value: object, where: str, drain: bool) -> CheckException:
+    if value is True:
+        return CheckException(drain=drain)
+    table = _table(value, where)
+    _only(table, {"mask", "length", "nargs"}, where)
+    return CheckException(
+        _int(table.get("mask", 0xFFFF_FFFF), f"{where}.mask"),
+        _int(table.get("length", 2048), f"{where}.length"),
+        _int(table.get("nargs", 6), f"{where}.nargs"),
+        drain,
+    )
+
+
+STEP_KINDS = (
+    "plug",
+    "unplug",
+    "rtas",
+    "set_indicator",
+    "sense",
+    "get_sensor",
+    "configure",
+    "check_exception",
+    "drain_logs",
+    "survey",
+    "dtb_order",
+    "acquire",
+    "release",
+)
+MODIFIERS = {
+    "plug": {"expect_error"},
+    "unplug": {"expect_error"},
+    "rtas": {"args", "nret"},
+    "configure": {"calls", "fresh", "extent"},
+}
+
+
+def _steps(raw: dict[str, Any], where: str) -> list[tuple[Step, str]]:
+    """One file step -> its primitive steps, each with the macro it came from ("" if none)."""
+    kinds = [k for k in STEP_KINDS if k in raw]
+    if len(kinds) != 1:
+        raise ScenarioError(f"{where}: a step needs exactly one of {', '.join(STEP_KINDS)}, got {sorted(raw)}")
+    kind = kinds[0]
+    _only(raw, {kind, "note", *MODIFIERS.get(kind, set())}, where)
+    value = raw[kind]
+    w = f"{where}.{kind}"
+    if kind == "plug":
+        device_id, spec = _device_spec(_table(value, w), w)
+        return [(Plug(device_id, spec, bool(raw.get("expect_error", False))), "")]
+    if kind == "unplug":
+        if not isinstance(value, str):
+            raise ScenarioError(f"{w}: expected a device id")
+        return [(Unplug(value, bool(raw.get("expect_error", False))), "")]
+    if kind == "rtas":
+        if not isinstance(value, str):
+            raise ScenarioError(f"{w}: expected the RTAS call's name")
+        args = _args(raw.get("args", []), f"{where}.args")
+        nret = _int(raw.get("nret", DEFAULT_NRET.get(value, 1)), f"{where}.nret")
+        return [(Rtas(value, args, nret), "")]
+    if kind == "set_indicator":
+        args = _args(value, w)
+        return [(Rtas("set-indicator", args, 1), "")]
+    if kind == "sense":
+        return [(Rtas("get-sensor-state", (DR_ENTITY_SENSE, _int(value, w)), 2), "")]
+    if kind == "get_sensor":
+        return [(Rtas("get-sensor-state", _args(value, w), 2), "")]
+    if kind == "configure":
+        calls = raw.get("calls")
+        return [
+            (
+                Configure(
+                    _int(value, w),
+                    _int(calls, f"{where}.calls") if calls is not None else None,
+                    bool(raw.get("fresh", True)),
+                    _int(raw.get("extent", 0), f"{where}.extent"),
+                ),
+                "",
+            )
+        ]
+    if kind in ("check_exception", "drain_logs"):
+        return [(_check_exception(value, w, drain=kind == "drain_logs"), "")]
+    if kind == "dtb_order":
+        return [(Survey(dtb=True, order=True), "")]
+    if kind == "survey":
+        table = {} if value is True else _table(value, w)
+        _only(table, {"dtb", "probe"}, w)
+        probe = table.get("probe", [])
+        if not isinstance(probe, list):
+            raise ScenarioError(f"{w}.probe: expected a list of DRC indexes")
+        return [(Survey(bool(table.get("dtb", True)), tuple(_int(p, f"{w}.probe") for p in probe)), "")]
+    index = _int(value, w)
+    macro = f"{kind} {index:#x}"
+    logical = not is_physical(index)
+    sense = Rtas("get-sensor-state", (DR_ENTITY_SENSE, index), 2)
+    if kind == "acquire":  # Linux dlpar_acquire_drc
+        steps: list[Step] = [sense]
+        if logical:
+            steps.append(Rtas("set-indicator", (ALLOCATION_STATE, index, 1), 1))
+        steps.append(Rtas("set-indicator", (ISOLATION_STATE, index, 1), 1))
+    else:  # release: Linux dlpar_release_drc
+        steps = [sense, Rtas("set-indicator", (ISOLATION_STATE, index, 0), 1)]
+        if logical:
+            steps.append(Rtas("set-indicator", (ALLOCATION_STATE, index, 0), 1))
+    return [(s, macro) for s in steps]
+
+
+def _geometry(value: object, where: str) -> Geometry:
+    table = _table(value, where)
+    _only(table, {"memory", "maxmem", "slots", "cpus", "maxcpus"}, where)
+    default = Geometry()
+    memory = parse_size(table.get("memory", default.memory), f"{where}.memory")
+    return Geometry(
+        memory,
+        parse_size(table.get("maxmem", default.max_memory), f"{where}.maxmem"),
+        _int(table.get("slots", default.slots), f"{where}.slots"),
+        _int(table.get("cpus", default.cpus), f"{where}.cpus"),
+        _int(table.get("maxcpus", default.max_cpus), f"{where}.maxcpus"),
+    )
+
+
+def parse_scenario(name: str, data: dict[str, Any], path: Path | None = None) -> Scenario:
+    where = str(path) if path else name
+    _only(data, {"description", "geometry", "ids", "steps"}, where)
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ScenarioError(f"{where}: description must be a string")
+    geometry = _geometry(data["geometry"], f"{where}: geometry") if "geometry" in data else Geometry()
+    ids: dict[str, dict[str, str]] = {}
+    for alias, sides in _table(data.get("ids", {}), f"{where}: ids").items():
+        sides = _table(sides, f"{where}: ids.{alias}")
+        _only(sides, {"qemu", "papr"}, f"{where}: ids.{alias}")
+        ids[alias] = {k: str(v) for k, v in sides.items()}
+    raw_steps = data.get("steps")
+    if not isinstance(raw_steps, list) or not raw_steps:
+        raise ScenarioError(f"{where}: steps must be a non-empty list of inline tables")
+    steps: list[NumberedStep] = []
+    plugged = False
+    for n, raw in enumerate(raw_steps):
+        step_where = f"{where}: steps[{n}]"
+        raw = _table(raw, step_where)
+        note = raw.get("note", "")
+        for step, macro in _steps(raw, step_where):
+            if isinstance(step, Survey) and step.dtb and plugged:
+                raise ScenarioError(
+                    f"{step_where}: a survey with dtb = true must come before any plug "
+                    "(QEMU's dumpdtb shows the boot tree)"
+                )
+            plugged = plugged or isinstance(step, Plug)
+            steps.append(NumberedStep(len(steps) + 1, step, n, macro, str(note)))
+    return Scenario(name, description, geometry, steps, ids, path)
+
+
+def load_scenario(path: Path) -> Scenario:
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as error:
+        raise ScenarioError(f"{path}: {error}") from error
+    return parse_scenario(path.stem, data, path)
+
+
+def scenario_dir() -> Path:
+    """Where the scenario files are: $PAPR_EMU_SCENARIOS, else the repository's tests/conformance/scenarios."""
+    env = os.environ.get(SCENARIO_DIR_VARIABLE)
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[3] / "tests" / "conformance" / "scenarios"
+
+
+def scenario_paths(directory: Path | None = None) -> list[Path]:
+    return sorted((directory or scenario_dir()).glob("*.toml"))
+
+
+def find_scenario(name_or_path: str, directory: Path | None = None) -> Path:
+    """A scenario file by path, or by name (the file's stem) in the scenario directory."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" and path.exists():
+        return path
+    candidate = (directory or scenario_dir()) / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(p.stem for p in scenario_paths(directory)) or "none"
+    raise ScenarioError(f"no scenario {name_or_path!r} (known: {known})")
