@@ -18,6 +18,18 @@ LogFormat = Literal["json", "console"]
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+HEX_KEYS = frozenset({"drc_index", "mask"})
+
+
+def hex_fields(logger: object, method: str, event: structlog.typing.EventDict) -> structlog.typing.EventDict:
+    """Show DRC indexes and masks in hex; callers pass ints, formatted only if the event is emitted."""
+    for key in HEX_KEYS & event.keys():
+        value = event[key]
+        if isinstance(value, int) and not isinstance(value, bool):
+            event[key] = f"{value:#x}"
+    return event
+
+
 def configure_logging(log_format: LogFormat = "console", level: str = "info", stream: TextIO | None = None) -> None:
     """Configure structlog process-wide; debug-level calls cost almost nothing above debug."""
     renderer: structlog.typing.Processor = (
@@ -27,6 +39,7 @@ def configure_logging(log_format: LogFormat = "console", level: str = "info", st
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
+            hex_fields,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,
             renderer,

@@ -291,7 +291,7 @@ class Platform:
             "device.plugged",
             device=device.id,
             device_type=device.type.value,
-            drc_index=f"{device.drc_indexes[0]:#x}",
+            drc_index=device.drc_indexes[0],
             drc_count=len(device.drc_indexes),
             hotplugged=hotplugged,
         )
@@ -346,7 +346,7 @@ class Platform:
         timeout = self.unplug_timeouts.for_type(device.type)
         if timeout is not None:
             device.unplug_deadline = self._monotonic() + timeout
-        self.log.info("device.unplug_requested", device=device.id, drc_index=f"{min(device.attached):#x}")
+        self.log.info("device.unplug_requested", device=device.id, drc_index=min(device.attached))
         self.events.publish(UnplugRequested(device.id, device.type, tuple(sorted(device.attached))))
         return False
 
@@ -363,7 +363,7 @@ class Platform:
         drc.unplug_requested = False
         drc.rewind()
         device.attached.discard(drc.index)
-        self.log.info("drc.released", drc_index=f"{drc.index:#x}", device=device.id, left=len(device.attached))
+        self.log.info("drc.released", drc_index=drc.index, device=device.id, left=len(device.attached))
         if not device.attached:
             self._delete(device, released_by)
 
@@ -382,7 +382,7 @@ class Platform:
             self._drcs.remove_range(self._pci_range(device.index))
         self.inventory.remove(device)
         device.unplug_pending = False
-        self.log.info("device.deleted", device=device.id, drc_index=f"{released_by:#x}")
+        self.log.info("device.deleted", device=device.id, drc_index=released_by)
         self.events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
 
     def refuse_unplug(self, drc: Drc, signal: RefusalSignal) -> None:
@@ -390,7 +390,7 @@ class Platform:
         device = drc.device
         assert device is not None
         self._cancel_unplug(device)
-        self.log.warning("device.unplug_rejected", device=device.id, drc_index=f"{drc.index:#x}", signal=signal.value)
+        self.log.warning("device.unplug_rejected", device=device.id, drc_index=drc.index, signal=signal.value)
         self.events.publish(UnplugRejected(device.id, device.type, signal.value, drc.index))
 
     def _cancel_unplug(self, device: Device) -> None:
@@ -416,13 +416,13 @@ class Platform:
     def _queue_log(self, log: HotplugLog) -> None:
         event_class = EVENT_CLASS_HOTPLUG if self.options.hotplug_events else EVENT_CLASS_EPOW
         queued = self.rtas_events.push(log, event_class)
-        self.log.debug("rtas.event_queued", drc_index=f"{log.index:#x}", action=log.action, plid=queued.plid)
+        self.log.debug("rtas.event_queued", drc_index=log.index, action=log.action, plid=queued.plid)
 
     def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
         """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
         with self.lock:
             status, blob = self.rtas_events.pop(event_mask, buffer_length)
-            self.log.debug("rtas.check_exception", mask=f"{event_mask:#x}", status=status, length=len(blob))
+            self.log.debug("rtas.check_exception", mask=event_mask, status=status, length=len(blob))
             return status, blob
 
     def event_scan(self, event_mask: int, buffer_length: int) -> int:
@@ -455,7 +455,7 @@ class Platform:
         with self.lock:
             status = self._set_indicator(indicator_type, index, new_state)
             self.log.debug(
-                "rtas.set_indicator", drc_index=f"{index:#x}", indicator=indicator_type, value=new_state,
+                "rtas.set_indicator", drc_index=index, indicator=indicator_type, value=new_state,
                 status=status,
             )  # fmt: skip
             return status
@@ -499,7 +499,7 @@ class Platform:
             out = bytearray(area)
             index = work_area.drc_index(out)
             status = self._configure_step(index, out)
-            self.log.debug("rtas.configure_connector", drc_index=f"{index:#x}", status=status)
+            self.log.debug("rtas.configure_connector", drc_index=index, status=status)
             return status, bytes(out)
 
     def _configure_step(self, index: int, out: bytearray) -> int:
@@ -528,7 +528,7 @@ class Platform:
         else:
             written, status = work_area.write_property(out, item.name, item.value), rtas.CC_NEXT_PROPERTY
         if not written:
-            self.log.error("rtas.configure_connector.overflow", drc_index=f"{index:#x}", item=item.name)
+            self.log.error("rtas.configure_connector.overflow", drc_index=index, item=item.name)
             return rtas.HARDWARE_ERROR
         drc.cursor += 1
         return status

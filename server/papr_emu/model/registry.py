@@ -63,8 +63,7 @@ class Platforms:
         return platform
 
     def get(self, name: str) -> Platform:
-        with self._lock:
-            platform = self._platforms.get(name)
+        platform = self._platforms.get(name)  # a dict read is atomic: no lock on every RTAS call
         if platform is None:
             raise NotFound("platform", name, "platform")
         return platform

@@ -16,8 +16,10 @@ from papr.v1 import rtas_pb2, rtas_pb2_grpc
 from ..model import PlatformError, Platforms
 from ..model import rtas as t
 from ..model.errors import InvalidArgument
-from ..model.rtas_dispatch import Buffers, Capture, GuestMemory, dispatch
+from ..model.rtas_dispatch import Buffers, Capture, GuestMemory, dispatch, run_call
 from .errors import abort
+
+_NO_BUFFERS = Capture()  # for calls that point at no buffer (nothing is ever written to it)
 
 
 class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
@@ -30,11 +32,11 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
         context: grpc.ServicerContext,
         token: int,
         args: Sequence[int],
-        nret: int,
-        memory: GuestMemory | None = None,
+        memory: GuestMemory = _NO_BUFFERS,
     ) -> list[int]:
+        """A typed call: its cells come from typed fields, so it goes straight to the call's function."""
         try:
-            return dispatch(self._platforms.get(name), token, len(args), nret, args, memory or Capture())
+            return run_call(self._platforms.get(name), token, args, memory)
         except PlatformError as error:
             abort(context, error)
 
@@ -42,14 +44,14 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
         self, request: rtas_pb2.SetIndicatorRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.SetIndicatorResponse:
         args = (request.indicator_type, request.indicator_index, request.new_state)
-        (status,) = self._call(request.platform, context, t.TOKEN_SET_INDICATOR, args, 1)
+        (status,) = self._call(request.platform, context, t.TOKEN_SET_INDICATOR, args)
         return rtas_pb2.SetIndicatorResponse(status=status)
 
     def GetSensorState(
         self, request: rtas_pb2.GetSensorStateRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.GetSensorStateResponse:
         args = (request.sensor_type, request.sensor_index)
-        status, state = self._call(request.platform, context, t.TOKEN_GET_SENSOR_STATE, args, 2)
+        status, state = self._call(request.platform, context, t.TOKEN_GET_SENSOR_STATE, args)
         return rtas_pb2.GetSensorStateResponse(status=status, state=state)
 
     def ConfigureConnector(
@@ -57,21 +59,21 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
     ) -> rtas_pb2.ConfigureConnectorResponse:
         memory = Capture({0: request.work_area})
         args = (0, request.memory_extent)
-        (status,) = self._call(request.platform, context, t.TOKEN_IBM_CONFIGURE_CONNECTOR, args, 1, memory)
+        (status,) = self._call(request.platform, context, t.TOKEN_IBM_CONFIGURE_CONNECTOR, args, memory)
         return rtas_pb2.ConfigureConnectorResponse(status=status, work_area=memory.written[0])
 
     def SetPowerLevel(
         self, request: rtas_pb2.SetPowerLevelRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.SetPowerLevelResponse:
         args = (request.power_domain & 0xFFFFFFFF, request.level)
-        status, level = self._call(request.platform, context, t.TOKEN_SET_POWER_LEVEL, args, 2)
+        status, level = self._call(request.platform, context, t.TOKEN_SET_POWER_LEVEL, args)
         return rtas_pb2.SetPowerLevelResponse(status=status, level=level)
 
     def GetPowerLevel(
         self, request: rtas_pb2.GetPowerLevelRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.GetPowerLevelResponse:
         args = (request.power_domain & 0xFFFFFFFF,)
-        status, level = self._call(request.platform, context, t.TOKEN_GET_POWER_LEVEL, args, 2)
+        status, level = self._call(request.platform, context, t.TOKEN_GET_POWER_LEVEL, args)
         return rtas_pb2.GetPowerLevelResponse(status=status, level=level)
 
     def CheckException(
@@ -80,14 +82,14 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
         memory = Capture()
         args = (request.vector_offset, request.additional_info, request.event_mask, request.critical, 0,
                 request.buffer_length)  # fmt: skip
-        (status,) = self._call(request.platform, context, t.TOKEN_CHECK_EXCEPTION, args, 1, memory)
+        (status,) = self._call(request.platform, context, t.TOKEN_CHECK_EXCEPTION, args, memory)
         return rtas_pb2.CheckExceptionResponse(status=status, buffer=memory.written.get(0, b""))
 
     def EventScan(
         self, request: rtas_pb2.EventScanRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.EventScanResponse:
         args = (request.event_mask, request.critical, 0, request.buffer_length)
-        (status,) = self._call(request.platform, context, t.TOKEN_EVENT_SCAN, args, 1)
+        (status,) = self._call(request.platform, context, t.TOKEN_EVENT_SCAN, args)
         return rtas_pb2.EventScanResponse(status=status)
 
     def Call(self, request: rtas_pb2.CallRequest, context: grpc.ServicerContext) -> rtas_pb2.CallResponse:
@@ -104,7 +106,11 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
                     "args", len(request.args), f"has {len(request.args)} cells but nargs is {request.nargs}"
                 ),
             )
-        rets = self._call(request.platform, context, request.token, list(request.args), request.nret, memory)
+        try:
+            platform = self._platforms.get(request.platform)
+            rets = dispatch(platform, request.token, request.nargs, request.nret, list(request.args), memory)
+        except PlatformError as error:
+            abort(context, error)
         return rtas_pb2.CallResponse(
             rets=rets,
             buffers=[rtas_pb2.GuestBuffer(address=a, data=bytes(d)) for a, d in memory.regions.items()],
