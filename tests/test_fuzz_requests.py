@@ -137,7 +137,7 @@ def call(client: Client, module: Any, service: str, method: str, request: Any) -
 
 
 @settings(
-    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(data=st.data())
 def test_random_requests_get_clear_answers(client: Client, data: st.DataObject) -> None:
