@@ -122,7 +122,9 @@ class HotplugServiceServicer:
         was sent. Reconnecting with after_sequence set to the last sequence it
         received resumes without loss as long as the events are still retained;
         otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
-        stream ends with NOT_FOUND.
+        stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
+        open stream (this one and InterruptService.WatchInterrupts) holds one of
+        the server's worker threads (papr-emu serve --max-workers, default 64).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -71,7 +71,9 @@ class HotplugServiceStub:
     was sent. Reconnecting with after_sequence set to the last sequence it
     received resumes without loss as long as the events are still retained;
     otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
-    stream ends with NOT_FOUND.
+    stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
+    open stream (this one and InterruptService.WatchInterrupts) holds one of
+    the server's worker threads (papr-emu serve --max-workers, default 64).
     """
 
 @_typing.type_check_only
@@ -117,7 +119,9 @@ class HotplugServiceAsyncStub(HotplugServiceStub):
     was sent. Reconnecting with after_sequence set to the last sequence it
     received resumes without loss as long as the events are still retained;
     otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
-    stream ends with NOT_FOUND.
+    stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
+    open stream (this one and InterruptService.WatchInterrupts) holds one of
+    the server's worker threads (papr-emu serve --max-workers, default 64).
     """
 
 class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -190,7 +194,9 @@ class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
         was sent. Reconnecting with after_sequence set to the last sequence it
         received resumes without loss as long as the events are still retained;
         otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
-        stream ends with NOT_FOUND.
+        stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
+        open stream (this one and InterruptService.WatchInterrupts) holds one of
+        the server's worker threads (papr-emu serve --max-workers, default 64).
         """
 
 def add_HotplugServiceServicer_to_server(servicer: HotplugServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
