@@ -255,8 +255,8 @@ class ProgressBar:
         self.enabled = stream.isatty()
 
     def __call__(self, label: str, done: int, total: int) -> None:
-        if not self.enabled or total < 8 or (done % max(1, total // 200) and done != total):
-            return  # redraw at most ~200 times
+        if not self.enabled or total < 8 or (done % max(1, total // 128) and done != total):
+            return  # redraw about 128 times, not once per LMB
         width = 30
         filled = width * done // total
         end = "\n" if done == total else ""
