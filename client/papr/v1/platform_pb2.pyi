@@ -40,7 +40,8 @@ class Geometry(_message.Message):
     """Boot memory in bytes (-m); a positive multiple of 256 MiB. Default 512 MiB."""
     max_memory_bytes: _builtins.int
     """maxmem in bytes; at least memory_bytes, and (maxmem - memory) a multiple of
-    256 MiB; at most 256 TiB (a papr-emu limit). Default: memory_bytes.
+    256 MiB; at most 64 TiB (a papr-emu limit, PowerVM's largest partition; it
+    keeps every message within gRPC's default 4 MiB). Default: memory_bytes.
     Hot-pluggable device memory starts at memory_bytes rounded up to 1 GiB and
     gets one LMB connector per 256 MiB.
     """

@@ -19,7 +19,9 @@ from .errors import InvalidArgument
 from .rtas import DEVICE_MEMORY_ALIGN, LMB_SIZE
 
 DEFAULT_MEMORY: Final = 512 << 20  # QEMU pseries default RAM size
-MAX_MEMORY_LIMIT: Final = 256 << 40  # papr-emu limit: 1 Mi LMB connectors
+# papr-emu limit, PowerVM's largest partition: 262,144 LMB connectors. A DIMM over all of it
+# lists its connectors in ~1.3 MB messages, well inside gRPC's default 4 MiB limit.
+MAX_MEMORY_LIMIT: Final = 64 << 40
 MAX_SLOTS: Final = 32  # SPAPR_MAX_RAM_SLOTS
 MAX_CPUS: Final = 4096  # papr-emu limit
 MAX_THREADS: Final = 8
@@ -68,7 +70,7 @@ class Geometry:
                 "geometry.max_memory_bytes", max_memory, "maxmem - memory must be a multiple of 256 MiB"
             )
         if max_memory > MAX_MEMORY_LIMIT:
-            raise InvalidArgument("geometry.max_memory_bytes", max_memory, "must be at most 256 TiB")
+            raise InvalidArgument("geometry.max_memory_bytes", max_memory, "must be at most 64 TiB")
         if slots > MAX_SLOTS:
             raise InvalidArgument("geometry.memory_slots", slots, f"must be at most {MAX_SLOTS}")
         if slots and max_memory == memory:
