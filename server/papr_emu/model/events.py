@@ -44,7 +44,7 @@ class DeviceAdded:
 class UnplugRequested:
     device_id: str
     device_type: DeviceType
-    drc_indexes: tuple[int, ...]
+    drc_indexes: Sequence[int]
 
 
 @dataclass(frozen=True, slots=True)

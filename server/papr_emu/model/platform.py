@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -129,6 +129,14 @@ class UnplugOutcome:
 
     deleted: bool
     device: DeviceInfo
+
+
+def _compact(indexes: set[int]) -> Sequence[int]:
+    """Ascending indexes, as a range when they are consecutive (a big DIMM's are: kept events stay small)."""
+    ordered = sorted(indexes)
+    if ordered and ordered[-1] - ordered[0] + 1 == len(ordered):
+        return range(ordered[0], ordered[-1] + 1)
+    return tuple(ordered)
 
 
 class Platform:
@@ -347,7 +355,7 @@ class Platform:
         if timeout is not None:
             device.unplug_deadline = self._monotonic() + timeout
         self.log.info("device.unplug_requested", device=device.id, drc_index=min(device.attached))
-        self.events.publish(UnplugRequested(device.id, device.type, tuple(sorted(device.attached))))
+        self.events.publish(UnplugRequested(device.id, device.type, _compact(device.attached)))
         return False
 
     # --- release and refusal (the DrcOwner protocol) ----------------------------------------------
