@@ -5,9 +5,11 @@ No guest kernel runs: QEMU is started with ``-qtest`` (qtest accelerator) and th
 plays the guest by issuing RTAS calls through the qtest ``rtas`` line command, with
 arguments/returns as big-endian cells in guest RAM. Hotplug is driven over QMP.
 
-Stdlib only (Python 3.11). Usage::
+Needs papr-emu installed (``pip install -e .`` at the repository root; Python 3.11): the
+QEMU plumbing (start-up, qtest, QMP, dumpdtb) is ``papr_emu_client.conformance.qemu_process``,
+shared with the conformance suite. Usage::
 
-    python3 capture.py [--qemu qemu-system-ppc64] [--out DIR] [--only PART ...]
+    python capture.py [--qemu qemu-system-ppc64] [--out DIR] [--only PART ...]
 
 PART is one of: fragments, dtb, smp, errors (default: all). Outputs in DIR
 (default: the directory of this script):
@@ -25,9 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import socket
 import struct
 import subprocess
 import sys
@@ -37,22 +37,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from papr_emu_client.conformance.qemu_process import (
+    IO_TIMEOUT,
+    QemuExited,
+    QemuHung,
+    QemuProcess,
+    QemuStartError,
+    QmpError,
+    machine_argv,
+    qemu_version,
+    run_dumpdtb,
+)
+
 # --------------------------------------------------------------------------------------
 # Constants
 # --------------------------------------------------------------------------------------
 
-MACHINE = "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off"
 DEFAULT_GEOMETRY: list[str] = ["-m", "1G,slots=4,maxmem=4G", "-smp", "1,maxcpus=4"]
-COMMON_ARGS: list[str] = [
-    "-display",
-    "none",
-    "-nodefaults",
-    "-nographic",
-    "-serial",
-    "none",
-    "-monitor",
-    "none",
-]
 
 # Sensor / indicator tokens
 DR_ENTITY_SENSE = 9003
@@ -60,241 +61,57 @@ ISOLATION_STATE = 9001
 DR_INDICATOR = 9002
 ALLOCATION_STATE = 9003
 
-# Guest-physical scratch addresses (well clear of SLOF at 0 and FDT/RTAS near the RMA top)
-ARGS_ADDR = 0x0100_0000
-RETS_ADDR = 0x0100_0100
+# Guest-physical scratch addresses (well clear of SLOF at 0 and FDT/RTAS near the RMA top);
+# the RTAS argument/return cells are qemu_process's ARGS_ADDR 0x1000000 / RETS_ADDR 0x1000100.
 WA_ADDR = 0x0101_0000  # 4 KiB aligned configure-connector work area
 EVBUF_ADDR = 0x0102_0000  # check-exception buffer
 WA_SIZE = 4096
 EVBUF_SIZE = 2048
 
-IO_TIMEOUT = 10.0  # seconds per qtest/QMP reply
-
 # This Debian build has no qtest accelerator ("-accel qtest: invalid accelerator"), so
 # with -qtest the machine runs under TCG and SLOF executes on the boot vCPU. A vCPU
 # spinning inside cpu_exec() holds an RCU read-side section, which (a) stalls any
 # failing device_add (qmp_device_add -> drain_call_rcu) and (b) delays DEVICE_DELETED
-# of PCI devices / PHB children (finalised from RCU callbacks). By default the VM is
-# therefore paused with QMP "stop" right after the handshake; --running disables that.
+# of PCI devices / PHB children (finalised from RCU callbacks). QemuProcess therefore
+# pauses the VM with QMP "stop" right after the handshake; --running (False here)
+# resumes it at once with QMP "cont".
 STOP_CPUS_DEFAULT = True
 CC_MAX_CALLS = 200  # guard against an endless configure-connector loop
 
 
-class QemuHung(Exception):
-    """QEMU did not answer within IO_TIMEOUT."""
-
-
-class QemuStartError(RuntimeError):
-    """QEMU exited during start-up; the message is its stderr."""
-
-
-class QmpError(Exception):
-    def __init__(self, cls: str, desc: str) -> None:
-        super().__init__(f"{cls}: {desc}")
-        self.cls = cls
-        self.desc = desc
-
-
-def qemu_argv(qemu: str, qtest_sock: str, qmp_sock: str, geometry: list[str], extra_machine: str = "") -> list[str]:
-    """The machine line used for every run."""
-    machine = MACHINE + ("," + extra_machine if extra_machine else "")
-    return [
-        qemu,
-        "-machine",
-        machine,
-        "-qtest",
-        f"unix:{qtest_sock}",
-        "-qmp",
-        f"unix:{qmp_sock},server=on,wait=off",
-        *COMMON_ARGS,
-        *geometry,
-    ]
-
-
-def s32(v: int) -> int:
-    """Interpret a 32-bit cell as signed."""
-    return v - (1 << 32) if v & 0x8000_0000 else v
-
-
-def u32(v: int) -> int:
-    return v & 0xFFFF_FFFF
-
-
 # --------------------------------------------------------------------------------------
-# QEMU process with qtest + QMP
+# QEMU process with qtest + QMP (qemu_process.QemuProcess, plus what capture needs)
 # --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Qemu:
-    """One QEMU process. Use as a context manager."""
+class Qemu(QemuProcess):
+    """One QEMU process (default geometry unless given). Use as a context manager."""
 
-    qemu: str = "qemu-system-ppc64"
-    extra_machine: str = ""
-    geometry: list[str] = field(default_factory=lambda: list(DEFAULT_GEOMETRY))
-    events: list[dict[str, Any]] = field(default_factory=list)
-    stop_cpus: bool | None = None  # None: STOP_CPUS_DEFAULT
-
-    def __post_init__(self) -> None:
-        self._tmp = Path(tempfile.mkdtemp(prefix="papr-cap-"))
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._qt: Any = None
-        self._qmp: Any = None
-        self.hung = False
-
-    # ---- lifecycle -------------------------------------------------------------------
-
-    def argv(self) -> list[str]:
-        return qemu_argv(self.qemu, str(self._tmp / "Q"), str(self._tmp / "M"), self.geometry, self.extra_machine)
+    def __init__(self, binary: str, geometry: list[str] | None = None) -> None:
+        super().__init__(binary, list(DEFAULT_GEOMETRY if geometry is None else geometry))
 
     def __enter__(self) -> Qemu:
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        listener.bind(str(self._tmp / "Q"))
-        listener.listen(1)
-        listener.settimeout(IO_TIMEOUT)
-        self._stderr = open(self._tmp / "stderr", "wb")
-        self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr)
-        try:
-            conn, _ = listener.accept()
-        except TimeoutError as e:
-            self.close()
-            raise RuntimeError(f"QEMU did not connect to qtest: {self.stderr_text()}") from e
-        finally:
-            listener.close()
-        conn.settimeout(IO_TIMEOUT)
-        self._qt = conn.makefile("rw", encoding="ascii", newline="\n")
-        try:
-            self._connect_qmp()
-        except (OSError, QemuHung) as e:
-            time.sleep(0.2)
-            self.close()
-            raise QemuStartError(self.stderr_text() or str(e)) from e
+        self.start()
         return self
 
-    def _connect_qmp(self) -> None:
-        # QMP socket: QEMU listens (server=on,wait=off); it exists once qtest connected.
-        deadline = time.monotonic() + IO_TIMEOUT
-        while True:
-            try:
-                m = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                m.settimeout(IO_TIMEOUT)
-                m.connect(str(self._tmp / "M"))
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self._qmp = m.makefile("rw", encoding="utf-8", newline="\n")
-        self._qmp_read()  # greeting
-        self.qmp("qmp_capabilities")
-        if STOP_CPUS_DEFAULT if self.stop_cpus is None else self.stop_cpus:
-            self.qmp("stop")
-            self.events = [e for e in self.events if e.get("event") != "STOP"]
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None and not self.hung:
-            try:
-                self._qmp_send({"execute": "quit"})
-                self.proc.wait(timeout=5)
-            except Exception:
-                pass
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()  # only our own child, by pid
-            self.proc.wait(timeout=5)
-        self._stderr.close()
-        shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def stderr_text(self) -> str:
-        """QEMU's stderr minus the qtest protocol log lines."""
+    def start(self) -> None:
+        """QemuProcess.start (which pauses the vCPU), then resume it for --running."""
+        super().start()
+        if STOP_CPUS_DEFAULT:
+            return
         try:
-            text = (self._tmp / "stderr").read_text(errors="replace")
-        except OSError:
-            return ""
-        lines = [
-            ln for ln in text.splitlines() if not (ln.startswith("[R ") or ln.startswith("[S ") or ln.startswith("[I "))
-        ]
-        return "\n".join(lines)
-
-    # ---- qtest -----------------------------------------------------------------------
-
-    def qtest(self, line: str) -> str:
-        try:
-            self._qt.write(line + "\n")
-            self._qt.flush()
-            while True:
-                resp = self._qt.readline()
-                if not resp:
-                    raise QemuHung(f"qtest closed during {line!r}: {self.stderr_text()}")
-                resp = str(resp).strip()
-                if resp.startswith("IRQ"):
-                    continue
-                if not resp.startswith("OK"):
-                    raise RuntimeError(f"qtest {line!r} -> {resp}")
-                return resp
-        except TimeoutError as e:
-            self.hung = True
-            raise QemuHung(f"qtest timeout on {line!r}") from e
-
-    def write(self, addr: int, data: bytes) -> None:
-        self.qtest(f"write 0x{addr:x} {len(data)} 0x{data.hex()}")
-
-    def read(self, addr: int, size: int) -> bytes:
-        resp = self.qtest(f"read 0x{addr:x} {size}")
-        return bytes.fromhex(resp.split()[1][2:])
-
-    def memset(self, addr: int, size: int, value: int = 0) -> None:
-        self.qtest(f"memset 0x{addr:x} {size} 0x{value:x}")
-
-    def rtas(self, name: str, args: list[int], nret: int) -> list[int]:
-        """Make an RTAS call; returns the nret return cells as signed ints."""
-        self.write(ARGS_ADDR, b"".join(struct.pack(">I", u32(a)) for a in args))
-        self.memset(RETS_ADDR, 4 * nret, 0)
-        resp = self.qtest(f"rtas {name} {len(args)} 0x{ARGS_ADDR:x} {nret} 0x{RETS_ADDR:x}")
-        if resp != "OK 0":
-            raise RuntimeError(f"rtas {name}: qtest answered {resp!r}")
-        raw = self.read(RETS_ADDR, 4 * nret)
-        return [s32(v) for v in struct.unpack(f">{nret}I", raw)]
-
-    # ---- QMP -------------------------------------------------------------------------
-
-    def _qmp_send(self, obj: dict[str, Any]) -> None:
-        self._qmp.write(json.dumps(obj) + "\n")
-        self._qmp.flush()
-
-    def _qmp_read(self) -> dict[str, Any]:
-        try:
-            line = self._qmp.readline()
-        except TimeoutError as e:
-            self.hung = True
-            raise QemuHung("QMP timeout") from e
-        if not line:
-            raise QemuHung(f"QMP closed: {self.stderr_text()}")
-        msg: dict[str, Any] = json.loads(line)
-        return msg
-
-    def qmp(self, cmd: str, **arguments: Any) -> Any:
-        """Execute a QMP command; events seen meanwhile go to self.events."""
-        msg: dict[str, Any] = {"execute": cmd}
-        if arguments:
-            msg["arguments"] = arguments
-        self._qmp_send(msg)
-        while True:
-            resp = self._qmp_read()
-            if "event" in resp:
-                self.events.append(resp)
-                continue
-            if "error" in resp:
-                raise QmpError(resp["error"]["class"], resp["error"]["desc"])
-            return resp["return"]
+            self.qmp("cont")
+        except BaseException:
+            self.close()
+            raise
+        self.events = [e for e in self.events if e.get("event") != "RESUME"]
 
     def take_events(self, settle: float = 0.0) -> list[dict[str, Any]]:
         """Return (and clear) the QMP events seen so far, timestamps dropped.
 
-        With settle > 0, keep the main loop busy for that long (query-status pings)
-        so that late (bottom-half / RCU) events can arrive.
+        Unlike QemuProcess.take_events, no QMP round trip with settle == 0. With settle > 0,
+        keep the main loop busy for that long (query-status pings) so that late
+        (bottom-half / RCU) events can arrive.
         """
         end = time.monotonic() + settle
         while time.monotonic() < end:
@@ -508,7 +325,7 @@ def capture_fragment(qemu_bin: str, case: DeviceCase) -> dict[str, Any]:
         "qmp_objects": case.objects,
         "qmp_device_add": case.device,
     }
-    with Qemu(qemu=qemu_bin) as q:
+    with Qemu(qemu_bin) as q:
         res["logs_before"] = drain_logs(q)
         res["events_boot"] = q.take_events()
         for obj in case.objects:
@@ -564,7 +381,7 @@ def capture_fragment(qemu_bin: str, case: DeviceCase) -> dict[str, Any]:
 def part_fragments(qemu_bin: str, out: Path) -> None:
     data: dict[str, Any] = {
         "qemu_version": qemu_version(qemu_bin),
-        "machine_line": " ".join(qemu_argv(qemu_bin, "Q", "M", DEFAULT_GEOMETRY)),
+        "machine_line": " ".join(machine_argv(qemu_bin, "Q", "M", DEFAULT_GEOMETRY)),
         "notes": [
             "One fresh QEMU per device. Addresses: args 0x1000000, rets 0x1000100, "
             "work area 0x1010000 (zeroed, wa[0]=index, wa[1]=0 before the first call), "
@@ -592,21 +409,10 @@ def part_fragments(qemu_bin: str, out: Path) -> None:
 
 def dump_dtb(qemu_bin: str, dtb: Path, geometry: list[str]) -> dict[str, Any]:
     """Run QEMU with dumpdtb=FILE (it exits after writing the tree)."""
-    with tempfile.TemporaryDirectory(prefix="papr-dtb-") as tmp:
-        argv = qemu_argv(qemu_bin, os.path.join(tmp, "Q"), os.path.join(tmp, "M"), geometry, f"dumpdtb={dtb}")
-        # dumpdtb exits before using qtest; give the qtest chardev a listener anyway.
-        ls = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        ls.bind(os.path.join(tmp, "Q"))
-        ls.listen(1)
-        try:
-            p = subprocess.run(argv, capture_output=True, timeout=30)
-        finally:
-            ls.close()
+    done = run_dumpdtb(qemu_bin, geometry, dtb)
     return {
-        "argv": argv,
-        "returncode": p.returncode,
-        "stderr": "\n".join(ln for ln in p.stderr.decode(errors="replace").splitlines() if not ln.startswith("[")),
-        "exists": dtb.exists(),
+        "returncode": done.returncode,
+        "stderr": "\n".join(ln for ln in done.stderr.decode(errors="replace").splitlines() if not ln.startswith("[")),
     }
 
 
@@ -655,7 +461,7 @@ def parse_dts_cpu_drcs(dts_text: str) -> dict[str, str]:
 def cpu_topology(qemu_bin: str, geometry: list[str]) -> dict[str, Any]:
     res: dict[str, Any] = {"geometry": geometry}
     try:
-        with Qemu(qemu=qemu_bin, geometry=geometry) as q:
+        with Qemu(qemu_bin, geometry) as q:
             res["started"] = True
             res["query_hotpluggable_cpus"] = q.qmp("query-hotpluggable-cpus")
             res["query_cpus_fast"] = [
@@ -976,7 +782,7 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
     res: dict[str, Any] = {"description": case.description, "hung": False}
     setup_log: list[dict[str, Any]] = []
     try:
-        with Qemu(qemu=qemu_bin) as q:
+        with Qemu(qemu_bin) as q:
             failing = case.failing
             if BOOT_CORE_PATH in json.dumps(failing):
                 cpus = q.qmp("query-hotpluggable-cpus")
@@ -987,7 +793,7 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
                     r = run_step(q, step)
                     setup_log.append({"step": step, "ok": True, "result": r})
                 except QmpError as e:
-                    setup_log.append({"step": step, "ok": False, "error": e.desc, "class": e.cls})
+                    setup_log.append({"step": step, "ok": False, "error": e.desc, "class": e.error_class})
             res["setup"] = setup_log
             res["events_setup"] = q.take_events()
             res["request"] = failing
@@ -995,7 +801,7 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
                 r = run_step(q, failing)
                 res["result"] = {"ok": True, "return": r}
             except QmpError as e:
-                res["result"] = {"ok": False, "class": e.cls, "desc": e.desc}
+                res["result"] = {"ok": False, "class": e.error_class, "desc": e.desc}
             res["events_after"] = q.take_events(settle=0.3)
             res["logs_after"] = drain_logs(q)
             after_log: list[dict[str, Any]] = []
@@ -1009,7 +815,7 @@ def run_error_case(qemu_bin: str, case: ErrorCase) -> dict[str, Any]:
                 res["events_after_steps"] = q.take_events(settle=0.3)
             res["qemu_alive_after"] = q.qmp("query-status")["status"]
             res["qemu_stderr"] = q.stderr_text()
-    except QemuHung as e:
+    except (QemuHung, QemuExited) as e:  # QEMU hung (killed) or died
         res["hung"] = True
         res["setup"] = setup_log
         res["hang_detail"] = str(e)
@@ -1033,11 +839,6 @@ def part_errors(qemu_bin: str, out: Path, only: list[str] | None = None) -> None
 # --------------------------------------------------------------------------------------
 # main
 # --------------------------------------------------------------------------------------
-
-
-def qemu_version(qemu_bin: str) -> str:
-    p = subprocess.run([qemu_bin, "--version"], capture_output=True, text=True, timeout=10)
-    return p.stdout.splitlines()[0] if p.stdout else ""
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,6 +1,6 @@
 """One QEMU 7.2 ``pseries`` process driven without a guest: qtest for RTAS and guest RAM, QMP for hotplug.
 
-Adapted from ``docs/qemu-7.2/capture.py``. Facts it relies on (see docs/qemu-7.2/README.md):
+Adapted from, and used by, ``docs/qemu-7.2/capture.py``. Facts it relies on (see docs/qemu-7.2/README.md):
 
 * Debian's build has no qtest accelerator: with ``-qtest`` the machine runs under TCG and the
   SLOF firmware executes on vCPU 0. A failing ``device_add`` then waits for an RCU grace period
@@ -324,20 +324,32 @@ class QemuProcess:
         return events
 
 
-def dump_dtb(binary: str, geometry: list[str], timeout: float = 30.0) -> bytes:
-    """The boot device tree of a geometry (``-machine ...,dumpdtb=FILE``: QEMU writes it and exits)."""
+def run_dumpdtb(
+    binary: str, geometry: list[str], dtb: Path, timeout: float = 30.0
+) -> subprocess.CompletedProcess[bytes]:
+    """Run QEMU with ``-machine ...,dumpdtb=DTB`` (it writes the boot device tree and exits).
+
+    Returns the finished process (its return code and stderr); whether DTB was written is the caller's to check.
+    """
+    dtb = Path(os.path.abspath(dtb))  # QEMU runs in a scratch directory
     with tempfile.TemporaryDirectory(prefix="papr-conf-dtb-") as tmp:
-        dtb = Path(tmp) / "machine.dtb"
         argv = machine_argv(binary, os.path.join(tmp, "Q"), os.path.join(tmp, "M"), geometry, f"dumpdtb={dtb}")
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)  # -qtest needs a peer to connect to
         listener.bind(os.path.join(tmp, "Q"))
         listener.listen(1)
         try:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=tmp)
+            return subprocess.run(argv, capture_output=True, timeout=timeout, check=False, cwd=tmp)
         except subprocess.TimeoutExpired as error:
             raise QemuHung(f"dumpdtb did not finish within {timeout:g} s") from error
         finally:
             listener.close()
+
+
+def dump_dtb(binary: str, geometry: list[str], timeout: float = 30.0) -> bytes:
+    """The boot device tree of a geometry (``-machine ...,dumpdtb=FILE``: QEMU writes it and exits)."""
+    with tempfile.TemporaryDirectory(prefix="papr-conf-dtb-") as tmp:
+        dtb = Path(tmp) / "machine.dtb"
+        done = run_dumpdtb(binary, geometry, dtb, timeout)
         if not dtb.exists():
             stderr = done.stderr.decode(errors="replace")
             raise QemuStartError(f"dumpdtb wrote nothing (exit {done.returncode}): {stderr.strip()}")
