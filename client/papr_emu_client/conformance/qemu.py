@@ -38,6 +38,7 @@ LMB_SIZE = 256 << 20
 SENTINEL = 0xA5  # fills the event buffer and what follows it, to see how far QEMU writes
 OVERRUN_WINDOW = 4096
 FLUSH_DRIVER = "papr-conformance-rcu-flush"  # no such device model: device_add fails and drains RCU
+FLUSH_ROUNDS = 4  # at most this many drains per step
 
 
 class QemuMissing(RuntimeError):
@@ -252,15 +253,27 @@ class QemuSide(Side):
 
     # ---- events -------------------------------------------------------------------------
 
+    def _flush_rcu(self, q: QemuProcess) -> None:
+        try:
+            q.qmp("device_add", driver=FLUSH_DRIVER)
+        except QmpError:
+            pass  # expected: "not a valid device model name", after drain_call_rcu()
+
     def take_events(self, flush: bool) -> list[str]:
         q = self._q()
         try:
+            raw = []
             if flush:
-                try:
-                    q.qmp("device_add", driver=FLUSH_DRIVER)
-                except QmpError:
-                    pass  # expected: "not a valid device model name", after drain_call_rcu()
-            raw = q.take_events()
+                # An RCU callback can queue another (a PHB's last references go in stages), which a
+                # single drain does not wait for: drain until a round brings no new event.
+                for round_ in range(FLUSH_ROUNDS):
+                    self._flush_rcu(q)
+                    batch = q.take_events()
+                    raw.extend(batch)
+                    if round_ and not batch:
+                        break
+            else:
+                raw = q.take_events()
         except (QemuExited, QemuHung) as error:
             raise self._guard(error) from error
         events = self._forked_events
