@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import rtas
+from .events import SubscriptionClosed
 from .rtas_log import EVENT_CLASS_HOTPLUG, HotplugLog, encode_hotplug_log
 
 __all__ = ["EVENT_CLASS_HOTPLUG", "InterruptLine", "InterruptSubscription", "QueuedLog", "RtasEventQueue"]
@@ -65,23 +66,15 @@ class InterruptSubscription:
             self._ready.notify_all()
 
     def next(self, timeout: float | None) -> int | None:
-        """The event class of the next pulse, None after ``timeout``; raises InterruptsClosed."""
+        """The event class of the next pulse, None after ``timeout``; raises SubscriptionClosed."""
         with self._ready:
             if not self._pending and self._closed is None:
                 self._ready.wait(timeout)
             if self._pending:
                 return self._pending.pop(0)
             if self._closed is not None:
-                raise InterruptsClosed(self._closed)
+                raise SubscriptionClosed(self._closed)
             return None
-
-
-class InterruptsClosed(Exception):
-    """The platform was deleted, or the server is stopping."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 class InterruptLine:

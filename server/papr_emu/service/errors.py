@@ -10,27 +10,38 @@ Example::
 
 from __future__ import annotations
 
-from typing import NoReturn
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
 
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ..model import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PlatformError
+from ..model import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PlatformError,
+    SubscriptionClosed,
+)
 
-_CODES: dict[type[PlatformError], tuple[grpc.StatusCode, int]] = {
-    InvalidArgument: (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
-    NotFound: (grpc.StatusCode.NOT_FOUND, code_pb2.NOT_FOUND),
-    AlreadyExists: (grpc.StatusCode.ALREADY_EXISTS, code_pb2.ALREADY_EXISTS),
-    FailedPrecondition: (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION),
-    OutOfRange: (grpc.StatusCode.OUT_OF_RANGE, code_pb2.OUT_OF_RANGE),
+_CODES: dict[type[PlatformError], int] = {
+    InvalidArgument: code_pb2.INVALID_ARGUMENT,
+    NotFound: code_pb2.NOT_FOUND,
+    AlreadyExists: code_pb2.ALREADY_EXISTS,
+    FailedPrecondition: code_pb2.FAILED_PRECONDITION,
+    OutOfRange: code_pb2.OUT_OF_RANGE,
 }
+
+T = TypeVar("T")
 
 
 def status_for(error: PlatformError) -> grpc.Status:
     """The rich gRPC status for a model error."""
-    _, code = _CODES.get(type(error), (grpc.StatusCode.FAILED_PRECONDITION, code_pb2.FAILED_PRECONDITION))
+    code = _CODES.get(type(error), code_pb2.FAILED_PRECONDITION)
     details: list[any_pb2.Any] = []
     if error.field:
         bad_request = error_details_pb2.BadRequest(
@@ -46,3 +57,19 @@ def abort(context: grpc.ServicerContext, error: PlatformError) -> NoReturn:
     """End the RPC with the error's status (raises)."""
     context.abort_with_status(status_for(error))
     raise AssertionError("unreachable: abort_with_status raises")
+
+
+def call_or_abort(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
+    """Run a model call; a model error ends the RPC with its status."""
+    try:
+        return action()
+    except PlatformError as error:
+        abort(context, error)
+
+
+def abort_closed(context: grpc.ServicerContext, closed: SubscriptionClosed, platform: str) -> NoReturn:
+    """End a stream whose subscription was closed: the server stops, or the platform was deleted."""
+    if closed.reason == "shutdown":
+        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {platform!r}: was deleted")
+    raise AssertionError("unreachable: abort raises")

@@ -8,7 +8,7 @@ from papr.v1 import guest_pb2, guest_pb2_grpc
 
 from ..model import Platforms
 from . import convert
-from .platform import _call
+from .errors import call_or_abort
 
 
 class GuestServicer(guest_pb2_grpc.GuestServiceServicer):
@@ -18,7 +18,7 @@ class GuestServicer(guest_pb2_grpc.GuestServiceServicer):
     def ClientArchitectureSupport(
         self, request: guest_pb2.ClientArchitectureSupportRequest, context: grpc.ServicerContext
     ) -> guest_pb2.ClientArchitectureSupportResponse:
-        options = _call(
+        options = call_or_abort(
             context,
             lambda: self._platforms.get(request.platform).client_architecture_support(request.option_vector_5),
         )

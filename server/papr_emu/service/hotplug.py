@@ -10,7 +10,7 @@ from papr.v1 import hotplug_pb2, hotplug_pb2_grpc
 
 from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
 from . import convert
-from .platform import _call
+from .errors import abort_closed, call_or_abort
 
 #: How often a blocked event stream checks whether its client went away.
 POLL_SECONDS = 0.25
@@ -29,18 +29,18 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
             plug_request = convert.plug_request_from_pb(request.spec)
             return hotplug_pb2.PlugDeviceResponse(device=convert.device_to_pb(platform.plug(request.id, plug_request)))
 
-        return _call(context, plug)
+        return call_or_abort(context, plug)
 
     def UnplugDevice(
         self, request: hotplug_pb2.UnplugDeviceRequest, context: grpc.ServicerContext
     ) -> hotplug_pb2.UnplugDeviceResponse:
-        outcome = _call(context, lambda: self._platforms.get(request.platform).unplug(request.id))
+        outcome = call_or_abort(context, lambda: self._platforms.get(request.platform).unplug(request.id))
         return hotplug_pb2.UnplugDeviceResponse(deleted=outcome.deleted, device=convert.device_to_pb(outcome.device))
 
     def GetDevice(
         self, request: hotplug_pb2.GetDeviceRequest, context: grpc.ServicerContext
     ) -> hotplug_pb2.GetDeviceResponse:
-        info = _call(context, lambda: self._platforms.get(request.platform).device(request.id))
+        info = call_or_abort(context, lambda: self._platforms.get(request.platform).device(request.id))
         return hotplug_pb2.GetDeviceResponse(device=convert.device_to_pb(info))
 
     def ListDevices(
@@ -51,15 +51,15 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
             infos = platform.devices(convert.device_type_from_pb(request.type))
             return hotplug_pb2.ListDevicesResponse(devices=[convert.device_to_pb(i) for i in infos])
 
-        return _call(context, devices)
+        return call_or_abort(context, devices)
 
     def WatchEvents(
         self, request: hotplug_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[hotplug_pb2.WatchEventsResponse]:
-        platform = _call(context, lambda: self._platforms.get(request.platform))
+        platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
         after = request.after_sequence if request.HasField("after_sequence") else None
         with platform.lock:  # ordered against publishing: no event falls between the two
-            subscription = _call(context, lambda: platform.events.subscribe(after))
+            subscription = call_or_abort(context, lambda: platform.events.subscribe(after))
             subscribed_after = platform.events.last_sequence
         try:
             context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
@@ -73,9 +73,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
                         f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
                     )
                 except SubscriptionClosed as closed:
-                    if closed.reason == "shutdown":
-                        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-                    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {request.platform!r}: was deleted")
+                    abort_closed(context, closed, request.platform)
                 if event is not None:
                     yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
         finally:

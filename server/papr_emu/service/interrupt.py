@@ -8,11 +8,10 @@ import grpc
 
 from papr.v1 import interrupt_pb2, interrupt_pb2_grpc
 
-from ..model import Platforms
-from ..model.rtas_events import InterruptsClosed
+from ..model import Platforms, SubscriptionClosed
 from ..model.rtas_log import EVENT_CLASS_HOTPLUG, IRQ_EPOW, IRQ_HOTPLUG
+from .errors import abort_closed, call_or_abort
 from .hotplug import POLL_SECONDS
-from .platform import _call
 
 
 class InterruptServicer(interrupt_pb2_grpc.InterruptServiceServicer):
@@ -22,7 +21,7 @@ class InterruptServicer(interrupt_pb2_grpc.InterruptServiceServicer):
     def WatchInterrupts(
         self, request: interrupt_pb2.WatchInterruptsRequest, context: grpc.ServicerContext
     ) -> Iterator[interrupt_pb2.WatchInterruptsResponse]:
-        platform = _call(context, lambda: self._platforms.get(request.platform))
+        platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
         with platform.lock:
             line = platform.rtas_events.interrupts
             subscription = line.subscribe(platform.rtas_events.pending_classes())
@@ -31,10 +30,8 @@ class InterruptServicer(interrupt_pb2_grpc.InterruptServiceServicer):
             while context.is_active():
                 try:
                     event_class = subscription.next(timeout=POLL_SECONDS)
-                except InterruptsClosed as closed:
-                    if closed.reason == "shutdown":
-                        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-                    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {request.platform!r}: was deleted")
+                except SubscriptionClosed as closed:
+                    abort_closed(context, closed, request.platform)
                 if event_class is not None:
                     irq = IRQ_HOTPLUG if event_class == EVENT_CLASS_HOTPLUG else IRQ_EPOW
                     yield interrupt_pb2.WatchInterruptsResponse(irq=irq, event_class=event_class)

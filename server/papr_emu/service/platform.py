@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import grpc
 
 from papr.v1 import platform_pb2, platform_pb2_grpc
 
-from ..model import InvalidArgument, PlatformError, Platforms
+from ..model import InvalidArgument, Platforms
 from . import convert
-from .errors import abort
+from .errors import call_or_abort
 
 DEFAULT_PAGE_SIZE = 256
 DTB_CHUNK = 1 << 20
 MAX_PAGE_SIZE = 4096
 _PAGE_TOKEN_PREFIX = "drc:"
-
-T = TypeVar("T")
-
-
-def _call(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
-    try:
-        return action()
-    except PlatformError as error:
-        abort(context, error)
 
 
 def encode_page_token(next_index: int) -> str:
@@ -60,12 +50,12 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             platform = self._platforms.create(request.name, geometry, coldplug, timeouts)
             return platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
 
-        return _call(context, create)
+        return call_or_abort(context, create)
 
     def GetPlatform(
         self, request: platform_pb2.GetPlatformRequest, context: grpc.ServicerContext
     ) -> platform_pb2.GetPlatformResponse:
-        platform = _call(context, lambda: self._platforms.get(request.platform))
+        platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
         return platform_pb2.GetPlatformResponse(platform=convert.platform_to_pb(platform.info()))
 
     def ListPlatforms(
@@ -78,7 +68,7 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
     def DeletePlatform(
         self, request: platform_pb2.DeletePlatformRequest, context: grpc.ServicerContext
     ) -> platform_pb2.DeletePlatformResponse:
-        _call(context, lambda: self._platforms.delete(request.platform))
+        call_or_abort(context, lambda: self._platforms.delete(request.platform))
         return platform_pb2.DeletePlatformResponse()
 
     def ListConnectors(
@@ -99,17 +89,17 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
                 next_page_token=encode_page_token(next_index) if next_index is not None else "",
             )
 
-        return _call(context, page)
+        return call_or_abort(context, page)
 
     def GetConnector(
         self, request: platform_pb2.GetConnectorRequest, context: grpc.ServicerContext
     ) -> platform_pb2.GetConnectorResponse:
-        info = _call(context, lambda: self._platforms.get(request.platform).connector(request.drc_index))
+        info = call_or_abort(context, lambda: self._platforms.get(request.platform).connector(request.drc_index))
         return platform_pb2.GetConnectorResponse(connector=convert.connector_to_pb(info))
 
     def GetDeviceTree(
         self, request: platform_pb2.GetDeviceTreeRequest, context: grpc.ServicerContext
     ) -> Iterator[platform_pb2.GetDeviceTreeResponse]:
-        dtb = _call(context, lambda: self._platforms.get(request.platform).device_tree_blob())
+        dtb = call_or_abort(context, lambda: self._platforms.get(request.platform).device_tree_blob())
         for offset in range(0, len(dtb), DTB_CHUNK):
             yield platform_pb2.GetDeviceTreeResponse(chunk=dtb[offset : offset + DTB_CHUNK], total_size=len(dtb))
