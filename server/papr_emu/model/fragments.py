@@ -16,11 +16,10 @@ Example::
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from .devicetree import EMPTY, Node, cells, string, strings, u64
+from .devicetree import EMPTY, Node, cells, string, u64
 from .rtas import LMB_SIZE
 
 # --- memory ---------------------------------------------------------------------------------------
@@ -212,26 +211,6 @@ _PCI_PINS: Final = 4
 
 def phb_node_name(index: int) -> str:
     return f"pci@{PHB_BASE_BUID + index:x}"
-
-
-@dataclass(frozen=True, slots=True)
-class DrcArrays:
-    """The four ibm,drc-* arrays of a node, one entry per connector."""
-
-    indexes: Sequence[int]
-    names: Sequence[str]
-    types: Sequence[str]
-    power_domains: Sequence[int]
-
-    def properties(self) -> list[tuple[str, bytes]]:
-        """In QEMU's wire order: types, names, power-domains, indexes."""
-        count = cells(len(self.indexes))
-        return [
-            ("ibm,drc-types", count + strings(self.types)),
-            ("ibm,drc-names", count + strings(self.names)),
-            ("ibm,drc-power-domains", count + cells(*self.power_domains)),
-            ("ibm,drc-indexes", count + cells(*self.indexes)),
-        ]
 
 
 def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]]) -> Node:

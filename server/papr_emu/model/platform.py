@@ -52,7 +52,6 @@ from .dtb import to_dtb
 from .errors import InvalidArgument, NotFound
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .fragments import (
-    DrcArrays,
     cpu_core_node,
     hpt_shift_for_ram_size,
     lmb_node,
@@ -267,18 +266,6 @@ class Platform:
         if device is None:
             raise NotFound("id", device_id, "device")
         return device
-
-    def drc_arrays(self, parent_path: str) -> DrcArrays:
-        """The ibm,drc-* arrays of the node at ``parent_path`` (ascending index order)."""
-        with self.lock:
-            ranges = [r for r in self._drcs.ranges() if r.parent_path == parent_path]
-            indexes = [i for r in ranges for i in r.indexes()]
-            return DrcArrays(
-                indexes=indexes,
-                names=[r.type.name(drc_id) for r in ranges for drc_id in r.ids()],
-                types=[r.type.type_string for r in ranges for _ in r.ids()],
-                power_domains=[rtas.LIVE_INSERTION_DOMAIN] * len(indexes),
-            )
 
     # --- plug -------------------------------------------------------------------------------------
 
@@ -569,9 +556,10 @@ class Platform:
 
     # --- device tree and CAS ----------------------------------------------------------------------
 
-    def drc_ranges(self) -> list[DrcRange]:
+    def drc_ranges(self, parent_path: str) -> list[DrcRange]:
+        """The connector ranges listed under the node at ``parent_path`` ("/", "/cpus", a PHB)."""
         with self.lock:
-            return self._drcs.ranges()
+            return [r for r in self._drcs.ranges() if r.parent_path == parent_path]
 
     def dimm_extents(self) -> list[tuple[int, int]]:
         """(address, size) of the DIMMs in the boot tree, in address order."""

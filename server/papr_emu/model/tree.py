@@ -21,10 +21,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from .devicetree import EMPTY, Node, cells, string, u64
+from .devicetree import EMPTY, Node, cells, string, strings, u64
 from .drc_table import DrcRange
-from .fragments import LMB_ASSOCIATIVITY, DrcArrays
-from .rtas import LMB_SIZE
+from .fragments import LMB_ASSOCIATIVITY
+from .rtas import LIVE_INSERTION_DOMAIN, LMB_SIZE
 from .rtas_log import IRQ_EPOW, IRQ_HOTPLUG
 
 if TYPE_CHECKING:
@@ -79,6 +79,34 @@ class DrcInfoRecord:
         )
 
 
+@dataclass(frozen=True, slots=True)
+class DrcArrays:
+    """The four ibm,drc-* arrays of a node, one entry per connector."""
+
+    indexes: Sequence[int]
+    names: Sequence[str]
+    types: Sequence[str]
+
+    @classmethod
+    def from_ranges(cls, ranges: Sequence[DrcRange]) -> DrcArrays:
+        """Every connector of the ranges, in range order (ascending index)."""
+        return cls(
+            indexes=[i for r in ranges for i in r.indexes()],
+            names=[r.type.name(drc_id) for r in ranges for drc_id in r.ids()],
+            types=[r.type.type_string for r in ranges for _ in r.ids()],
+        )
+
+    def properties(self) -> list[tuple[str, bytes]]:
+        """In QEMU's wire order: types, names, power-domains (all -1, live insertion), indexes."""
+        count = cells(len(self.indexes))
+        return [
+            ("ibm,drc-types", count + strings(self.types)),
+            ("ibm,drc-names", count + strings(self.names)),
+            ("ibm,drc-power-domains", count + cells(*[LIVE_INSERTION_DOMAIN] * len(self.indexes))),
+            ("ibm,drc-indexes", count + cells(*self.indexes)),
+        ]
+
+
 def drc_info_records(ranges: Sequence[DrcRange]) -> list[DrcInfoRecord]:
     return [
         DrcInfoRecord(r.type.type_string, r.type.name_prefix, r.first_index, r.first_id, r.count, r.step)
@@ -93,11 +121,10 @@ def encode_drc_info(records: Sequence[DrcInfoRecord]) -> bytes:
 
 def dr_properties(platform: Platform, path: str) -> list[tuple[str, bytes]]:
     """The DR properties of the node at ``path``: ibm,drc-info after CAS asked for it, else the arrays."""
+    ranges = platform.drc_ranges(path)
     if platform.options.drc_info:
-        ranges = [r for r in platform.drc_ranges() if r.parent_path == path]
         return [("ibm,drc-info", encode_drc_info(drc_info_records(ranges)))]
-    arrays: DrcArrays = platform.drc_arrays(path)
-    return arrays.properties()
+    return DrcArrays.from_ranges(ranges).properties()
 
 
 def _rtas_node(platform: Platform) -> Node:
@@ -227,4 +254,12 @@ def build_device_tree(platform: Platform) -> Node:
     return root
 
 
-__all__ = ["RTAS_TOKENS", "DrcInfoRecord", "build_device_tree", "dr_properties", "drc_info_records", "encode_drc_info"]
+__all__ = [
+    "RTAS_TOKENS",
+    "DrcArrays",
+    "DrcInfoRecord",
+    "build_device_tree",
+    "dr_properties",
+    "drc_info_records",
+    "encode_drc_info",
+]
