@@ -213,8 +213,8 @@ def phb_node_name(index: int) -> str:
     return f"pci@{PHB_BASE_BUID + index:x}"
 
 
-def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]]) -> Node:
-    """``pci@<buid>`` as QEMU 7.2 hands a hot-plugged PHB to the guest."""
+def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]], hotplugged: bool = True) -> Node:
+    """``pci@<buid>`` as QEMU 7.2 builds it; a hot-plugged PHB's node also has ``name`` (the boot tree's not)."""
     buid = PHB_BASE_BUID + index
     pio = _PCI_BASE + index * _IO_WINDOW
     mmio32 = _PCI_BASE + (index + 1) * _MEM32_WINDOW
@@ -233,7 +233,7 @@ def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]])
     return Node(
         phb_node_name(index),
         [
-            ("name", string("pci")),
+            *([("name", string("pci"))] if hotplugged else []),
             *dr_properties,  # the four ibm,drc-* arrays of its PCI connectors (or ibm,drc-info)
             ("#size-cells", cells(2)),
             ("#address-cells", cells(3)),

@@ -164,7 +164,6 @@ class Platform:
         self._drcs = DrcTable()
         self.inventory = Inventory()
         self._build_connectors()
-        self._hpt_shift = hpt_shift_for_ram_size(geometry.memory)
         boot: list[tuple[str, PlugRequest]] = [
             (f"core{core_id}", CpuCoreParams(core_id)) for core_id in geometry.core_ids()[: geometry.boot_cores]
         ]
@@ -324,11 +323,8 @@ class Platform:
                 self._queue_log(log)
             return UnplugOutcome(device.id not in self.inventory, device.info())
 
-    def _request_unplug(self, device: Device) -> bool:
-        """Mark the device's connectors unplug-pending; release those the guest never acquired.
-
-        Returns True if the device is gone already.
-        """
+    def _request_unplug(self, device: Device) -> None:
+        """Mark the device's connectors unplug-pending; release those the guest never acquired."""
         device.unplug_pending = True
         for index in sorted(device.attached):
             drc = self._drcs.get(index)
@@ -337,13 +333,12 @@ class Platform:
             if drc.state == drc.type.connector_class.empty_state:
                 self._release(drc, released_by=0)  # never acquired by the guest: gone at once
         if device.id not in self.inventory:
-            return True
+            return  # every connector was released: the device is gone already
         timeout = self.unplug_timeouts.for_type(device.type)
         if timeout is not None:
             device.unplug_deadline = self._monotonic() + timeout
         self.log.info("device.unplug_requested", device=device.id, drc_index=min(device.attached))
         self.events.publish(UnplugRequested(device.id, device.type, _compact(device.attached)))
-        return False
 
     # --- release and refusal (the DrcOwner protocol) ----------------------------------------------
 
@@ -369,11 +364,7 @@ class Platform:
                 for index in list(function.attached):
                     drc = self._drcs.get(index)
                     assert drc is not None
-                    drc.device = None
-                    drc.unplug_requested = False
-                    drc.reset()
-                    function.attached.discard(index)
-                self._delete(function, released_by)
+                    self._release(drc, released_by)  # the last one deletes the function
             self._drcs.remove_range(self._pci_range(device.index))
         self.inventory.remove(device)
         device.unplug_pending = False
@@ -540,7 +531,7 @@ class Platform:
                 model.data, model.qemu_name, device.phb_index, 0, device.slot, device.function, drc.index
             )
         assert isinstance(device, Phb)
-        return phb_node(device.index, drc.index, dr_properties(self, "/" + phb_node_name(device.index)))
+        return phb_node(device.index, drc.index, dr_properties(self, "/" + phb_node_name(device.index)), hotplugged)
 
     def set_power_level(self, power_domain: int, level: int) -> tuple[int, int]:
         """RTAS set-power-level: only the live-insertion domain (-1); the level is always 100."""
@@ -567,28 +558,23 @@ class Platform:
 
     def present_nodes(self, parent_path: str) -> list[Node]:
         """Boot-tree nodes of the present devices listed under ``parent_path`` ("/cpus" or "/")."""
-        nodes: list[Node] = []
         present = self.inventory.present()
-        for device in sorted((d for d in present if isinstance(d, CpuCore)), key=lambda d: d.core_id):
-            if parent_path == "/cpus":
-                drc = self._drcs.get(device.drc_indexes[0])
-                assert drc is not None
-                nodes.append(self._fragment(device, drc, hotplugged=False))
+        if parent_path == "/cpus":
+            cores = sorted((d for d in present if isinstance(d, CpuCore)), key=lambda d: d.core_id)
+            return [self._boot_node(core) for core in cores]
+        nodes: list[Node] = []
         for phb in sorted((d for d in present if isinstance(d, Phb)), key=lambda d: d.index):
-            if parent_path == "/":
-                drc = self._drcs.get(phb.drc_indexes[0])
-                assert drc is not None
-                node = self._fragment(phb, drc)
-                node.properties = [p for p in node.properties if p[0] != "name"]  # only hot-plugged PHBs have it
-                for function in sorted(
-                    (d for d in present if isinstance(d, PciFunction) and d.phb_index == phb.index),
-                    key=lambda d: d.devfn,
-                ):
-                    function_drc = self._drcs.get(function.drc_indexes[0])
-                    assert function_drc is not None
-                    node.children.append(self._fragment(function, function_drc))
-                nodes.append(node)
+            node = self._boot_node(phb)
+            functions = (d for d in present if isinstance(d, PciFunction) and d.phb_index == phb.index)
+            node.children = [self._boot_node(f) for f in sorted(functions, key=lambda d: d.devfn)]
+            nodes.append(node)
         return nodes
+
+    def _boot_node(self, device: Device) -> Node:
+        """A single-connector device's node as the boot tree has it."""
+        drc = self._drcs.get(device.drc_indexes[0])
+        assert drc is not None
+        return self._fragment(device, drc, hotplugged=False)
 
     def device_tree(self) -> Node:
         """The full device tree the guest would boot with now."""
@@ -597,8 +583,7 @@ class Platform:
 
     def device_tree_blob(self) -> bytes:
         """The full device tree as a DTB (version 17)."""
-        with self.lock:
-            return to_dtb(build_device_tree(self))
+        return to_dtb(self.device_tree())
 
     def client_architecture_support(self, option_vector_5: bytes) -> CasOptions:
         """ibm,client-architecture-support with option vector 5, as QEMU 6.0+ handles it.
