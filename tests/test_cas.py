@@ -8,10 +8,10 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from fdt_reader import read_dtb
 from helpers import Watcher, connector
 from papr.v1 import connector_pb2, device_pb2, guest_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, parse_hotplug_event
+from papr_emu_client.fdt import read_dtb
 
 GiB = 1 << 30
 

@@ -12,9 +12,9 @@ import libfdt
 import pytest
 
 from conftest import new_platform
-from fdt_reader import FdtNode, read_dtb
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client, Guest
+from papr_emu_client.fdt import FdtNode, read_dtb
 
 QEMU = read_dtb((Path(__file__).parent.parent / "docs" / "qemu-7.2" / "default-pre-cas.dtb").read_bytes())
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from conftest import new_platform
-from fdt_reader import read_dtb
 from helpers import connectors
 from papr.v1 import connector_pb2, platform_pb2
 from papr_emu_client import Client, Guest
+from papr_emu_client.fdt import read_dtb
 
 S = connector_pb2
 QEMU_DTB = read_dtb((Path(__file__).parent.parent / "docs" / "qemu-7.2" / "default-pre-cas.dtb").read_bytes())

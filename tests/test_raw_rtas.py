@@ -8,10 +8,10 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from fdt_reader import read_dtb
 from helpers import snapshot
 from papr.v1 import device_pb2, hotplug_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, new_work_area
+from papr_emu_client.fdt import read_dtb
 
 WORK_AREA_ADDRESS = 0x1010000
 LOG_ADDRESS = 0x1020000

@@ -26,7 +26,7 @@ import grpc
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 
 from ..connect import Client
-from .fdt import read_dtb
+from ..fdt import nodes_by_path, read_dtb
 from .scenario import CpuCoreSpec, DimmSpec, PciSpec, Plug, Scenario, Unplug
 from .side import BUF_ADDR, Outcome, Side, SideFailure, new_work_area
 
@@ -149,7 +149,7 @@ class PaprSide(Side):
     def _token(self, name: str) -> int:
         """The call's token from the platform's /rtas node, as a guest finds it."""
         if not self._tokens:
-            rtas_node = read_dtb(self.client.device_tree(self.platform)).get("/rtas", {})
+            rtas_node = nodes_by_path(read_dtb(self.client.device_tree(self.platform))).get("/rtas", {})
             self._tokens = {k: struct.unpack(">I", v)[0] for k, v in rtas_node.items() if len(v) == 4}
         token = self._tokens.get(name)
         if token is None:

@@ -13,8 +13,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from ..fdt import nodes_by_path, read_dtb
 from ..workarea import WORK_AREA_SIZE, read_item
-from .fdt import read_dtb
 from .scenario import (
     DEFAULT_NRET,
     DR_CALLS,
@@ -273,7 +273,7 @@ class Side(ABC):
         data: dict[str, Any] = {}
         indexes: set[int] = set(step.probe)
         if step.dtb:
-            nodes = read_dtb(self.device_tree())
+            nodes = nodes_by_path(read_dtb(self.device_tree()))
             tables: dict[str, Any] = {}
             orders: dict[str, Any] = {}
             for path, properties in sorted(nodes.items()):
