@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from .devices import DeviceInfo, DeviceType
+from .drc import RefusalSignal
 from .errors import InvalidArgument, OutOfRange
 
 RETAINED_EVENTS: Final = 4096
@@ -184,7 +185,7 @@ class UnplugRejected:
 
     device_id: str
     device_type: DeviceType
-    signal: str  # "configure-connector" or "unisolate"
+    signal: RefusalSignal
     drc_index: int  # the connector that carried the signal
 
 

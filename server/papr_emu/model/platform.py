@@ -377,7 +377,7 @@ class Platform:
         assert device is not None
         self._cancel_unplug(device)
         self.log.warning("device.unplug_rejected", device=device.id, drc_index=drc.index, signal=signal.value)
-        self.events.publish(UnplugRejected(device.id, device.type, signal.value, drc.index))
+        self.events.publish(UnplugRejected(device.id, device.type, signal, drc.index))
 
     def _cancel_unplug(self, device: Device) -> None:
         """Clear the unplug on every connector the device owns.

@@ -38,6 +38,7 @@ from ..model.devices import CpuCoreParams as _Core
 from ..model.devices import DimmParams
 from ..model.devices import PciFunctionParams as _Pci
 from ..model.devices import PhbParams as _Phb
+from ..model.drc import RefusalSignal
 
 _DRC_TYPE_BY_PB = {t.type_shift: t for t in DRC_TYPES}
 _DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
@@ -273,6 +274,6 @@ def event_to_pb(event: Event) -> hotplug_pb2.Event:
 
 
 _SIGNAL_TO_PB = {
-    "configure-connector": hotplug_pb2.REFUSAL_SIGNAL_CONFIGURE_CONNECTOR,
-    "unisolate": hotplug_pb2.REFUSAL_SIGNAL_UNISOLATE,
+    RefusalSignal.CONFIGURE_CONNECTOR: hotplug_pb2.REFUSAL_SIGNAL_CONFIGURE_CONNECTOR,
+    RefusalSignal.UNISOLATE: hotplug_pb2.REFUSAL_SIGNAL_UNISOLATE,
 }
