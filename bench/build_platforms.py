@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
 import sys
-import tempfile
 import time
 import tracemalloc
+
+from baseline import against_empty_call
 
 from papr_emu.logs import configure_logging
 from papr_emu.model import DimmRequest, Geometry, Platform
 from papr_emu.model.rtas import ALLOCATION_STATE, ALLOCATION_USABLE
+from papr_emu_client import Client
 
 TiB = 1 << 40
 
@@ -75,30 +76,15 @@ def measure(max_tib: int) -> dict[str, float]:
 
 def grpc_create(max_tib: int) -> tuple[float, float]:
     """Median CreatePlatform latency through a real server, and the empty-call latency."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
     from papr.v1 import platform_pb2
-    from papr_emu import PaprServer
     from papr_emu.model import Platforms
-    from papr_emu_client import connect
 
-    socket = f"unix:{tempfile.mkdtemp(prefix='papr-bench-')}/s.sock"
-    server = PaprServer(Platforms(), [socket])
-    server.start()
-    client = connect(socket)
-    health = health_pb2_grpc.HealthStub(client.channel)
     g = platform_pb2.Geometry(memory_bytes=1 << 30, max_memory_bytes=max_tib * TiB, memory_slots=32)
-    creates, empties = [], []
-    for n in range(20):
-        start = time.perf_counter()
+
+    def create(client: Client, n: int) -> None:
         client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=f"p{n}", geometry=g))
-        creates.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        health.Check(health_pb2.HealthCheckRequest())
-        empties.append(time.perf_counter() - start)
-    client.close()
-    server.stop(0)
-    return statistics.median(creates), statistics.median(empties)
+
+    return against_empty_call(Platforms(), create, rounds=20)
 
 
 def main() -> int:

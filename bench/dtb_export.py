@@ -14,8 +14,9 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
+
+from baseline import against_empty_call
 
 from papr_emu.logs import configure_logging
 from papr_emu.model import DimmRequest, Geometry, Platform
@@ -58,30 +59,12 @@ def median_export(platform: Platform, repeat: int) -> tuple[float, int]:
 
 
 def grpc_ratio(max_tib: int) -> tuple[float, float]:
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    from papr_emu import PaprServer
+    """Median GetDeviceTree latency through a real server, and the empty-call latency."""
     from papr_emu.model import Platforms
-    from papr_emu_client import connect
 
-    socket = f"unix:{tempfile.mkdtemp(prefix='papr-bench-')}/s.sock"
     platforms = Platforms()
     platforms.create("p", Geometry.build(memory=4 << 30, max_memory=max_tib * TiB, slots=32))
-    server = PaprServer(platforms, [socket])
-    server.start()
-    client = connect(socket)
-    health = health_pb2_grpc.HealthStub(client.channel)
-    exports, empties = [], []
-    for _ in range(10):
-        start = time.perf_counter()
-        client.device_tree("p")
-        exports.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        health.Check(health_pb2.HealthCheckRequest())
-        empties.append(time.perf_counter() - start)
-    client.close()
-    server.stop(0)
-    return statistics.median(exports), statistics.median(empties)
+    return against_empty_call(platforms, lambda client, n: client.device_tree("p"), rounds=10)
 
 
 def main() -> int:
