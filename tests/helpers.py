@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import grpc
 
-from papr.v1 import connector_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client
 
 ALL_PAGES = 4096
@@ -25,6 +25,16 @@ def connectors(client: Client, platform: str, **filters: object) -> list[connect
         token = page.next_page_token
         if not token:
             return result
+
+
+def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
+    """HotplugService.PlugDevice; the device as plugged."""
+    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
+
+
+def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
+    """HotplugService.UnplugDevice."""
+    return client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
 
 
 def connector(client: Client, platform: str, index: int) -> connector_pb2.Connector:

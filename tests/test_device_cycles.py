@@ -5,20 +5,12 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from helpers import Watcher, connector, connectors
+from helpers import Watcher, connector, connectors, plug, unplug
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client, Guest
 
 ISOLATION, DR_INDICATOR, ALLOCATION = 9001, 9002, 9003
 S = connector_pb2
-
-
-def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
-    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
-
-
-def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
-    return client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
 
 
 def kinds(events: list[hotplug_pb2.Event]) -> list[str]:

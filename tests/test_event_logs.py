@@ -11,7 +11,8 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
+from helpers import plug, unplug
+from papr.v1 import device_pb2, interrupt_pb2, platform_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, parse_hotplug_event
 from papr_emu_client.errorlog import sections
 
@@ -43,14 +44,6 @@ def masked(blob: bytes) -> bytes:
     for part in VARYING:
         data[part] = bytes(part.stop - part.start)
     return bytes(data)
-
-
-def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
-    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
-
-
-def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
-    return client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
 
 
 SPECS = {

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from helpers import Watcher, connector
+from helpers import Watcher, connector, plug, unplug
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2
 from papr_emu_client import Client, ReferenceGuest, RefusalPolicy
 
@@ -21,14 +21,6 @@ def stub(client: Client, platform: str) -> Iterator[ReferenceGuest]:
     guest.start()
     yield guest
     guest.stop()
-
-
-def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:
-    return client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id=device_id, spec=spec)).device
-
-
-def unplug(client: Client, platform: str, device_id: str) -> None:
-    client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
 
 
 def kinds(watcher: Watcher, count: int) -> list[str]:
