@@ -12,6 +12,7 @@ from conftest import new_platform
 from helpers import connectors, events_since
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
+from papr_emu.model import default_geometry
 from papr_emu_client import Client, Guest
 
 GEOMETRY = platform_pb2.Geometry(memory_bytes=1 << 30, max_memory_bytes=9 << 30, memory_slots=32, cpus=1, max_cpus=16)
@@ -65,18 +66,26 @@ def test_many_stubs_on_two_platforms(client: Client) -> None:
 
 
 def test_platforms_do_not_block_one_another(client: Client, server: PaprServer) -> None:
-    busy, free = new_platform(client), new_platform(client)
-    held = threading.Event()
-    release = threading.Event()
+    """A call stuck inside one platform (its clock blocks while it publishes an event) holds up that
+    platform only."""
+    armed, held, release = threading.Event(), threading.Event(), threading.Event()
 
-    def hold_platform_lock() -> None:
-        with server.platforms.get(busy).lock:
+    def stalling_clock() -> float:
+        if armed.is_set():
             held.set()
             release.wait(10)
+        return 0.0
 
-    holder = threading.Thread(target=hold_platform_lock)
-    holder.start()
-    held.wait(5)
+    busy = f"busy-{threading.get_ident()}"
+    server.platforms.create(busy, default_geometry(), clock=stalling_clock)
+    free = new_platform(client)
+    spec = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=1))
+    armed.set()
+    plug = threading.Thread(
+        target=client.hotplug.PlugDevice, args=(hotplug_pb2.PlugDeviceRequest(platform=busy, spec=spec),)
+    )
+    plug.start()
+    assert held.wait(5), "the plug never reached the platform's clock"
     try:
         reply = client.rtas.GetSensorState(
             rtas_pb2.GetSensorStateRequest(platform=free, sensor_type=9003, sensor_index=0x10000000),
@@ -91,4 +100,4 @@ def test_platforms_do_not_block_one_another(client: Client, server: PaprServer) 
         assert blocked.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     finally:
         release.set()
-        holder.join()
+        plug.join()

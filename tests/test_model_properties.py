@@ -15,14 +15,13 @@ from hypothesis import strategies as st
 from papr_emu.model import (
     CpuCoreParams,
     DimmRequest,
+    DrcState,
     Geometry,
     PciFunctionParams,
     PciModel,
     Platform,
     PlatformError,
 )
-from papr_emu.model.devices import Device
-from papr_emu.model.drc import DrcState
 
 INDEXES = [
     0x10000000,
@@ -52,23 +51,25 @@ operations = st.one_of(
 
 def state_of(platform: Platform) -> Any:
     connectors, _ = platform.connectors(limit=10_000)
-    return connectors, platform.devices(), platform.events.last_sequence
+    return connectors, platform.devices(), platform.info().last_event_sequence
 
 
 def check_invariants(platform: Platform) -> None:
-    devices: dict[str, Device] = {d.id: d for d in platform.inventory}
-    for drc in list(platform._drcs._drcs.values()):
-        empty = drc.type.connector_class.empty_state
-        if drc.device is None:
-            assert drc.state == empty and not drc.unplug_requested, drc
+    """Connectors and devices agree: seen through the public snapshots only."""
+    devices = {d.id: d for d in platform.devices()}
+    attached: dict[str, set[int]] = {}
+    connectors, _ = platform.connectors(limit=10_000)
+    for connector in connectors:
+        empty = connector.type.connector_class.empty_state
+        if not connector.device_id:
+            assert connector.state == empty and not connector.unplug_pending, connector
         else:
-            assert devices.get(drc.device.id) is drc.device and drc.index in drc.device.attached
-        assert drc.state != DrcState.INVALID
+            assert connector.device_id in devices, connector
+            assert connector.index in devices[connector.device_id].drc_indexes
+            attached.setdefault(connector.device_id, set()).add(connector.index)
+        assert connector.state != DrcState.INVALID
     for device in devices.values():
-        assert device.attached, f"{device.id} has no connector but still exists"
-        for index in device.attached:
-            drc = platform._drcs.peek(index)
-            assert drc is not None and drc.device is device
+        assert attached.get(device.id), f"{device.id} has no connector but still exists"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -110,5 +111,6 @@ def test_any_sequence_keeps_the_model_consistent(steps: list[tuple[Any, ...]]) -
             assert state_of(platform) == before, step
         check_invariants(platform)
         assert platform.device_tree_blob()[:4] == b"\xd0\x0d\xfe\xed"
-    sequences = [e.sequence for e in platform.events._history]
-    assert sequences == list(range(1, len(sequences) + 1))
+    subscription, last = platform.subscribe_events(after_sequence=0)
+    sequences = [event.sequence for event in iter(lambda: subscription.next(timeout=0), None)]
+    assert sequences == list(range(1, last + 1))

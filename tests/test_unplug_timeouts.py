@@ -55,7 +55,8 @@ def test_cpu_timeout_cancels_and_memory_stays_pending() -> None:
     core = platform.connector(0x10000001)
     assert (core.device_id, core.unplug_pending) == ("core1", False)
     assert platform.device("dimm").unplug_pending  # memory has no timeout unless asked
-    event = platform.events._history[-1].body
+    subscription, _ = platform.subscribe_events(after_sequence=platform.info().last_event_sequence - 1)
+    event = subscription.next(timeout=0).body  # type: ignore[union-attr]
     assert (event.device_id, event.timeout_seconds) == ("core1", 30.0)  # type: ignore[union-attr]
     # A new unplug request after the timeout starts from scratch.
     platform.unplug("core1")

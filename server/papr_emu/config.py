@@ -34,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 from .model import (
+    TIMEOUT_KEYS,
     CpuCoreParams,
     DimmRequest,
     Geometry,
+    InvalidArgument,
     PciFunctionParams,
     PciModel,
     PhbParams,
@@ -47,7 +49,6 @@ from .model import (
 _SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
 _SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
 _PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
-_TIMEOUT_KEYS = ("cpu_core", "dimm", "pci_function", "phb")
 _PCI_MODELS = {m.qemu_name: m for m in PciModel} | {"virtio-net": PciModel.VIRTIO_NET}
 
 
@@ -146,8 +147,6 @@ def _platform(table: dict[str, Any], where: str) -> PlatformConfig:
     def size(key: str) -> int | None:
         return parse_size(table[key], f"{where}.{key}") if key in table else None
 
-    from .model import InvalidArgument  # local: keeps the import list above about parsing
-
     try:
         geometry = Geometry.build(
             memory=size("memory"),
@@ -169,15 +168,13 @@ def _platform(table: dict[str, Any], where: str) -> PlatformConfig:
 def _timeouts(table: object, where: str) -> UnplugTimeouts:
     if not isinstance(table, dict):
         raise ConfigError(f"{where}.unplug_timeouts: must be a table")
-    unknown = set(table) - set(_TIMEOUT_KEYS)
+    unknown = set(table) - set(TIMEOUT_KEYS)
     if unknown:
         raise ConfigError(f"{where}.unplug_timeouts: unknown keys: {', '.join(sorted(unknown))}")
-    values: dict[str, float] = {}
-    for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise ConfigError(f"{where}.unplug_timeouts.{key}: {value!r} is not a positive number of seconds")
-        values[key] = float(value)
-    return UnplugTimeouts(**values)
+    try:
+        return UnplugTimeouts(**table)
+    except InvalidArgument as error:
+        raise ConfigError(f"{where}.unplug_timeouts.{error}") from None
 
 
 def load_config(path: Path) -> ServerConfig:

@@ -9,41 +9,61 @@ Example::
 """
 
 from . import rtas
-from .devices import CpuCoreParams, DeviceInfo, DeviceType, PciFunctionParams, PciModel, PhbParams
-from .drc import DRC_TYPES, DrcState, DrcType
+from .cas import CasOptions
+from .devices import (
+    DEVICE_CLASSES,
+    CpuCoreParams,
+    DeviceInfo,
+    DeviceType,
+    DimmParams,
+    DimmRequest,
+    PciFunctionParams,
+    PciModel,
+    PhbParams,
+    PlugRequest,
+)
+from .drc import DRC_TYPES, DrcState, DrcType, RefusalSignal, drc_type_by_shift
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PlatformError
 from .events import (
     DeviceAdded,
     DeviceDeleted,
     Event,
     Subscription,
-    SubscriptionClosed,
     SubscriptionOverflow,
     UnplugRejected,
     UnplugRequested,
     UnplugTimedOut,
 )
 from .geometry import Geometry
-from .platform import ConnectorInfo, Platform, PlatformInfo, UnplugOutcome, UnplugTimeouts
-from .plug_rules import DimmRequest, PlugRequest
+from .mailbox import SubscriptionClosed
+from .platform import Platform
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
+from .rtas_events import Interrupt, InterruptWatch
+from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
+from .unplug_timeouts import TIMEOUT_KEYS, UnplugTimeouts, timeout_key
 
 __all__ = [
     "DEFAULT_PLATFORM",
+    "DEVICE_CLASSES",
     "DRC_TYPES",
+    "TIMEOUT_KEYS",
     "AlreadyExists",
+    "CasOptions",
     "ConnectorInfo",
     "CpuCoreParams",
     "DeviceAdded",
     "DeviceDeleted",
     "DeviceInfo",
     "DeviceType",
+    "DimmParams",
     "DimmRequest",
     "DrcState",
     "DrcType",
     "Event",
     "FailedPrecondition",
     "Geometry",
+    "Interrupt",
+    "InterruptWatch",
     "InvalidArgument",
     "NotFound",
     "OutOfRange",
@@ -55,6 +75,7 @@ __all__ = [
     "PlatformInfo",
     "Platforms",
     "PlugRequest",
+    "RefusalSignal",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionOverflow",
@@ -64,5 +85,7 @@ __all__ = [
     "UnplugTimedOut",
     "UnplugTimeouts",
     "default_geometry",
+    "drc_type_by_shift",
     "rtas",
+    "timeout_key",
 ]

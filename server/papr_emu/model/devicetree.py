@@ -70,10 +70,3 @@ class Node:
         for child in self.children:
             yield from child.walk()
         yield WalkItem("end")
-
-    def property(self, name: str) -> bytes | None:
-        """The value of the named property, or None."""
-        for prop_name, value in self.properties:
-            if prop_name == name:
-                return value
-        return None

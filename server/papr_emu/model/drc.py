@@ -5,7 +5,8 @@ function returning an RTAS status, and :data:`LOGICAL_TRANSITIONS` /
 :data:`PHYSICAL_TRANSITIONS` say, state by state, which one an operation
 runs. What differs per connector type (index type bits, name prefix, type
 string, logical or physical, the LMB isolate guard) is data on
-:class:`DrcType`.
+:class:`DrcType`. :func:`set_indicator` decodes a set-indicator call into an
+operation, and :func:`configure_step` is one ibm,configure-connector call.
 
 Example::
 
@@ -21,14 +22,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import Any, Final, Generic, Protocol, TypeVar
 
-from . import rtas
+from . import rtas, work_area
+from .devicetree import Node, WalkItem
 from .rtas_log import HP_RESOURCE_CPU, HP_RESOURCE_MEMORY, HP_RESOURCE_PCI, HP_RESOURCE_PHB, HP_RESOURCE_PMEM
-
-if TYPE_CHECKING:
-    from .devices import Device
-    from .devicetree import WalkItem
 
 
 class DrcState(enum.IntEnum):
@@ -61,20 +59,33 @@ class RefusalSignal(enum.Enum):
     UNISOLATE = "unisolate"
 
 
+class Occupant(Protocol):
+    """What a connector knows of the device attached to it."""
+
+    @property
+    def id(self) -> str: ...
+
+
+OccupantT = TypeVar("OccupantT", bound=Occupant)
+
+
 class DrcOwner(Protocol):
     """What a transition may ask of the platform that owns the connector."""
 
-    def release(self, drc: Drc) -> None:
+    def release(self, drc: Drc[Any]) -> None:
         """The device on ``drc`` is given back: detach it (its unplug may complete)."""
 
-    def refuse_unplug(self, drc: Drc, signal: RefusalSignal) -> None:
+    def refuse_unplug(self, drc: Drc[Any], signal: RefusalSignal) -> None:
         """The guest refused the pending unplug of the device on ``drc``."""
 
+    def fragment(self, drc: Drc[Any]) -> Node:
+        """The device-tree node configure-connector hands out for ``drc`` (it has a device)."""
 
-Transition = Callable[["Drc", DrcOwner], int]
+
+Transition = Callable[["Drc[Any]", DrcOwner], int]
 
 
-class Drc:
+class Drc(Generic[OccupantT]):
     """One connector: its state, attached device, unplug flag and cursor.
 
     ``walk`` and ``cursor`` hold the configure-connector position: the
@@ -87,7 +98,7 @@ class Drc:
         self.type = drc_type
         self.index = index
         self.state: DrcState = drc_type.connector_class.empty_state
-        self.device: Device | None = None
+        self.device: OccupantT | None = None
         self.unplug_requested = False
         self.dr_indicator = rtas.DR_INDICATOR_INACTIVE
         self.walk: tuple[WalkItem, ...] | None = None
@@ -95,7 +106,7 @@ class Drc:
 
     @property
     def id(self) -> int:
-        return self.index & 0x0FFFFFFF
+        return self.type.id(self.index)
 
     @property
     def name(self) -> str:
@@ -126,17 +137,17 @@ class Drc:
 # --- transitions -----------------------------------------------------------------------------------
 
 
-def no_op(drc: Drc, owner: DrcOwner) -> int:
+def no_op(drc: Drc[Any], owner: DrcOwner) -> int:
     """A null transition always succeeds (LoPAR)."""
     return rtas.SUCCESS
 
 
-def refused(drc: Drc, owner: DrcOwner) -> int:
+def refused(drc: Drc[Any], owner: DrcOwner) -> int:
     """The state forbids the operation: QEMU answers -3."""
     return rtas.PARAMETER_ERROR
 
 
-def allocate(drc: Drc, owner: DrcOwner) -> int:
+def allocate(drc: Drc[Any], owner: DrcOwner) -> int:
     """UNUSABLE -> AVAILABLE: the guest acquires the resource."""
     if drc.device is None or drc.unplug_requested:
         # Nothing to allocate, or the host wants it gone: "no such indicator" (-3).
@@ -145,7 +156,7 @@ def allocate(drc: Drc, owner: DrcOwner) -> int:
     return rtas.SUCCESS
 
 
-def deallocate(drc: Drc, owner: DrcOwner) -> int:
+def deallocate(drc: Drc[Any], owner: DrcOwner) -> int:
     """AVAILABLE -> UNUSABLE: the guest gives the resource back; completes a pending unplug."""
     drc.state = DrcState.LOGICAL_UNUSABLE
     if drc.unplug_requested:
@@ -153,21 +164,21 @@ def deallocate(drc: Drc, owner: DrcOwner) -> int:
     return rtas.SUCCESS
 
 
-def unisolate_logical(drc: Drc, owner: DrcOwner) -> int:
+def unisolate_logical(drc: Drc[Any], owner: DrcOwner) -> int:
     """AVAILABLE -> UNISOLATE; configure-connector starts from the top."""
     drc.state = DrcState.LOGICAL_UNISOLATE
     drc.rewind()
     return rtas.SUCCESS
 
 
-def unisolate_owned(drc: Drc, owner: DrcOwner) -> int:
+def unisolate_owned(drc: Drc[Any], owner: DrcOwner) -> int:
     """UNISOLATE/CONFIGURED: a no-op, unless an unplug is pending: then the guest refuses it."""
     if drc.unplug_requested and drc.device is not None:
         owner.refuse_unplug(drc, RefusalSignal.UNISOLATE)
     return rtas.SUCCESS
 
 
-def isolate_logical(drc: Drc, owner: DrcOwner) -> int:
+def isolate_logical(drc: Drc[Any], owner: DrcOwner) -> int:
     """CONFIGURED -> AVAILABLE (no release here; that waits for allocation unusable)."""
     if drc.type.isolate_needs_pending_unplug and not drc.unplug_requested:
         # QEMU: memory removed "by count" may pick LMBs of a DIMM that is not
@@ -178,7 +189,7 @@ def isolate_logical(drc: Drc, owner: DrcOwner) -> int:
     return rtas.SUCCESS
 
 
-def unisolate_physical(drc: Drc, owner: DrcOwner) -> int:
+def unisolate_physical(drc: Drc[Any], owner: DrcOwner) -> int:
     """POWERON -> UNISOLATE, only with a device in the slot."""
     if drc.device is None:
         return rtas.PARAMETER_ERROR
@@ -187,7 +198,7 @@ def unisolate_physical(drc: Drc, owner: DrcOwner) -> int:
     return rtas.SUCCESS
 
 
-def isolate_physical(drc: Drc, owner: DrcOwner) -> int:
+def isolate_physical(drc: Drc[Any], owner: DrcOwner) -> int:
     """CONFIGURED -> POWERON; completes a pending unplug."""
     drc.state = DrcState.PHYSICAL_POWERON
     if drc.unplug_requested:
@@ -240,11 +251,11 @@ PHYSICAL_TRANSITIONS: Final[Mapping[Operation, Mapping[DrcState, Transition]]] =
 }
 
 
-def _logical_sense(drc: Drc) -> int:
+def _logical_sense(drc: Drc[Any]) -> int:
     return rtas.SENSE_UNUSABLE if drc.state == DrcState.LOGICAL_UNUSABLE else rtas.SENSE_PRESENT
 
 
-def _physical_sense(drc: Drc) -> int:
+def _physical_sense(drc: Drc[Any]) -> int:
     return rtas.SENSE_PRESENT if drc.device is not None else rtas.SENSE_EMPTY
 
 
@@ -257,7 +268,7 @@ class ConnectorClass:
     ready_state: DrcState
     unisolate_state: DrcState
     transitions: Mapping[Operation, Mapping[DrcState, Transition]]
-    entity_sense: Callable[[Drc], int]
+    entity_sense: Callable[[Drc[Any]], int]
 
     def configurable(self, state: DrcState) -> bool:
         """configure-connector may walk in the unisolate and the ready state."""
@@ -299,6 +310,11 @@ class DrcType:
     def index(self, drc_id: int) -> int:
         return (self.type_shift << 28) | (drc_id & 0x0FFFFFFF)
 
+    @staticmethod
+    def id(index: int) -> int:
+        """The connector id: the index without its type bits."""
+        return index & 0x0FFFFFFF
+
     def name(self, drc_id: int) -> str:
         return f"{self.name_prefix}{drc_id}"
 
@@ -323,4 +339,73 @@ LMB: Final = DrcType(
 PMEM: Final = DrcType("PMEM", 9, "PMEM", "PMEM ", LOGICAL, HP_RESOURCE_PMEM)
 
 DRC_TYPES: Final = (CPU, PHB, PCI, LMB, PMEM)
-DRC_TYPE_BY_SHIFT: Final = {t.type_shift: t for t in DRC_TYPES}
+_DRC_TYPE_BY_SHIFT: Final = {t.type_shift: t for t in DRC_TYPES}
+
+
+def drc_type_by_shift(type_shift: int) -> DrcType | None:
+    """The connector type whose index carries ``type_shift`` in its top nibble (QEMU's SpaprDrcType)."""
+    return _DRC_TYPE_BY_SHIFT.get(type_shift)
+
+
+# --- RTAS calls on one connector -------------------------------------------------------------------
+
+_ISOLATION_OPERATIONS: Final = {rtas.ISOLATE: Operation.ISOLATE, rtas.UNISOLATE: Operation.UNISOLATE}
+_ALLOCATION_OPERATIONS: Final = {
+    rtas.ALLOCATION_UNUSABLE: Operation.SET_UNUSABLE,
+    rtas.ALLOCATION_USABLE: Operation.SET_USABLE,
+}
+
+
+def set_indicator(drc: Drc[Any], indicator_type: int, new_state: int, owner: DrcOwner) -> int:
+    """RTAS set-indicator on ``drc``: decode the indicator into an operation and run its transition.
+
+    Allocation state exists on logical connectors only, the DR indicator on physical ones;
+    anything else is "no such indicator" (-3), as QEMU answers.
+    """
+    if indicator_type == rtas.ISOLATION_STATE:
+        operation = _ISOLATION_OPERATIONS.get(new_state)
+    elif indicator_type == rtas.ALLOCATION_STATE and not drc.type.physical:
+        operation = _ALLOCATION_OPERATIONS.get(new_state)
+    elif indicator_type == rtas.DR_INDICATOR and drc.type.physical:
+        if new_state not in rtas.DR_INDICATOR_VALUES:
+            return rtas.PARAMETER_ERROR
+        drc.dr_indicator = new_state
+        return rtas.SUCCESS
+    else:
+        return rtas.PARAMETER_ERROR
+    if operation is None:
+        return rtas.PARAMETER_ERROR
+    transition = drc.type.connector_class.transitions[operation][drc.state]
+    return transition(drc, owner)
+
+
+def configure_step(drc: Drc[Any], out: bytearray, owner: DrcOwner) -> int:
+    """One ibm,configure-connector call on ``drc``: write the next walk item into the work area ``out``.
+
+    Returns the RTAS status: next child / next property / previous parent, complete at the
+    fragment's end (the connector is then in its ready state), or an error.
+    """
+    if not drc.type.connector_class.configurable(drc.state):
+        return rtas.NOT_CONFIGURABLE
+    if drc.type.configure_refuses_unplug and drc.unplug_requested:
+        # An older kernel re-adding an LMB after a failed removal: it refuses the unplug.
+        owner.refuse_unplug(drc, RefusalSignal.CONFIGURE_CONNECTOR)
+    if drc.walk is None:
+        drc.walk = tuple(owner.fragment(drc).walk())
+        drc.cursor = 0
+    item = drc.walk[drc.cursor]
+    if item.kind == "end":
+        if drc.cursor == len(drc.walk) - 1:
+            drc.state = drc.type.connector_class.ready_state
+            drc.rewind()  # a new sequence replays the fragment from the start
+            return rtas.CC_COMPLETE
+        drc.cursor += 1
+        return rtas.CC_PREVIOUS_PARENT
+    if item.kind == "begin":
+        written, status = work_area.write_node_name(out, item.name), rtas.CC_NEXT_CHILD
+    else:
+        written, status = work_area.write_property(out, item.name, item.value), rtas.CC_NEXT_PROPERTY
+    if not written:
+        return rtas.HARDWARE_ERROR  # the item does not fit in the work area
+    drc.cursor += 1
+    return status

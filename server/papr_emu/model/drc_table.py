@@ -8,6 +8,7 @@ size, and an idle connector costs nothing.
 
 Example::
 
+    >>> from papr_emu.model.drc import LMB
     >>> table = DrcTable()
     >>> table.add_range(DrcRange(LMB, first_id=4, count=12, step=1, parent_path="/"))
     >>> table.get(0x80000004).name, table.get(0x80000010)
@@ -19,10 +20,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Generic
 
-from .drc import DRC_TYPES, LMB, Drc, DrcType
+from .drc import DRC_TYPES, Drc, DrcType, OccupantT
 
-__all__ = ["LMB", "DrcRange", "DrcTable"]
+__all__ = ["DrcRange", "DrcTable"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +57,13 @@ class DrcRange:
         return 0 <= offset < self.count * self.step and offset % self.step == 0
 
 
-class DrcTable:
+class DrcTable(Generic[OccupantT]):
     """Ranges sorted by first index, plus the connectors that have been materialised."""
 
     def __init__(self) -> None:
         self._ranges: list[DrcRange] = []
         self._firsts: list[int] = []
-        self._drcs: dict[int, Drc] = {}
+        self._drcs: dict[int, Drc[OccupantT]] = {}
 
     def add_range(self, drc_range: DrcRange) -> None:
         if drc_range.count <= 0:
@@ -83,7 +85,7 @@ class DrcTable:
             return self._ranges[position]
         return None
 
-    def get(self, index: int) -> Drc | None:
+    def get(self, index: int) -> Drc[OccupantT] | None:
         """The connector with this index (made on first use), or None if there is none."""
         drc = self._drcs.get(index)
         if drc is None:
@@ -93,7 +95,7 @@ class DrcTable:
             drc = self._drcs[index] = Drc(drc_range.type, index)
         return drc
 
-    def peek(self, index: int) -> Drc | None:
+    def peek(self, index: int) -> Drc[OccupantT] | None:
         """Like :meth:`get` for reading only: an untouched connector is not stored."""
         drc = self._drcs.get(index)
         if drc is None:
@@ -104,7 +106,7 @@ class DrcTable:
     def ranges(self, drc_type: DrcType | None = None) -> list[DrcRange]:
         return [r for r in self._ranges if drc_type is None or r.type is drc_type]
 
-    def iter_from(self, start_index: int, drc_type: DrcType | None = None) -> Iterator[tuple[Drc, DrcRange]]:
+    def iter_from(self, start_index: int, drc_type: DrcType | None = None) -> Iterator[tuple[Drc[OccupantT], DrcRange]]:
         """Connectors with index >= start_index, ascending (untouched ones not stored)."""
         for drc_range in self.ranges(drc_type):
             if drc_range.last_index < start_index:
@@ -121,7 +123,3 @@ class DrcTable:
         """(type, count) in DRC type order, for types that have connectors."""
         result = [(t, self.count(t)) for t in sorted(DRC_TYPES, key=lambda t: t.type_shift)]
         return [(t, n) for t, n in result if n]
-
-    @property
-    def materialised(self) -> int:
-        return len(self._drcs)

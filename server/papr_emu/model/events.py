@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import collections
-import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Final
 from .devices import DeviceInfo, DeviceType
 from .drc import RefusalSignal
 from .errors import InvalidArgument, OutOfRange
+from .mailbox import Mailbox, MailboxOverflow
 
 RETAINED_EVENTS: Final = 4096
 SUBSCRIPTION_QUEUE_LIMIT: Final = 1024
@@ -72,55 +72,25 @@ class SubscriptionOverflow(Exception):
         self.last_sequence = last_sequence
 
 
-class SubscriptionClosed(Exception):
-    """The stream must end: the platform was deleted, or the server is stopping."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 class Subscription:
-    """One watcher's queue. ``next`` blocks until an event, a timeout, overflow or close."""
+    """One watcher's bounded queue. ``next`` blocks until an event, a timeout, overflow or close."""
 
     def __init__(self, backlog: Iterable[Event], limit: int) -> None:
-        self._queue: collections.deque[Event] = collections.deque(backlog)
-        self._limit = limit
-        self._ready = threading.Condition(threading.Lock())
-        self._overflowed = False
-        self._closed: str | None = None
+        self._mailbox: Mailbox[Event] = Mailbox(backlog, limit)
         self.last_delivered = 0
 
-    def _offer(self, event: Event) -> bool:
-        """Queue an event; False (and cut off) if the queue is full."""
-        with self._ready:
-            if len(self._queue) >= self._limit:
-                self._overflowed = True
-                self._ready.notify_all()
-                return False
-            self._queue.append(event)
-            self._ready.notify_all()
-            return True
-
-    def _close(self, reason: str) -> None:
-        with self._ready:
-            self._closed = reason
-            self._ready.notify_all()
-
     def next(self, timeout: float | None) -> Event | None:
-        """The next event, or None after ``timeout`` seconds without one."""
-        with self._ready:
-            if not self._queue and not self._overflowed and self._closed is None:
-                self._ready.wait(timeout)
-            if self._queue:
-                event = self._queue.popleft()
-                self.last_delivered = event.sequence
-                return event
-            if self._overflowed:
-                raise SubscriptionOverflow(self.last_delivered)
-            if self._closed is not None:
-                raise SubscriptionClosed(self._closed)
-            return None
+        """The next event, or None after ``timeout`` seconds without one.
+
+        Raises SubscriptionOverflow (the watcher fell behind) or SubscriptionClosed.
+        """
+        try:
+            event = self._mailbox.next(timeout)
+        except MailboxOverflow:
+            raise SubscriptionOverflow(self.last_delivered) from None
+        if event is not None:
+            self.last_delivered = event.sequence
+        return event
 
 
 class EventLog:
@@ -145,9 +115,14 @@ class EventLog:
         event = Event(self.last_sequence, self._platform, self._clock(), body)
         self._history.append(event)
         for subscription in list(self._subscriptions):
-            if not subscription._offer(event):
+            if not subscription._mailbox.put(event):
                 self._subscriptions.discard(subscription)
         return event
+
+    @property
+    def oldest_retained(self) -> int:
+        """Sequence of the oldest event still retained (last + 1 when none is)."""
+        return self._history[0].sequence if self._history else self.last_sequence + 1
 
     def subscribe(self, after_sequence: int | None = None) -> Subscription:
         """A live subscription; with ``after_sequence``, retained later events come first."""
@@ -157,7 +132,7 @@ class EventLog:
                 "after_sequence", after_sequence, f"is ahead of the newest event ({self.last_sequence})"
             )
         if after_sequence is not None and after_sequence < self.last_sequence:
-            oldest = self._history[0].sequence if self._history else self.last_sequence + 1
+            oldest = self.oldest_retained
             if after_sequence + 1 < oldest:
                 raise OutOfRange(
                     "after_sequence",
@@ -175,7 +150,7 @@ class EventLog:
     def close(self, reason: str) -> None:
         """End every subscription with ``reason`` ("deleted" or "shutdown")."""
         for subscription in self._subscriptions:
-            subscription._close(reason)
+            subscription._mailbox.close(reason)
         self._subscriptions.clear()
 
 

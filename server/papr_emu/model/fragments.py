@@ -22,6 +22,9 @@ from typing import Final
 from .devicetree import EMPTY, Node, cells, string, u64
 from .rtas import LMB_SIZE
 
+#: phandle of the interrupt controller (XICS) that PCI interrupt maps point at.
+XICS_PHANDLE: Final = 0x1111
+
 # --- memory ---------------------------------------------------------------------------------------
 
 #: ibm,associativity of an LMB on NUMA node 0 (QEMU 7.2, FORM1, one node).
@@ -204,7 +207,6 @@ _PCI_BASE: Final = 1 << 45  # 32 TiB
 _IO_WINDOW: Final = 0x10000
 _MEM32_WINDOW: Final = 2 << 30
 _MEM64_WINDOW: Final = 1 << 40
-_XICS_PHANDLE: Final = 0x1111
 _LSI_BASE: Final = 0x1200  # SPAPR_IRQ_PCI_LSI
 _PCI_PINS: Final = 4
 
@@ -225,7 +227,7 @@ def phb_node(index: int, drc_index: int, dr_properties: list[tuple[str, bytes]],
         + cells(SPACE_MEM64) + u64(mmio64) + u64(mmio64) + u64(_MEM64_WINDOW)
     )  # fmt: skip
     interrupt_map = b"".join(
-        cells(slot << 11, 0, 0, pin + 1, _XICS_PHANDLE, _LSI_BASE + index * _PCI_PINS + (pin + slot) % 4, 1)
+        cells(slot << 11, 0, 0, pin + 1, XICS_PHANDLE, _LSI_BASE + index * _PCI_PINS + (pin + slot) % 4, 1)
         for slot in range(32)
         for pin in range(_PCI_PINS)
     )

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from typing import Final
 
+from .devices import PlugRequest
 from .errors import AlreadyExists, InvalidArgument, NotFound
 from .geometry import Geometry
-from .platform import Platform, PlugRequest, UnplugTimeouts
+from .platform import Platform
+from .unplug_timeouts import UnplugTimeouts
 
 PLATFORM_NAME_PATTERN: Final = re.compile(r"[a-z][a-z0-9-]{0,62}")
 DEFAULT_PLATFORM: Final = "default"
@@ -42,7 +45,9 @@ class Platforms:
         geometry: Geometry,
         coldplug: Iterable[tuple[str, PlugRequest]] = (),
         unplug_timeouts: UnplugTimeouts | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> Platform:
+        """A new platform; ``clock`` (wall-clock seconds) stamps its events and event logs."""
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
                 "name",
@@ -54,7 +59,7 @@ class Platforms:
                 raise AlreadyExists("name", name, "a platform with this name exists")
         # Built outside the registry lock (a large platform takes a moment); a racing create of
         # the same name is caught again below.
-        platform = Platform(name, geometry, coldplug, unplug_timeouts=unplug_timeouts)
+        platform = Platform(name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts)
         with self._lock:
             if name in self._platforms:
                 raise AlreadyExists("name", name, "a platform with this name exists")

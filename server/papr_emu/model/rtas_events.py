@@ -10,12 +10,12 @@ Example::
 
     >>> from papr_emu.model.rtas_log import HP_ACTION_ADD, HP_ID_DRC_INDEX, HP_RESOURCE_CPU
     >>> queue = RtasEventQueue(clock=lambda: 0.0)
-    >>> line = queue.interrupts.subscribe()
+    >>> line = queue.watch_interrupts()
     >>> log = HotplugLog(HP_RESOURCE_CPU, HP_ACTION_ADD, HP_ID_DRC_INDEX, index=0x10000001)
     >>> queue.push(log, EVENT_CLASS_HOTPLUG).plid
     0
-    >>> line.next(timeout=0) == EVENT_CLASS_HOTPLUG
-    True
+    >>> line.next(timeout=0)
+    Interrupt(irq=4097, event_class=268435456)
     >>> status, blob = queue.pop(0xFFFFFFFF, 2048)
     >>> status, len(blob), queue.pop(0xFFFFFFFF, 2048)
     (0, 116, (1, b''))
@@ -24,16 +24,15 @@ Example::
 from __future__ import annotations
 
 import collections
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from . import rtas
-from .events import SubscriptionClosed
-from .rtas_log import EVENT_CLASS_HOTPLUG, HotplugLog, encode_hotplug_log
+from .mailbox import Mailbox
+from .rtas_log import EVENT_CLASS_HOTPLUG, IRQ_EPOW, IRQ_HOTPLUG, HotplugLog, encode_hotplug_log
 
-__all__ = ["EVENT_CLASS_HOTPLUG", "InterruptLine", "InterruptSubscription", "QueuedLog", "RtasEventQueue"]
+__all__ = ["EVENT_CLASS_HOTPLUG", "Interrupt", "InterruptLine", "InterruptWatch", "QueuedLog", "RtasEventQueue"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,61 +45,46 @@ class QueuedLog:
     blob: bytes
 
 
-class InterruptSubscription:
-    """One watcher of a platform's event interrupts; pulses of one class coalesce while unread."""
+@dataclass(frozen=True, slots=True)
+class Interrupt:
+    """A pulse of one event source's interrupt: a log of ``event_class`` is pending."""
 
-    def __init__(self) -> None:
-        self._pending: list[int] = []
-        self._ready = threading.Condition(threading.Lock())
-        self._closed: str | None = None
+    irq: int
+    event_class: int
 
-    def _pulse(self, event_class: int) -> None:
-        with self._ready:
-            if event_class not in self._pending:
-                self._pending.append(event_class)
-            self._ready.notify_all()
+    @classmethod
+    def of_class(cls, event_class: int) -> Interrupt:
+        return cls(IRQ_HOTPLUG if event_class == EVENT_CLASS_HOTPLUG else IRQ_EPOW, event_class)
 
-    def _close(self, reason: str) -> None:
-        with self._ready:
-            self._closed = reason
-            self._ready.notify_all()
 
-    def next(self, timeout: float | None) -> int | None:
-        """The event class of the next pulse, None after ``timeout``; raises SubscriptionClosed."""
-        with self._ready:
-            if not self._pending and self._closed is None:
-                self._ready.wait(timeout)
-            if self._pending:
-                return self._pending.pop(0)
-            if self._closed is not None:
-                raise SubscriptionClosed(self._closed)
-            return None
+#: One watcher of the interrupt line; pulses of one class coalesce while unread.
+InterruptWatch = Mailbox[Interrupt]
 
 
 class InterruptLine:
     """The platform's event interrupts (EPOW 0x1000, hotplug 0x1001), pulsed per event class."""
 
     def __init__(self) -> None:
-        self._subscriptions: set[InterruptSubscription] = set()
+        self._watches: set[InterruptWatch] = set()
 
-    def subscribe(self, pending: list[int] | None = None) -> InterruptSubscription:
-        subscription = InterruptSubscription()
-        for event_class in pending or []:
-            subscription._pulse(event_class)  # a late watcher still learns of pending logs
-        self._subscriptions.add(subscription)
-        return subscription
+    def watch(self, pending: list[int]) -> InterruptWatch:
+        """A new watcher; it learns at once of the classes that have logs pending."""
+        watch: InterruptWatch = Mailbox((Interrupt.of_class(c) for c in pending), coalesce=True)
+        self._watches.add(watch)
+        return watch
 
-    def unsubscribe(self, subscription: InterruptSubscription) -> None:
-        self._subscriptions.discard(subscription)
+    def unwatch(self, watch: InterruptWatch) -> None:
+        self._watches.discard(watch)
 
     def pulse(self, event_class: int) -> None:
-        for subscription in list(self._subscriptions):
-            subscription._pulse(event_class)
+        interrupt = Interrupt.of_class(event_class)
+        for watch in list(self._watches):
+            watch.put(interrupt)
 
     def close(self, reason: str) -> None:
-        for subscription in self._subscriptions:
-            subscription._close(reason)
-        self._subscriptions.clear()
+        for watch in self._watches:
+            watch.close(reason)
+        self._watches.clear()
 
 
 class RtasEventQueue:
@@ -110,7 +94,7 @@ class RtasEventQueue:
         self._clock = clock
         self._queue: collections.deque[QueuedLog] = collections.deque()
         self._next_plid = 0
-        self.interrupts = InterruptLine()
+        self._interrupts = InterruptLine()
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -120,8 +104,18 @@ class RtasEventQueue:
         queued = QueuedLog(log, event_class, self._next_plid, encode_hotplug_log(log, self._next_plid, when))
         self._next_plid += 1
         self._queue.append(queued)
-        self.interrupts.pulse(event_class)
+        self._interrupts.pulse(event_class)
         return queued
+
+    def watch_interrupts(self) -> InterruptWatch:
+        return self._interrupts.watch(self.pending_classes())
+
+    def unwatch_interrupts(self, watch: InterruptWatch) -> None:
+        self._interrupts.unwatch(watch)
+
+    def close(self, reason: str) -> None:
+        """End every interrupt watcher with ``reason``."""
+        self._interrupts.close(reason)
 
     def pending_classes(self) -> list[int]:
         classes: list[int] = []
@@ -142,14 +136,10 @@ class RtasEventQueue:
     def repulse(self) -> None:
         """Pulse every class that still has logs queued (PAPR: the interrupt stays asserted)."""
         for event_class in self.pending_classes():
-            self.interrupts.pulse(event_class)
+            self._interrupts.pulse(event_class)
 
-    def drop(self, event_class: int | None = None) -> int:
-        """Drop queued logs (of one class, or all); returns how many."""
-        kept = [q for q in self._queue if event_class is not None and not q.event_class & event_class]
-        dropped = len(self._queue) - len(kept)
-        self._queue = collections.deque(kept)
+    def drop(self) -> int:
+        """Drop every queued log; returns how many."""
+        dropped = len(self._queue)
+        self._queue.clear()
         return dropped
-
-    def snapshot(self) -> list[QueuedLog]:
-        return list(self._queue)

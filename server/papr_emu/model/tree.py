@@ -1,4 +1,4 @@
-"""The platform's full device tree, built from the same node builders configure-connector uses.
+"""The platform's full device tree, built from the same device fragments configure-connector walks.
 
 The tree is the one the guest would boot with now (as after a machine reset): every
 attached device whose unplug is not pending is present, with its connector's
@@ -9,7 +9,7 @@ After CAS with drconf memory the tree has ``/ibm,dynamic-reconfiguration-memory`
 Example::
 
     >>> from papr_emu.model import Platform, default_geometry
-    >>> root = build_device_tree(Platform("p", default_geometry()))
+    >>> root = build_device_tree(Platform("p", default_geometry()).view())
     >>> [child.name for child in root.children][:4]
     ['chosen', 'memory@0', 'cpus', 'rtas']
 """
@@ -17,18 +17,13 @@ Example::
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-from .devicetree import EMPTY, Node, cells, string, strings, u64
-from .drc_table import DrcRange
-from .fragments import LMB_ASSOCIATIVITY
-from .rtas import LIVE_INSERTION_DOMAIN, LMB_SIZE
+from .devicetree import EMPTY, Node, cells, string, u64
+from .fragments import LMB_ASSOCIATIVITY, XICS_PHANDLE
+from .rtas import LMB_SIZE
 from .rtas_log import IRQ_EPOW, IRQ_HOTPLUG
-
-if TYPE_CHECKING:
-    from .platform import Platform
+from .view import PlatformView
 
 #: QEMU 7.2's RTAS tokens, as in its /rtas node.
 RTAS_TOKENS: Final = {
@@ -47,7 +42,6 @@ RTAS_TOKENS: Final = {
     "ibm,suspend-me": 0x202A, "ibm,nmi-register": 0x202B, "ibm,nmi-interlock": 0x202C,
 }  # fmt: skip
 
-XICS_PHANDLE: Final = 0x1111
 RTAS_ERROR_LOG_MAX: Final = 2048
 
 # ibm,dynamic-memory flag bits (LoPAR "Flag Word").
@@ -58,77 +52,8 @@ LMB_HOT_REMOVABLE: Final = 0x100
 NO_ASSOCIATIVITY: Final = 0xFFFFFFFF
 
 
-@dataclass(frozen=True, slots=True)
-class DrcInfoRecord:
-    """One ibm,drc-info record: a run of connectors with sequential indexes and name suffixes."""
-
-    type_string: str
-    name_prefix: str
-    first_index: int
-    first_suffix: int
-    count: int
-    increment: int
-    power_domain: int = -1
-
-    def encode(self) -> bytes:
-        """Strings NUL-terminated, then five cells, unaligned (LoPAR)."""
-        return (
-            string(self.type_string)
-            + string(self.name_prefix)
-            + cells(self.first_index, self.first_suffix, self.count, self.increment, self.power_domain)
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class DrcArrays:
-    """The four ibm,drc-* arrays of a node, one entry per connector."""
-
-    indexes: Sequence[int]
-    names: Sequence[str]
-    types: Sequence[str]
-
-    @classmethod
-    def from_ranges(cls, ranges: Sequence[DrcRange]) -> DrcArrays:
-        """Every connector of the ranges, in range order (ascending index)."""
-        return cls(
-            indexes=[i for r in ranges for i in r.indexes()],
-            names=[r.type.name(drc_id) for r in ranges for drc_id in r.ids()],
-            types=[r.type.type_string for r in ranges for _ in r.ids()],
-        )
-
-    def properties(self) -> list[tuple[str, bytes]]:
-        """In QEMU's wire order: types, names, power-domains (all -1, live insertion), indexes."""
-        count = cells(len(self.indexes))
-        return [
-            ("ibm,drc-types", count + strings(self.types)),
-            ("ibm,drc-names", count + strings(self.names)),
-            ("ibm,drc-power-domains", count + cells(*[LIVE_INSERTION_DOMAIN] * len(self.indexes))),
-            ("ibm,drc-indexes", count + cells(*self.indexes)),
-        ]
-
-
-def drc_info_records(ranges: Sequence[DrcRange]) -> list[DrcInfoRecord]:
-    return [
-        DrcInfoRecord(r.type.type_string, r.type.name_prefix, r.first_index, r.first_id, r.count, r.step)
-        for r in ranges
-        if r.count
-    ]
-
-
-def encode_drc_info(records: Sequence[DrcInfoRecord]) -> bytes:
-    return cells(len(records)) + b"".join(r.encode() for r in records)
-
-
-def dr_properties(platform: Platform, path: str) -> list[tuple[str, bytes]]:
-    """The DR properties of the node at ``path``: ibm,drc-info after CAS asked for it, else the arrays."""
-    ranges = platform.drc_ranges(path)
-    if platform.options.drc_info:
-        return [("ibm,drc-info", encode_drc_info(drc_info_records(ranges)))]
-    return DrcArrays.from_ranges(ranges).properties()
-
-
-def _rtas_node(platform: Platform) -> Node:
-    g = platform.geometry
+def _rtas_node(view: PlatformView) -> Node:
+    g = view.geometry
     properties = [(name, cells(token)) for name, token in sorted(RTAS_TOKENS.items(), key=lambda kv: -kv[1])]
     properties += [
         ("ibm,lrdr-capacity", u64(g.device_memory_end, LMB_SIZE) + cells(g.max_cores)),
@@ -158,10 +83,10 @@ def _event_sources_node() -> Node:
     )
 
 
-def _dynamic_memory_v1(platform: Platform) -> bytes:
-    g = platform.geometry
+def _dynamic_memory_v1(view: PlatformView) -> bytes:
+    g = view.geometry
     entry = struct.Struct(">QIIII")
-    backed = {a // LMB_SIZE + n for a, size in platform.dimm_extents() for n in range(size // LMB_SIZE)}
+    backed = {a // LMB_SIZE + n for a, size in view.dimm_extents for n in range(size // LMB_SIZE)}
     first_device_lmb = g.first_lmb_id
     entries = [entry.pack(lmb * LMB_SIZE, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID)
                for lmb in range(first_device_lmb)]  # fmt: skip
@@ -171,15 +96,15 @@ def _dynamic_memory_v1(platform: Platform) -> bytes:
     return cells(len(entries)) + b"".join(entries)
 
 
-def _dynamic_memory_v2(platform: Platform) -> bytes:
-    g = platform.geometry
+def _dynamic_memory_v2(view: PlatformView) -> bytes:
+    g = view.geometry
 
     def lmb_set(count: int, address: int, drc_index: int, node: int, flags: int) -> bytes:
         return struct.pack(">IQIII", count, address, drc_index, node, flags)
 
     sets = [lmb_set(g.first_lmb_id, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID)]
     cursor = g.device_memory_base
-    for address, size in platform.dimm_extents():
+    for address, size in view.dimm_extents:
         if cursor < address:
             sets.append(lmb_set((address - cursor) // LMB_SIZE, cursor, 0x80000000 | cursor // LMB_SIZE,
                                 NO_ASSOCIATIVITY, 0))  # fmt: skip
@@ -192,9 +117,9 @@ def _dynamic_memory_v2(platform: Platform) -> bytes:
     return cells(len(sets)) + b"".join(sets)
 
 
-def _dynamic_reconfiguration_memory(platform: Platform) -> Node:
-    memory = ("ibm,dynamic-memory-v2", _dynamic_memory_v2(platform)) if platform.options.dynamic_memory_v2 else (
-        "ibm,dynamic-memory", _dynamic_memory_v1(platform))  # fmt: skip
+def _dynamic_reconfiguration_memory(view: PlatformView) -> Node:
+    memory = ("ibm,dynamic-memory-v2", _dynamic_memory_v2(view)) if view.options.dynamic_memory_v2 else (
+        "ibm,dynamic-memory", _dynamic_memory_v1(view))  # fmt: skip
     associativity = LMB_ASSOCIATIVITY[4:]  # the lookup list of node 0: the associativity without its count
     return Node(
         "ibm,dynamic-reconfiguration-memory",
@@ -208,13 +133,26 @@ def _dynamic_reconfiguration_memory(platform: Platform) -> Node:
     )
 
 
-def build_device_tree(platform: Platform) -> Node:
-    """The full tree (caller holds the platform lock)."""
-    g = platform.geometry
+def _boot_nodes(view: PlatformView, parent_path: str) -> list[Node]:
+    """The nodes of the present devices under ``parent_path``, each with the devices under it."""
+    devices = sorted((d for d in view.present if d.parent_path == parent_path), key=lambda d: d.boot_order)
+    nodes: list[Node] = []
+    for device in devices:
+        node = device.fragment(device.drc_indexes[0], view.fragments, hotplugged=False)
+        children_path = device.children_path()
+        if children_path is not None:
+            node.children = _boot_nodes(view, children_path)
+        nodes.append(node)
+    return nodes
+
+
+def build_device_tree(view: PlatformView) -> Node:
+    """The full tree the guest would boot with."""
+    g = view.geometry
     root = Node(
         "",
         [
-            *dr_properties(platform, "/"),
+            *view.fragments.dr_properties("/"),
             ("#size-cells", cells(2)),
             ("#address-cells", cells(2)),
             ("compatible", string("qemu,pseries")),
@@ -222,17 +160,19 @@ def build_device_tree(platform: Platform) -> Node:
             ("device_type", string("chrp")),
         ],
     )
-    root.children.append(Node("chosen", [("ibm,architecture-vec-5", platform.options.vector)]))
+    root.children.append(Node("chosen", [("ibm,architecture-vec-5", view.options.vector)]))
     root.children.append(
         Node(
             "memory@0",
             [("ibm,associativity", LMB_ASSOCIATIVITY), ("reg", u64(0, g.memory)), ("device_type", string("memory"))],
         )
     )
-    cpus = Node("cpus", [*dr_properties(platform, "/cpus"), ("#size-cells", cells(0)), ("#address-cells", cells(1))])
-    cpus.children = platform.present_nodes("/cpus")
+    cpus = Node(
+        "cpus", [*view.fragments.dr_properties("/cpus"), ("#size-cells", cells(0)), ("#address-cells", cells(1))]
+    )
+    cpus.children = _boot_nodes(view, "/cpus")
     root.children.append(cpus)
-    root.children.append(_rtas_node(platform))
+    root.children.append(_rtas_node(view))
     root.children.append(_event_sources_node())
     root.children.append(
         Node(
@@ -248,18 +188,10 @@ def build_device_tree(platform: Platform) -> Node:
             ],
         )
     )
-    root.children.extend(platform.present_nodes("/"))
-    if platform.options.drconf_memory and g.lmb_count:
-        root.children.append(_dynamic_reconfiguration_memory(platform))
+    root.children.extend(_boot_nodes(view, "/"))
+    if view.options.drconf_memory and g.lmb_count:
+        root.children.append(_dynamic_reconfiguration_memory(view))
     return root
 
 
-__all__ = [
-    "RTAS_TOKENS",
-    "DrcArrays",
-    "DrcInfoRecord",
-    "build_device_tree",
-    "dr_properties",
-    "drc_info_records",
-    "encode_drc_info",
-]
+__all__ = ["RTAS_TOKENS", "build_device_tree"]

@@ -6,18 +6,22 @@ stay thin: convert, call the model, convert back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from papr.v1 import connector_pb2, device_pb2, guest_pb2, hotplug_pb2, platform_pb2
 
 from ..model import (
-    DRC_TYPES,
+    CasOptions,
     ConnectorInfo,
     CpuCoreParams,
     DeviceAdded,
     DeviceDeleted,
     DeviceInfo,
     DeviceType,
+    DimmParams,
     DimmRequest,
     DrcType,
     Event,
@@ -28,19 +32,15 @@ from ..model import (
     PhbParams,
     PlatformInfo,
     PlugRequest,
+    RefusalSignal,
     UnplugRejected,
     UnplugRequested,
     UnplugTimedOut,
     UnplugTimeouts,
+    drc_type_by_shift,
+    timeout_key,
 )
-from ..model.cas import CasOptions
-from ..model.devices import CpuCoreParams as _Core
-from ..model.devices import DimmParams
-from ..model.devices import PciFunctionParams as _Pci
-from ..model.devices import PhbParams as _Phb
-from ..model.drc import RefusalSignal
 
-_DRC_TYPE_BY_PB = {t.type_shift: t for t in DRC_TYPES}
 _DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
     DeviceType.DIMM: device_pb2.DEVICE_TYPE_DIMM,
     DeviceType.CPU_CORE: device_pb2.DEVICE_TYPE_CPU_CORE,
@@ -59,7 +59,7 @@ def drc_type_from_pb(value: int, field: str = "type") -> DrcType | None:
     """DRC_TYPE_UNSPECIFIED -> None (all types)."""
     if value == connector_pb2.DRC_TYPE_UNSPECIFIED:
         return None
-    drc_type = _DRC_TYPE_BY_PB.get(value)
+    drc_type = drc_type_by_shift(value)  # DrcType values are the type shifts
     if drc_type is None:
         raise InvalidArgument(field, value, "unknown DrcType")
     return drc_type
@@ -88,31 +88,30 @@ def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
     )
 
 
+#: The UnplugTimeouts field of each device type.
+_TIMEOUT_FIELDS: dict[DeviceType, str] = {
+    DeviceType.CPU_CORE: "cpu_core_seconds",
+    DeviceType.DIMM: "dimm_seconds",
+    DeviceType.PCI_FUNCTION: "pci_function_seconds",
+    DeviceType.PHB: "phb_seconds",
+}
+
+
 def unplug_timeouts_from_pb(message: platform_pb2.UnplugTimeouts) -> UnplugTimeouts:
-    values: dict[str, float | None] = {}
-    for field, name in (
-        ("cpu_core_seconds", "cpu_core"),
-        ("dimm_seconds", "dimm"),
-        ("pci_function_seconds", "pci_function"),
-        ("phb_seconds", "phb"),
-    ):
-        if message.HasField(field):  # type: ignore[arg-type]
-            seconds = float(getattr(message, field))
-            if not seconds > 0 or seconds == float("inf"):
-                raise InvalidArgument(f"unplug_timeouts.{field}", seconds, "must be a positive number of seconds")
-            values[name] = seconds
-        else:
-            values[name] = None
-    return UnplugTimeouts(**values)
+    seconds = {
+        timeout_key(device_type): float(getattr(message, field))
+        for device_type, field in _TIMEOUT_FIELDS.items()
+        if message.HasField(field)  # type: ignore[arg-type]
+    }
+    try:
+        return UnplugTimeouts(**seconds)
+    except InvalidArgument as error:  # name the message's field, not the model's keyword
+        field = next(f for t, f in _TIMEOUT_FIELDS.items() if timeout_key(t) == error.field)
+        raise InvalidArgument(f"unplug_timeouts.{field}", error.value, "must be a positive number of seconds") from None
 
 
 def unplug_timeouts_to_pb(timeouts: UnplugTimeouts) -> platform_pb2.UnplugTimeouts:
-    return platform_pb2.UnplugTimeouts(
-        cpu_core_seconds=timeouts.cpu_core,
-        dimm_seconds=timeouts.dimm,
-        pci_function_seconds=timeouts.pci_function,
-        phb_seconds=timeouts.phb,
-    )
+    return platform_pb2.UnplugTimeouts(**{field: timeouts.for_type(t) for t, field in _TIMEOUT_FIELDS.items()})
 
 
 def geometry_to_pb(geometry: Geometry) -> platform_pb2.Geometry:
@@ -150,25 +149,40 @@ def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> Pl
     raise InvalidArgument(field, "", "must set one of dimm, cpu_core, pci_function, phb")
 
 
-def device_spec_to_pb(info: DeviceInfo) -> device_pb2.DeviceSpec:
-    params = info.params
-    if isinstance(params, DimmParams):
-        return device_pb2.DeviceSpec(
-            dimm=device_pb2.DimmSpec(size_bytes=params.size, slot=params.slot, address=params.address)
+def _dimm_spec(params: DimmParams) -> device_pb2.DeviceSpec:
+    return device_pb2.DeviceSpec(
+        dimm=device_pb2.DimmSpec(size_bytes=params.size, slot=params.slot, address=params.address)
+    )
+
+
+def _cpu_core_spec(params: CpuCoreParams) -> device_pb2.DeviceSpec:
+    return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=params.core_id))
+
+
+def _pci_function_spec(params: PciFunctionParams) -> device_pb2.DeviceSpec:
+    return device_pb2.DeviceSpec(
+        pci_function=device_pb2.PciFunctionSpec(
+            phb_index=params.phb_index, slot=params.slot, function=params.function,
+            model=_PCI_MODEL_TO_PB[params.model],
         )
-    if isinstance(params, _Core):
-        return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=params.core_id))
-    if isinstance(params, _Pci):
-        return device_pb2.DeviceSpec(
-            pci_function=device_pb2.PciFunctionSpec(
-                phb_index=params.phb_index,
-                slot=params.slot,
-                function=params.function,
-                model=_PCI_MODEL_TO_PB[params.model],
-            )
-        )
-    assert isinstance(params, _Phb)
+    )  # fmt: skip
+
+
+def _phb_spec(params: PhbParams) -> device_pb2.DeviceSpec:
     return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=params.index))
+
+
+#: Each device type's parameters as its DeviceSpec oneof member.
+_SPEC_TO_PB: dict[DeviceType, Callable[[Any], device_pb2.DeviceSpec]] = {
+    DeviceType.DIMM: _dimm_spec,
+    DeviceType.CPU_CORE: _cpu_core_spec,
+    DeviceType.PCI_FUNCTION: _pci_function_spec,
+    DeviceType.PHB: _phb_spec,
+}
+
+
+def device_spec_to_pb(info: DeviceInfo) -> device_pb2.DeviceSpec:
+    return _SPEC_TO_PB[info.type](info.params)
 
 
 def device_to_pb(info: DeviceInfo) -> device_pb2.Device:

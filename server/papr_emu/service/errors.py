@@ -25,7 +25,6 @@ from ..model import (
     NotFound,
     OutOfRange,
     PlatformError,
-    SubscriptionClosed,
 )
 
 _CODES: dict[type[PlatformError], int] = {
@@ -65,11 +64,3 @@ def call_or_abort(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
         return action()
     except PlatformError as error:
         abort(context, error)
-
-
-def abort_closed(context: grpc.ServicerContext, closed: SubscriptionClosed, platform: str) -> NoReturn:
-    """End a stream whose subscription was closed: the server stops, or the platform was deleted."""
-    if closed.reason == "shutdown":
-        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {platform!r}: was deleted")
-    raise AssertionError("unreachable: abort raises")

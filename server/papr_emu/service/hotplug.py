@@ -10,10 +10,10 @@ from papr.v1 import hotplug_pb2, hotplug_pb2_grpc
 
 from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
 from . import convert
-from .errors import abort_closed, call_or_abort
+from .errors import call_or_abort
+from .streams import POLL_SECONDS, abort_closed
 
-#: How often a blocked event stream checks whether its client went away.
-POLL_SECONDS = 0.25
+#: Initial-metadata key: the sequence the stream starts after (resume from it after a reconnect).
 SUBSCRIBED_AFTER_KEY = "papr-subscribed-after"
 
 
@@ -58,9 +58,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
     ) -> Iterator[hotplug_pb2.WatchEventsResponse]:
         platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
         after = request.after_sequence if request.HasField("after_sequence") else None
-        with platform.lock:  # ordered against publishing: no event falls between the two
-            subscription = call_or_abort(context, lambda: platform.events.subscribe(after))
-            subscribed_after = platform.events.last_sequence
+        subscription, subscribed_after = call_or_abort(context, lambda: platform.subscribe_events(after))
         try:
             context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
             while context.is_active():
@@ -77,5 +75,4 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
                 if event is not None:
                     yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
         finally:
-            with platform.lock:
-                platform.events.unsubscribe(subscription)
+            platform.unsubscribe_events(subscription)

@@ -1,0 +1,62 @@
+"""The devices plugged into a platform, by id and by the slot QEMU checks new ones against.
+
+Example::
+
+    >>> from papr_emu.model.devices import CpuCore
+    >>> inventory = Inventory()
+    >>> inventory.add(CpuCore("core1", hotplugged=True, core_id=1))
+    >>> inventory.occupant(CpuCore, 1).id, len(inventory)
+    ('core1', 1)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterator
+from typing import TypeVar
+
+from .base import Device
+
+DeviceT = TypeVar("DeviceT", bound=Device)
+
+
+class Inventory:
+    """Devices by id, and by (type, slot key): core id, DIMM slot, PHB index, (PHB, devfn)."""
+
+    def __init__(self) -> None:
+        self._devices: dict[str, Device] = {}
+        self._by_slot: dict[tuple[type[Device], Hashable], Device] = {}
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def __contains__(self, device_id: object) -> bool:
+        return device_id in self._devices
+
+    def __iter__(self) -> Iterator[Device]:
+        """Devices sorted by id."""
+        return iter([self._devices[k] for k in sorted(self._devices)])
+
+    def get(self, device_id: str) -> Device | None:
+        return self._devices.get(device_id)
+
+    def add(self, device: Device) -> None:
+        self._devices[device.id] = device
+        self._by_slot[(type(device), device.slot_key)] = device
+
+    def remove(self, device: Device) -> None:
+        del self._devices[device.id]
+        del self._by_slot[(type(device), device.slot_key)]
+
+    def occupant(self, device_class: type[DeviceT], slot_key: Hashable) -> DeviceT | None:
+        """The device of this type in this slot, if any."""
+        device = self._by_slot.get((device_class, slot_key))
+        assert device is None or isinstance(device, device_class)
+        return device
+
+    def of_type(self, device_class: type[DeviceT]) -> list[DeviceT]:
+        """Devices of one type, sorted by id."""
+        return [d for d in self if isinstance(d, device_class)]
+
+    def present(self) -> list[Device]:
+        """Devices the guest would find at boot: attached, and not on their way out (sorted by id)."""
+        return [d for d in self if not d.unplug_pending]
