@@ -1,13 +1,14 @@
 """Generate the Python gRPC code (and its mypy stubs) and the API reference from ``proto/``.
 
 One command regenerates everything; ``--check`` fails if anything committed is
-stale. Code goes to ``client/papr/v1`` (import name ``papr.v1``), shared by the
-server and the client library; the API reference, rendered from the comments
-in the .proto files, goes to ``docs/api.md``.
+stale. Code goes to ``proto/gen/papr/v1`` (import name ``papr.v1``), beside the
+.proto files it comes from: the server and the client library both depend on it,
+neither owns it. The API reference, rendered from the comments in the .proto
+files, goes to ``docs/api.md``.
 
 Example::
 
-    python proto/generate.py          # rewrite client/papr/v1/*_pb2*.py(i) and docs/api.md
+    python proto/generate.py          # rewrite proto/gen/papr/v1/*_pb2*.py(i) and docs/api.md
     python proto/generate.py --check  # exit 1 and list stale files
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-OUT_ROOT = ROOT / "client"
+OUT_ROOT = PROTO_ROOT / "gen"
 PACKAGE_DIR = Path("papr") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
