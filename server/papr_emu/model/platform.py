@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable
 
 import structlog
 
 from . import drc as connector
-from . import plug_rules, rtas, work_area
+from . import rtas, work_area
 from .cas import CasOptions
 from .devices import (
     CpuCoreParams,
@@ -47,27 +46,19 @@ from .devices import (
     dimms_by_address,
 )
 from .devicetree import Node
-from .drc import CPU, LMB, PHB, PMEM, Drc, DrcType, RefusalSignal
+from .drc import CPU, LMB, PHB, PMEM, DrcType
 from .drc_table import DrcRange, DrcTable
 from .dtb import to_dtb
 from .errors import InvalidArgument, NotFound
-from .events import DeviceAdded, DeviceDeleted, EventLog, Subscription, UnplugRejected, UnplugRequested, UnplugTimedOut
+from .events import EventLog, Subscription
 from .fragments import hpt_shift_for_ram_size
 from .geometry import MAX_PHBS, Geometry
+from .hotplug import Hotplug
 from .rtas_events import InterruptWatch, RtasEventQueue
-from .rtas_log import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG, HotplugLog
 from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
 from .unplug_timeouts import UnplugTimeouts
-from .view import FragmentView, PlatformView
-
-
-def _compact(indexes: set[int]) -> Sequence[int]:
-    """Ascending indexes, as a range when they are consecutive (a big DIMM's are: kept events stay small)."""
-    ordered = sorted(indexes)
-    if ordered and ordered[-1] - ordered[0] + 1 == len(ordered):
-        return range(ordered[0], ordered[-1] + 1)
-    return tuple(ordered)
+from .view import PlatformView
 
 
 class Platform:
@@ -87,14 +78,13 @@ class Platform:
         self._lock = threading.RLock()
         self._events = EventLog(name, clock)
         self._rtas_events = RtasEventQueue(clock)
-        # What the guest negotiated at CAS. Before it, hotplug logs go to the EPOW source, DIMM adds
-        # are counted (not indexed), and the tree has the four ibm,drc-* arrays and no drconf memory.
-        self.options = CasOptions()
-        self.unplug_timeouts = unplug_timeouts or UnplugTimeouts()
-        self._monotonic = monotonic
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs: DrcTable[Device] = DrcTable()
         self._inventory = Inventory()
+        self._hotplug = Hotplug(
+            geometry, self._drcs, self._inventory, self._events, self._rtas_events,
+            unplug_timeouts or UnplugTimeouts(), monotonic, self.log,
+        )  # fmt: skip
         g = geometry
         self._drcs.add_range(DrcRange(CPU, 0, g.max_cores, g.threads, "/cpus"))
         self._drcs.add_range(DrcRange(PHB, 0, MAX_PHBS, 1, "/"))
@@ -105,9 +95,19 @@ class Platform:
         ]
         boot.append(("phb0", PhbParams(0)))
         for device_id, request in [*boot, *coldplug]:
-            self._plug(device_id, request, hotplugged=False)
+            self._hotplug.plug(device_id, request, hotplugged=False)
         # QEMU sizes the hash page table at reset for boot RAM plus coldplugged DIMMs.
-        self._hpt_shift = hpt_shift_for_ram_size(g.memory + sum(d.size for d in dimms_by_address(self._inventory)))
+        boot_ram = g.memory + sum(d.size for d in dimms_by_address(self._inventory))
+        self._hotplug.hpt_shift = hpt_shift_for_ram_size(boot_ram)
+
+    @property
+    def options(self) -> CasOptions:
+        """What the guest negotiated at CAS (defaults before it)."""
+        return self._hotplug.options
+
+    @property
+    def unplug_timeouts(self) -> UnplugTimeouts:
+        return self._hotplug.unplug_timeouts
 
     # --- snapshots --------------------------------------------------------------------------------
 
@@ -168,134 +168,17 @@ class Platform:
     def plug(self, device_id: str, request: PlugRequest) -> DeviceInfo:
         """Hot-plug a device (QMP device_add); an empty id gets one picked."""
         with self._lock:
-            return self._plug(device_id, request, hotplugged=True).info()
-
-    def _plug(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
-        device = plug_rules.prepare(self.geometry, self._inventory, device_id, request, hotplugged)
-        for drc_range in device.connector_ranges():
-            self._drcs.add_range(drc_range)
-        for index in device.drc_indexes:
-            drc = self._drcs.get(index)
-            assert drc is not None and drc.device is None, f"connector {index:#x} not free"
-            drc.device = device
-            device.attached.add(index)
-            if not hotplugged:
-                drc.reset()  # coldplug: straight to the ready state
-        self._inventory.add(device)
-        if hotplugged:
-            self._queue_logs(device.plug_logs(self._inventory, count_indexed=self.options.hotplug_events))
-        self.log.info(
-            "device.plugged", device=device.id, device_type=device.type.value, drc_index=device.drc_indexes[0],
-            drc_count=len(device.drc_indexes), hotplugged=hotplugged,
-        )  # fmt: skip
-        self._events.publish(DeviceAdded(device.info()))
-        return device
+            return self._hotplug.plug(device_id, request, hotplugged=True).info()
 
     def unplug(self, device_id: str) -> UnplugOutcome:
         """Request a hot-unplug (QMP device_del)."""
         with self._lock:
-            device = self._device(device_id)
-            device.check_unplug()
-            if device.unplug_pending:  # a type QEMU lets re-request (a CPU core): the remove event is re-sent
-                self.log.info("device.unplug_repeated", device=device.id)
-            else:
-                for other in [*device.unplug_companions(self._inventory), device]:
-                    self._request_unplug(other)
-            self._queue_logs(device.unplug_logs(self._inventory))
-            return UnplugOutcome(device.id not in self._inventory, device.info())
-
-    def _request_unplug(self, device: Device) -> None:
-        """Mark the device's connectors unplug-pending; release those the guest never acquired."""
-        device.unplug_pending = True
-        for index in sorted(device.attached):
-            drc = self._drcs.get(index)
-            assert drc is not None
-            drc.unplug_requested = True
-            if drc.state == drc.type.connector_class.empty_state:
-                self._release(drc, released_by=0)  # never acquired by the guest: gone at once
-        if device.id not in self._inventory:
-            return  # every connector was released: the device is gone already
-        timeout = self.unplug_timeouts.for_type(device.type)
-        if timeout is not None:
-            device.unplug_deadline = self._monotonic() + timeout
-        self.log.info("device.unplug_requested", device=device.id, drc_index=min(device.attached))
-        self._events.publish(UnplugRequested(device.id, device.type, _compact(device.attached)))
-
-    # --- the DrcOwner protocol: what connector transitions ask of the platform ---------------------
-
-    def release(self, drc: Drc[Any]) -> None:
-        """The guest gave back ``drc`` with an unplug pending."""
-        self._release(drc, released_by=drc.index)
-
-    def refuse_unplug(self, drc: Drc[Any], signal: RefusalSignal) -> None:
-        """The guest refused the pending unplug: cancel it (for a DIMM, on every LMB)."""
-        device = drc.device
-        assert isinstance(device, Device)
-        self._cancel_unplug(device)
-        self.log.warning("device.unplug_rejected", device=device.id, drc_index=drc.index, signal=signal.value)
-        self._events.publish(UnplugRejected(device.id, device.type, signal, drc.index))
-
-    def fragment(self, drc: Drc[Any]) -> Node:
-        """The node configure-connector hands out for ``drc``."""
-        assert isinstance(drc.device, Device)  # configurable states always have a device
-        return drc.device.fragment(drc.index, self._fragment_view())
-
-    def _release(self, drc: Drc[Device], released_by: int) -> None:
-        device = drc.device
-        assert device is not None
-        drc.device = None
-        drc.unplug_requested = False
-        drc.rewind()
-        device.attached.discard(drc.index)
-        self.log.info("drc.released", drc_index=drc.index, device=device.id, left=len(device.attached))
-        if not device.attached:
-            self._delete(device, released_by)
-
-    def _delete(self, device: Device, released_by: int) -> None:
-        for dependent in device.dependents(self._inventory):
-            for index in sorted(dependent.attached):
-                drc = self._drcs.get(index)
-                assert drc is not None
-                self._release(drc, released_by)  # the last one deletes the dependent
-        for drc_range in device.connector_ranges():
-            self._drcs.remove_range(drc_range)
-        self._inventory.remove(device)
-        device.unplug_pending = False
-        self.log.info("device.deleted", device=device.id, drc_index=released_by)
-        self._events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
-
-    def _cancel_unplug(self, device: Device) -> None:
-        """Clear the unplug on every connector the device owns.
-
-        Unlike QEMU 7.2, connectors the guest already released (LMBs of a DIMM) are
-        re-attached, UNUSABLE with the device, so the device is whole again and can be
-        acquired or unplugged later.
-        """
-        for index in device.drc_indexes:
-            drc = self._drcs.get(index)
-            assert drc is not None
-            if drc.device is None:
-                assert drc.state == drc.type.connector_class.empty_state
-                drc.device = device
-                device.attached.add(index)
-            drc.unplug_requested = False
-        device.unplug_pending = False
-        device.unplug_deadline = None
+            return self._hotplug.unplug(self._device(device_id))
 
     def expire_unplugs(self, now: float | None = None) -> list[str]:
         """Cancel pending unplugs whose timeout has passed; returns the device ids."""
         with self._lock:
-            now = self._monotonic() if now is None else now
-            expired = [
-                d for d in self._inventory
-                if d.unplug_pending and d.unplug_deadline is not None and d.unplug_deadline <= now
-            ]  # fmt: skip
-            for device in expired:
-                timeout = self.unplug_timeouts.for_type(device.type) or 0.0
-                self._cancel_unplug(device)
-                self.log.warning("device.unplug_timed_out", device=device.id, timeout=timeout)
-                self._events.publish(UnplugTimedOut(device.id, device.type, timeout))
-            return [d.id for d in expired]
+            return self._hotplug.expire_unplugs(now)
 
     # --- RTAS -------------------------------------------------------------------------------------
 
@@ -304,7 +187,9 @@ class Platform:
         with self._lock:
             drc = self._drcs.get(index)
             status = (
-                rtas.PARAMETER_ERROR if drc is None else connector.set_indicator(drc, indicator_type, new_state, self)
+                rtas.PARAMETER_ERROR
+                if drc is None
+                else connector.set_indicator(drc, indicator_type, new_state, self._hotplug)
             )
             self.log.debug(
                 "rtas.set_indicator", drc_index=index, indicator=indicator_type, value=new_state, status=status
@@ -327,7 +212,7 @@ class Platform:
             out = bytearray(area)
             index = work_area.drc_index(out)
             drc = self._drcs.get(index)
-            status = rtas.PARAMETER_ERROR if drc is None else connector.configure_step(drc, out, self)
+            status = rtas.PARAMETER_ERROR if drc is None else connector.configure_step(drc, out, self._hotplug)
             if status == rtas.HARDWARE_ERROR:
                 self.log.error("rtas.configure_connector.overflow", drc_index=index)
             self.log.debug("rtas.configure_connector", drc_index=index, status=status)
@@ -345,12 +230,6 @@ class Platform:
 
     # --- RTAS event logs --------------------------------------------------------------------------
 
-    def _queue_logs(self, logs: Iterable[HotplugLog]) -> None:
-        event_class = EVENT_CLASS_HOTPLUG if self.options.hotplug_events else EVENT_CLASS_EPOW
-        for log in logs:
-            queued = self._rtas_events.push(log, event_class)
-            self.log.debug("rtas.event_queued", drc_index=log.index, action=log.action, plid=queued.plid)
-
     def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
         """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
         with self._lock:
@@ -366,15 +245,12 @@ class Platform:
 
     # --- device tree and CAS ----------------------------------------------------------------------
 
-    def _fragment_view(self) -> FragmentView:
-        return FragmentView(self._hpt_shift, self.options.drc_info, tuple(self._drcs.ranges()))
-
     def view(self) -> PlatformView:
         """A plain view of the platform now, for building its device tree."""
         with self._lock:
             present = tuple(self._inventory.present())
             extents = tuple((d.address, d.size) for d in dimms_by_address(self._inventory) if not d.unplug_pending)
-            return PlatformView(self.geometry, self.options, self._fragment_view(), present, extents)
+            return PlatformView(self.geometry, self.options, self._hotplug.fragment_view(), present, extents)
 
     def device_tree(self) -> Node:
         """The full device tree the guest would boot with now."""
@@ -393,17 +269,8 @@ class Platform:
         """
         options = CasOptions.from_vector(option_vector_5)
         with self._lock:
-            self.options = options
-            # QEMU's DRC reset, on every connector with a device: a pending unplug completes
-            # (release), then the connector is ready if it still has a device, else empty.
-            for index in sorted(i for d in self._inventory for i in d.attached):
-                drc = self._drcs.get(index)
-                if drc is None:  # its PHB went away with an earlier release
-                    continue
-                if drc.unplug_requested:
-                    self._release(drc, released_by=0)
-                drc.reset()
-            dropped = self._rtas_events.drop()
+            self._hotplug.options = options
+            dropped = self._hotplug.reset()
             self.log.info(
                 "guest.cas", hotplug_events=options.hotplug_events, drconf_memory=options.drconf_memory,
                 dynamic_memory_v2=options.dynamic_memory_v2, drc_info=options.drc_info, dropped_logs=dropped,
