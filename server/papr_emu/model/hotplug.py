@@ -51,7 +51,7 @@ class Hotplug:
         self,
         geometry: Geometry,
         drcs: DrcTable[Device],
-        inventory: Inventory,
+        inventory: Inventory[Device],
         events: EventLog,
         rtas_events: RtasEventQueue,
         unplug_timeouts: UnplugTimeouts,

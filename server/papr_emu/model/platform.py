@@ -80,7 +80,7 @@ class Platform:
         self._rtas_events = RtasEventQueue(clock)
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs: DrcTable[Device] = DrcTable()
-        self._inventory = Inventory()
+        self._inventory: Inventory[Device] = Inventory()
         self._hotplug = Hotplug(
             geometry, self._drcs, self._inventory, self._events, self._rtas_events,
             unplug_timeouts or UnplugTimeouts(), monotonic, self.log,

@@ -16,7 +16,9 @@ from .errors import AlreadyExists, InvalidArgument
 from .geometry import Geometry
 
 
-def prepare(geometry: Geometry, inventory: Inventory, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
+def prepare(
+    geometry: Geometry, inventory: Inventory[Device], device_id: str, request: PlugRequest, hotplugged: bool
+) -> Device:
     """The device a plug request becomes (an empty id gets one picked), or the error QEMU would refuse it with."""
     device_class = device_class_for(request)
     device_id = device_id or device_class.default_id(request, inventory)

@@ -21,7 +21,7 @@ import enum
 import re
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol
+from typing import Any, ClassVar, Final, Protocol
 
 from ..devicetree import Node, PropertyList
 from ..drc import DrcType
@@ -29,9 +29,7 @@ from ..drc_table import DrcRange
 from ..errors import FailedPrecondition
 from ..geometry import Geometry
 from ..rtas_log import HP_ACTION_ADD, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, HotplugLog
-
-if TYPE_CHECKING:
-    from .inventory import Inventory
+from .inventory import Inventory
 
 DEVICE_ID_PATTERN: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 
@@ -73,7 +71,7 @@ class PlugContext:
     """What QEMU checks a plug request against: the machine's shape and the devices present."""
 
     geometry: Geometry
-    inventory: Inventory
+    inventory: Inventory[Device]
     hotplugged: bool
 
 
@@ -137,7 +135,7 @@ class Device:
     # --- plugging ----------------------------------------------------------------------------------
 
     @classmethod
-    def default_id(cls, request: Any, inventory: Inventory) -> str:
+    def default_id(cls, request: Any, inventory: Inventory[Device]) -> str:
         """A free id named after the device ("core2", "phb1"); the base from :meth:`id_base`."""
         base = cls.id_base(request)
         candidate, n = base, 0
@@ -159,7 +157,7 @@ class Device:
         """Connectors the device brings with it (a PHB's PCI slots): added on attach, removed on delete."""
         return []
 
-    def plug_logs(self, inventory: Inventory, count_indexed: bool) -> list[HotplugLog]:
+    def plug_logs(self, inventory: Inventory[Device], count_indexed: bool) -> list[HotplugLog]:
         """QEMU's hotplug "add" logs for the device, hot-plugged and attached."""
         return [HotplugLog(self.drc_type.hotplug_resource, HP_ACTION_ADD, HP_ID_DRC_INDEX, self.drc_indexes[0])]
 
@@ -170,15 +168,15 @@ class Device:
         if self.unplug_pending and self.unplug_in_progress is not None:
             raise FailedPrecondition(self.unplug_in_progress.format(id=self.id))
 
-    def unplug_companions(self, inventory: Inventory) -> list[Device]:
+    def unplug_companions(self, inventory: Inventory[Device]) -> list[Device]:
         """Other devices a device_del of this one also requests the unplug of."""
         return []
 
-    def unplug_logs(self, inventory: Inventory) -> list[HotplugLog]:
+    def unplug_logs(self, inventory: Inventory[Device]) -> list[HotplugLog]:
         """QEMU's hotplug "remove" logs for an unplug request (after the connectors were marked)."""
         return [HotplugLog(self.drc_type.hotplug_resource, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, self.drc_indexes[0])]
 
-    def dependents(self, inventory: Inventory) -> list[Device]:
+    def dependents(self, inventory: Inventory[Device]) -> list[Device]:
         """Devices that go when this one is deleted (the functions on a PHB's bus)."""
         return []
 

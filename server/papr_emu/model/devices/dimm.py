@@ -65,7 +65,7 @@ class Dimm(Device):
         return self.slot
 
     @classmethod
-    def default_id(cls, request: DimmRequest, inventory: Inventory) -> str:
+    def default_id(cls, request: DimmRequest, inventory: Inventory[Device]) -> str:
         """QEMU-style "dimm<n>": the first free n."""
         n = 0
         while f"dimm{n}" in inventory:
@@ -130,13 +130,13 @@ class Dimm(Device):
                 )
         return Dimm(device_id, context.hotplugged, size=size, slot=slot, address=address)
 
-    def plug_logs(self, inventory: Inventory, count_indexed: bool) -> list[HotplugLog]:
+    def plug_logs(self, inventory: Inventory[Device], count_indexed: bool) -> list[HotplugLog]:
         resource, indexes = self.drc_type.hotplug_resource, self.drc_indexes
         if count_indexed:  # the guest negotiated the hot-plug event source
             return [HotplugLog(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))]
         return [HotplugLog(resource, HP_ACTION_ADD, HP_ID_DRC_COUNT, count=len(indexes))]  # any free LMBs
 
-    def unplug_logs(self, inventory: Inventory) -> list[HotplugLog]:
+    def unplug_logs(self, inventory: Inventory[Device]) -> list[HotplugLog]:
         resource, indexes = self.drc_type.hotplug_resource, self.drc_indexes
         return [HotplugLog(resource, HP_ACTION_REMOVE, HP_ID_DRC_COUNT_INDEXED, indexes[0], len(indexes))]
 
@@ -144,6 +144,6 @@ class Dimm(Device):
         return lmb_node(self.drc_type.id(drc_index) * LMB_SIZE)
 
 
-def dimms_by_address(inventory: Inventory) -> list[Dimm]:
+def dimms_by_address(inventory: Inventory[Device]) -> list[Dimm]:
     """The DIMMs in address order (how QEMU places the next one and lists them in drconf memory)."""
     return sorted(inventory.of_type(Dimm), key=lambda d: d.address)

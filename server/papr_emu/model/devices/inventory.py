@@ -3,7 +3,7 @@
 Example::
 
     >>> from papr_emu.model.devices import CpuCore
-    >>> inventory = Inventory()
+    >>> inventory: Inventory[CpuCore] = Inventory()
     >>> inventory.add(CpuCore("core1", hotplugged=True, core_id=1))
     >>> inventory.occupant(CpuCore, 1).id, len(inventory)
     ('core1', 1)
@@ -12,19 +12,32 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterator
-from typing import TypeVar
-
-from .base import Device
-
-DeviceT = TypeVar("DeviceT", bound=Device)
+from typing import Generic, Protocol, TypeVar
 
 
-class Inventory:
+class Slotted(Protocol):
+    """What the inventory files a device by."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def slot_key(self) -> Hashable: ...
+
+    @property
+    def unplug_pending(self) -> bool: ...
+
+
+DeviceT = TypeVar("DeviceT", bound=Slotted)
+OfTypeT = TypeVar("OfTypeT")
+
+
+class Inventory(Generic[DeviceT]):
     """Devices by id, and by (type, slot key): core id, DIMM slot, PHB index, (PHB, devfn)."""
 
     def __init__(self) -> None:
-        self._devices: dict[str, Device] = {}
-        self._by_slot: dict[tuple[type[Device], Hashable], Device] = {}
+        self._devices: dict[str, DeviceT] = {}
+        self._by_slot: dict[tuple[type, Hashable], DeviceT] = {}
 
     def __len__(self) -> int:
         return len(self._devices)
@@ -32,31 +45,31 @@ class Inventory:
     def __contains__(self, device_id: object) -> bool:
         return device_id in self._devices
 
-    def __iter__(self) -> Iterator[Device]:
+    def __iter__(self) -> Iterator[DeviceT]:
         """Devices sorted by id."""
         return iter([self._devices[k] for k in sorted(self._devices)])
 
-    def get(self, device_id: str) -> Device | None:
+    def get(self, device_id: str) -> DeviceT | None:
         return self._devices.get(device_id)
 
-    def add(self, device: Device) -> None:
+    def add(self, device: DeviceT) -> None:
         self._devices[device.id] = device
         self._by_slot[(type(device), device.slot_key)] = device
 
-    def remove(self, device: Device) -> None:
+    def remove(self, device: DeviceT) -> None:
         del self._devices[device.id]
         del self._by_slot[(type(device), device.slot_key)]
 
-    def occupant(self, device_class: type[DeviceT], slot_key: Hashable) -> DeviceT | None:
+    def occupant(self, device_class: type[OfTypeT], slot_key: Hashable) -> OfTypeT | None:
         """The device of this type in this slot, if any."""
         device = self._by_slot.get((device_class, slot_key))
         assert device is None or isinstance(device, device_class)
         return device
 
-    def of_type(self, device_class: type[DeviceT]) -> list[DeviceT]:
+    def of_type(self, device_class: type[OfTypeT]) -> list[OfTypeT]:
         """Devices of one type, sorted by id."""
         return [d for d in self if isinstance(d, device_class)]
 
-    def present(self) -> list[Device]:
+    def present(self) -> list[DeviceT]:
         """Devices the guest would find at boot: attached, and not on their way out (sorted by id)."""
         return [d for d in self if not d.unplug_pending]

@@ -119,7 +119,7 @@ class PciFunction(Device):
             function=request.function, model=request.model,
         )  # fmt: skip
 
-    def plug_logs(self, inventory: Inventory, count_indexed: bool) -> list[HotplugLog]:
+    def plug_logs(self, inventory: Inventory[Device], count_indexed: bool) -> list[HotplugLog]:
         """Function 0 announces every present function of its slot; the others wait for function 0."""
         if self.function != 0:
             return []
@@ -128,14 +128,14 @@ class PciFunction(Device):
             for index in self._slot_connectors(inventory, range(PCI_FUNCTIONS))
         ]
 
-    def unplug_companions(self, inventory: Inventory) -> list[Device]:
+    def unplug_companions(self, inventory: Inventory[Device]) -> list[Device]:
         """Unplugging function 0 takes the slot's other functions with it (QEMU 7.2 cascades)."""
         if self.function != 0:
             return []
         others = (_function(inventory, self.phb_index, self.slot, f) for f in range(1, PCI_FUNCTIONS))
         return [f for f in others if f is not None and not f.unplug_pending]
 
-    def unplug_logs(self, inventory: Inventory) -> list[HotplugLog]:
+    def unplug_logs(self, inventory: Inventory[Device]) -> list[HotplugLog]:
         """Function 0 announces the removal of every function still present, last function first.
 
         A function the guest never unisolated is already gone and gets no log.
@@ -147,7 +147,7 @@ class PciFunction(Device):
             for index in self._slot_connectors(inventory, range(PCI_FUNCTIONS - 1, -1, -1))
         ]
 
-    def _slot_connectors(self, inventory: Inventory, functions: range) -> list[int]:
+    def _slot_connectors(self, inventory: Inventory[Device], functions: range) -> list[int]:
         """The connectors still attached to the slot's functions, in the order of ``functions``."""
         indexes: list[int] = []
         for function in functions:
@@ -161,5 +161,5 @@ class PciFunction(Device):
         return pci_function_node(model.data, model.qemu_name, self.phb_index, 0, self.slot, self.function, drc_index)
 
 
-def _function(inventory: Inventory, phb_index: int, slot: int, function: int) -> PciFunction | None:
+def _function(inventory: Inventory[Device], phb_index: int, slot: int, function: int) -> PciFunction | None:
     return inventory.occupant(PciFunction, (phb_index, (slot << 3) | function))

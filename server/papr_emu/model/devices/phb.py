@@ -85,7 +85,7 @@ class Phb(Device):
         """The PCI connectors of the bus: every devfn of its root bus."""
         return [DrcRange(PCI, pci_drc_id(self.index, 0), PCI_SLOTS * PCI_FUNCTIONS, 1, self.children_path())]
 
-    def dependents(self, inventory: Inventory) -> list[Device]:
+    def dependents(self, inventory: Inventory[Device]) -> list[Device]:
         """The bus goes with the PHB, and with the bus every function still on it."""
         bus = self.children_path()
         return sorted((d for d in inventory if d.parent_path == bus), key=lambda d: d.boot_order)
