@@ -1,12 +1,12 @@
-"""Differential conformance: every scenario of tests/conformance/scenarios on QEMU 7.2 and on papr-emu.
+"""Differential conformance: every scenario of papr_emu_conformance/scenarios on QEMU 7.2 and on papr-emu.
 
 The papr-emu side runs on a fresh platform of the session server; the QEMU side on a fresh
 ``qemu-system-ppc64`` per scenario (and per failing device_add), every read bounded by a
 timeout. The two traces must agree step by step up to the differences declared in
-``papr_emu_client/conformance/differences.py``; otherwise the test fails with the
+``papr_emu_conformance/differences.py``; otherwise the test fails with the
 side-by-side diff. Without QEMU the scenario tests are skipped (with the reason), never passed.
 
-One scenario by hand: ``python -m papr_emu_client.conformance run dimm-cycle [--side qemu|papr|both]``.
+One scenario by hand: ``papr-emu conformance run dimm-cycle [--side qemu|papr|both]``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 from papr_emu import PaprServer
 from papr_emu_client import Client
-from papr_emu_client.conformance import (
+from papr_emu_conformance import (
     ALLOWED,
     Record,
     Trace,
@@ -30,10 +30,10 @@ from papr_emu_client.conformance import (
     run_qemu,
     scenario_paths,
 )
-from papr_emu_client.conformance.differences import UNCOMPARED_LOG_BYTES
-from papr_emu_client.conformance.scenario import ScenarioError, parse_scenario
+from papr_emu_conformance.differences import UNCOMPARED_LOG_BYTES
+from papr_emu_conformance.scenario import BUILTIN_SCENARIOS, ScenarioError, parse_scenario
 
-SCENARIOS = Path(__file__).parent / "conformance" / "scenarios"
+SCENARIOS = BUILTIN_SCENARIOS
 PATHS = scenario_paths(SCENARIOS)
 COMPAT = Path(__file__).parent.parent / "docs" / "compat.md"
 QEMU = find_qemu()

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
+from papr_emu.pytest_plugin import PaprEmuFixture
 from papr_emu_client import Guest
-from papr_emu_client.pytest_plugin import PaprEmuFixture
 
 SEEN: list[str] = []
 

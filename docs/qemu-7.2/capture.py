@@ -6,7 +6,7 @@ plays the guest by issuing RTAS calls through the qtest ``rtas`` line command, w
 arguments/returns as big-endian cells in guest RAM. Hotplug is driven over QMP.
 
 Needs papr-emu installed (``pip install -e .`` at the repository root; Python 3.11): the
-QEMU plumbing (start-up, qtest, QMP, dumpdtb) is ``papr_emu_client.conformance.qemu_process``,
+QEMU plumbing (start-up, qtest, QMP, dumpdtb) is ``papr_emu_conformance.qemu_process``,
 shared with the conformance suite. Usage::
 
     python capture.py [--qemu qemu-system-ppc64] [--out DIR] [--only PART ...]
@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from papr_emu_client.conformance.qemu_process import (
+from papr_emu_conformance.qemu_process import (
     IO_TIMEOUT,
     QemuExited,
     QemuHung,

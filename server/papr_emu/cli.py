@@ -6,6 +6,11 @@ Example::
     papr-emu serve --listen unix:/tmp/papr.sock --log-format json
     papr-emu serve --config platforms.toml
     papr-emu connectors --attached                  # see papr_emu_client.cli for the rest
+    papr-emu conformance list                       # a command from the papr_emu.commands entry points
+
+Commands beyond ``serve`` and the client's come from the ``papr_emu.commands`` entry-point
+group (name -> a ``main(argv) -> int``), loaded only when run: that is how the conformance
+suite, which depends on this package, adds ``conformance`` without this package importing it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import signal
 import sys
 import threading
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 from types import FrameType
 
@@ -26,9 +33,26 @@ from .logs import LOG_LEVELS, configure_logging
 from .model import DEFAULT_PLATFORM, PlatformError, Platforms, default_geometry
 from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
 
+DISTRIBUTION = "papr-emu"
+COMMANDS_GROUP = "papr_emu.commands"
 
-def _parser() -> argparse.ArgumentParser:
+
+def distribution_version() -> str:
+    """The installed distribution's version (what ``--version`` prints)."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        return "unknown"
+
+
+def plugin_commands() -> dict[str, EntryPoint]:
+    """The ``papr_emu.commands`` entry points by command name, not loaded yet."""
+    return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
+
+
+def _parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="papr-emu", description="PAPR/RTAS DRC platform emulator over gRPC")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument(
@@ -43,13 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
     client_cli.add_commands(commands)
-    conformance = commands.add_parser(
-        "conformance",
-        help="run conformance scenarios against QEMU 7.2 and/or papr-emu",
-        description="run conformance scenarios against QEMU 7.2 and/or papr-emu (see `papr-emu conformance --help`)",
-        add_help=False,
-    )
-    conformance.add_argument("arguments", nargs=argparse.REMAINDER)
+    for name, entry in sorted(plugins.items()):
+        # Listed for --help only: main() hands a plugin its arguments before this parser runs.
+        commands.add_parser(name, help=f"from {entry.module.partition('.')[0]}; see `papr-emu {name} --help`")
     return parser
 
 
@@ -90,13 +110,15 @@ def serve(options: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    options = _parser().parse_args(argv)
+    args = sys.argv[1:] if argv is None else argv
+    plugins = plugin_commands()
+    if args and args[0] in plugins:
+        # The plugin parses everything after its name itself (its options and --help included).
+        plugin_main: Callable[[list[str]], int] = plugins[args[0]].load()
+        return plugin_main(args[1:])
+    options = _parser(plugins).parse_args(args)
     if options.command == "serve":
         return serve(options)
-    if options.command == "conformance":
-        from papr_emu_client.conformance.cli import main as conformance_main
-
-        return conformance_main(options.arguments)
     return client_cli.run(options)
 
 

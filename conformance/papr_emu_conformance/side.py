@@ -13,8 +13,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from ..fdt import nodes_by_path, read_dtb
-from ..workarea import WORK_AREA_SIZE, read_item
+from papr_emu_client.fdt import nodes_by_path, read_dtb
+from papr_emu_client.workarea import WORK_AREA_SIZE, read_item
+
 from .scenario import (
     DEFAULT_NRET,
     DR_CALLS,

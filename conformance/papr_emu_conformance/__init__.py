@@ -9,7 +9,7 @@
 Example::
 
     from papr_emu_client import connect
-    from papr_emu_client.conformance import compare, load_scenario, find_scenario, run_papr, run_qemu
+    from papr_emu_conformance import compare, load_scenario, find_scenario, run_papr, run_qemu
 
     scenario = load_scenario(find_scenario("dimm-cycle"))
     result = compare(run_qemu(scenario), run_papr(scenario, connect()), scenario)

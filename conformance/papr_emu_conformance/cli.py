@@ -1,4 +1,4 @@
-"""``papr-emu conformance`` / ``python -m papr_emu_client.conformance``: run scenarios on QEMU and papr-emu.
+"""``papr-emu conformance`` / ``python -m papr_emu_conformance``: run scenarios on QEMU and papr-emu.
 
 Commands::
 
@@ -25,7 +25,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..connect import HOST_VARIABLE, Client, connect
+from papr_emu_client.connect import HOST_VARIABLE, Client, connect
+
 from .compare import compare, declarations_text
 from .papr import PaprSide
 from .qemu import QemuMissing, QemuSide

@@ -69,6 +69,9 @@ Arg = int | Placeholder
 
 PCI_MODELS = ("e1000", "virtio-net-pci")
 SCENARIO_DIR_VARIABLE = "PAPR_EMU_SCENARIOS"
+# Package data (pyproject's package-data), so a checkout, an editable and a wheel install alike
+# find them beside this module.
+BUILTIN_SCENARIOS = Path(__file__).resolve().parent / "scenarios"
 
 
 class ScenarioError(ValueError):
@@ -539,11 +542,11 @@ def load_scenario(path: Path) -> Scenario:
 
 
 def scenario_dir() -> Path:
-    """Where the scenario files are: $PAPR_EMU_SCENARIOS, else the repository's tests/conformance/scenarios."""
+    """Where the scenario files are: $PAPR_EMU_SCENARIOS, else the package's own ``scenarios``."""
     env = os.environ.get(SCENARIO_DIR_VARIABLE)
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[3] / "tests" / "conformance" / "scenarios"
+    return BUILTIN_SCENARIOS
 
 
 def scenario_paths(directory: Path | None = None) -> list[Path]:

@@ -21,8 +21,9 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..errorlog import MalformedLog, parse_hotplug_event, sections
-from ..workarea import CcItem
+from papr_emu_client.errorlog import MalformedLog, parse_hotplug_event, sections
+from papr_emu_client.workarea import CcItem
+
 from .differences import UNCOMPARED_LOG_BYTES
 
 DRC_ARRAYS = ("ibm,drc-indexes", "ibm,drc-names", "ibm,drc-types", "ibm,drc-power-domains")

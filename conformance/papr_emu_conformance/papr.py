@@ -24,9 +24,9 @@ from typing import Any
 import grpc
 
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
+from papr_emu_client.connect import Client
+from papr_emu_client.fdt import nodes_by_path, read_dtb
 
-from ..connect import Client
-from ..fdt import nodes_by_path, read_dtb
 from .scenario import CpuCoreSpec, DimmSpec, PciSpec, Plug, Scenario, Unplug
 from .side import BUF_ADDR, Outcome, Side, SideFailure, new_work_area
 

@@ -1,6 +1,10 @@
 """A pytest plugin: a throwaway papr-emu server per test, and a client connected to it.
 
-Installed with papr-emu (entry point ``pytest11``), so any project's tests can use it:
+Installed with papr-emu (entry point ``pytest11``), so any project's tests can use it.
+It lives in the server package because it starts a server; the client library never
+imports the server.
+
+Example::
 
     def test_dimm_hot_add(papr_emu):
         dimm = papr_emu.hotplug.PlugDevice(...)
@@ -17,7 +21,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from .connect import Client, connect
+from papr_emu_client import Client, connect
+
+from .model import DEFAULT_PLATFORM, Platforms, default_geometry
+from .server import PaprServer
 
 
 @dataclass
@@ -31,9 +38,6 @@ class PaprEmuFixture(Client):
 @pytest.fixture
 def papr_emu() -> Iterator[PaprEmuFixture]:
     """A fresh server on a free port, stopped after the test; yields a connected client."""
-    from papr_emu import PaprServer  # the server ships in the same distribution
-    from papr_emu.model import DEFAULT_PLATFORM, Platforms, default_geometry
-
     platforms = Platforms()
     platforms.create(DEFAULT_PLATFORM, default_geometry())
     server = PaprServer(platforms, ["127.0.0.1:0"], max_workers=16)

@@ -1,8 +1,0 @@
-"""``python -m papr_emu_client.conformance``: see :mod:`papr_emu_client.conformance.cli`."""
-
-import sys
-
-from .cli import main
-
-if __name__ == "__main__":
-    sys.exit(main())
