@@ -30,8 +30,8 @@ from papr_emu_conformance import (
     run_qemu,
     scenario_paths,
 )
-from papr_emu_conformance.differences import UNCOMPARED_LOG_BYTES
 from papr_emu_conformance.scenario import BUILTIN_SCENARIOS, ScenarioError, parse_scenario
+from papr_emu_conformance.trace import UNCOMPARED_LOG_BYTES
 
 SCENARIOS = BUILTIN_SCENARIOS
 PATHS = scenario_paths(SCENARIOS)

@@ -15,6 +15,7 @@ import pytest
 
 from papr.v1 import device_pb2, hotplug_pb2
 from papr_emu_client import CcItem, Client, Guest
+from papr_emu_client.constants import DRC_ARRAYS
 
 CAPTURE = json.loads((Path(__file__).parent.parent / "docs" / "qemu-7.2" / "fragments.json").read_text())
 DEVICES: dict[str, Any] = CAPTURE["devices"]
@@ -30,7 +31,6 @@ SPECS = {
     "phb1": device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=1)),
     "lmb_dimm256": device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)),
 }
-DRC_ARRAYS = ("ibm,drc-indexes", "ibm,drc-names", "ibm,drc-types", "ibm,drc-power-domains")
 
 
 def qemu_items(name: str) -> list[CcItem]:

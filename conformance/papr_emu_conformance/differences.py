@@ -5,8 +5,8 @@ the comparator (compare.py) accepts a mismatch only if one of these rules recogn
 Rows that no driverless scenario can observe are declared with ``allows=None`` and the
 reason, so the list mirrors docs/compat.md completely.
 
-Besides the rules, :data:`UNCOMPARED_LOG_BYTES` lists the event-log bytes the issue leaves out
-of the comparison (they are masked in traces, shown but never compared).
+Besides the rules, :data:`.trace.UNCOMPARED_LOG_BYTES` lists the event-log bytes the issue leaves
+out of the comparison (they are masked in traces, shown but never compared).
 """
 
 from __future__ import annotations
@@ -15,20 +15,12 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from .scenario import Configure, PciSpec, Plug, Rtas, Unplug, drc_type
+from papr_emu_client.constants import DRC_ARRAYS, LMB_SIZE
 
-if TYPE_CHECKING:
-    from .scenario import NumberedStep
-    from .trace import Record
-
-# Event-log bytes never compared (offsets into the 116-byte hotplug log, end exclusive).
-UNCOMPARED_LOG_BYTES: dict[tuple[int, int], str] = {
-    (0x20, 0x28): "PH creation date and time: the BCD wall clock of each side",
-    (0x40, 0x44): "PH platform log id (PLID): a per-process/per-platform counter; QEMU also stores it "
-    "little-endian (docs/compat.md #8)",
-}
+from .scenario import Configure, NumberedStep, PciSpec, Plug, Rtas, Unplug, drc_type
+from .trace import Record
 
 MISSING: Any = "<absent>"
 
@@ -123,8 +115,6 @@ def _call_paths(pair: Pair) -> list[str]:
 
 # --- #1: LMB fragment address ---------------------------------------------------------------------
 
-LMB_SIZE = 256 << 20
-
 
 def _lmb_addresses(index: int) -> tuple[int, int]:
     """(QEMU 7.2's address: DRC index x 256 MiB, truncated to 64 bits; the LMB's real address)."""
@@ -196,8 +186,6 @@ def _memory_extent(m: Mismatch, pair: Pair) -> bool:
 
 
 # --- #6: order of the ibm,drc-* entries of a PHB fragment -----------------------------------------
-
-DRC_ARRAYS = ("ibm,drc-indexes", "ibm,drc-names", "ibm,drc-types", "ibm,drc-power-domains")
 
 
 def _entries(array: str, value: str) -> list[Any] | None:
@@ -458,7 +446,7 @@ ALLOWED: tuple[AllowedDifference, ...] = (
         "a counter stored little-endian",
         "big-endian, per platform",
         None,
-        "not compared at all (the issue excludes log ids): see UNCOMPARED_LOG_BYTES",
+        "not compared at all (the issue excludes log ids): see trace.UNCOMPARED_LOG_BYTES",
     ),
     AllowedDifference(
         9,

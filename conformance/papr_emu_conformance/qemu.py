@@ -19,6 +19,8 @@ from __future__ import annotations
 import struct
 from typing import Any
 
+from papr_emu_client.constants import LMB_SIZE
+
 from .qemu_process import (
     DEFAULT_BINARY,
     IO_TIMEOUT,
@@ -34,7 +36,6 @@ from .qemu_process import (
 from .scenario import CpuCoreSpec, DimmSpec, PciSpec, PhbSpec, Plug, Scenario, Survey, Unplug
 from .side import BUF_ADDR, QMP_EVENTS, WA_ADDR, Outcome, Side, SideFailure, new_work_area
 
-LMB_SIZE = 256 << 20
 SENTINEL = 0xA5  # fills the event buffer and what follows it, to see how far QEMU writes
 OVERRUN_WINDOW = 4096
 FLUSH_DRIVER = "papr-conformance-rcu-flush"  # no such device model: device_add fails and drains RCU
