@@ -29,8 +29,8 @@ from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
 from .connect import Client, connect, target_from_env
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
+from .sizes import parse_size
 
-_SIZE_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
 _DRC_TYPES = {
     "cpu": connector_pb2.DRC_TYPE_CPU,
     "phb": connector_pb2.DRC_TYPE_PHB,
@@ -45,14 +45,12 @@ class CliError(Exception):
     """A usage problem worth one line."""
 
 
-def parse_size(text: str) -> int:
-    """``"1G"`` -> 1073741824 (binary suffixes K, M, G, T, P, as QEMU reads sizes)."""
-    value = text.strip().upper().removesuffix("IB").removesuffix("B")
-    suffix = value[-1:] if value[-1:] in _SIZE_SHIFTS and value[-1:] else ""
-    digits = value[: len(value) - len(suffix)]
-    if not digits.isdigit():
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size (bytes, or a number with K, M, G, T or P)")
-    return int(digits) << _SIZE_SHIFTS[suffix]
+def size_argument(text: str) -> int:
+    """An argparse type: ``"1G"`` -> 1073741824, as :func:`papr_emu_client.sizes.parse_size` reads it."""
+    try:
+        return parse_size(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def parse_int(text: str) -> int:
@@ -306,8 +304,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command("platforms", cmd_platforms, "list platforms")
     create = command("create", cmd_create, "create a platform (QEMU-like geometry)")
     create.add_argument("name")
-    create.add_argument("--memory", type=parse_size)
-    create.add_argument("--max-memory", type=parse_size)
+    create.add_argument("--memory", type=size_argument)
+    create.add_argument("--max-memory", type=size_argument)
     create.add_argument("--slots", type=int)
     create.add_argument("--cpus", type=int)
     create.add_argument("--max-cpus", type=int)
@@ -321,9 +319,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     plug = command("plug", cmd_plug, "hot-plug a device (device_add)")
     kinds = plug.add_subparsers(dest="kind", required=True)
     dimm = kinds.add_parser("dimm", help="a DIMM")
-    dimm.add_argument("--size", type=parse_size, required=True)
+    dimm.add_argument("--size", type=size_argument, required=True)
     dimm.add_argument("--slot", type=int)
-    dimm.add_argument("--address", type=parse_size)
+    dimm.add_argument("--address", type=size_argument)
     cpu = kinds.add_parser("cpu", help="a CPU core")
     cpu.add_argument("--core-id", type=int, required=True)
     pci = kinds.add_parser("pci", help="a PCI function")

@@ -44,11 +44,12 @@ Step kinds (each step may add ``note = "..."``):
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from papr_emu_client.sizes import parse_size
 
 ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9003, 9003
 
@@ -292,21 +293,13 @@ class Scenario:
 
 # --- loading --------------------------------------------------------------------------------------
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
 
-
-def parse_size(value: object, where: str) -> int:
-    """An int, or a string like "512M" / "4G" (binary units, as QEMU reads them)."""
-    if isinstance(value, bool):
-        raise ScenarioError(f"{where}: expected a size, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match:
-            shift = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[match.group(2).upper()]
-            return int(match.group(1)) << shift
-    raise ScenarioError(f"{where}: expected a size like 512M, got {value!r}")
+def _size(value: object, where: str) -> int:
+    """An int, or a string like "512M" / "4G" (papr_emu_client.sizes, as QEMU reads them)."""
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise ScenarioError(f"{where}: {error}") from None
 
 
 def _int(value: object, where: str) -> int:
@@ -341,7 +334,7 @@ def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
     if kind == "dimm":
         _only(spec, {"size", "slot", "addr"}, w)
         return device_id, DimmSpec(
-            parse_size(spec.get("size"), f"{w}.size"),
+            _size(spec.get("size"), f"{w}.size"),
             _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
             _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
         )
@@ -491,10 +484,10 @@ def _geometry(value: object, where: str) -> Geometry:
     table = _table(value, where)
     _only(table, {"memory", "maxmem", "slots", "cpus", "maxcpus"}, where)
     default = Geometry()
-    memory = parse_size(table.get("memory", default.memory), f"{where}.memory")
+    memory = _size(table.get("memory", default.memory), f"{where}.memory")
     return Geometry(
         memory,
-        parse_size(table.get("maxmem", default.max_memory), f"{where}.maxmem"),
+        _size(table.get("maxmem", default.max_memory), f"{where}.maxmem"),
         _int(table.get("slots", default.slots), f"{where}.slots"),
         _int(table.get("cpus", default.cpus), f"{where}.cpus"),
         _int(table.get("maxcpus", default.max_cpus), f"{where}.maxcpus"),

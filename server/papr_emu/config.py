@@ -22,16 +22,18 @@ Example file::
     id = "dimm0"
     size = "512M"
 
-Sizes are bytes, or a number with a binary suffix K, M, G, T or P, as QEMU reads them.
+Sizes are bytes, or a number with a binary suffix K, M, G, T, P or E, as QEMU reads them
+(:func:`papr_emu_client.sizes.parse_size`, shared with the command line and the scenarios).
 """
 
 from __future__ import annotations
 
-import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from papr_emu_client import sizes
 
 from .model import (
     TIMEOUT_KEYS,
@@ -46,8 +48,6 @@ from .model import (
     UnplugTimeouts,
 )
 
-_SIZE = re.compile(r"(\d+)\s*([KMGTP]?)(i?B)?", re.IGNORECASE)
-_SHIFTS = {"": 0, "K": 10, "M": 20, "G": 30, "T": 40, "P": 50}
 _PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
 _PCI_MODELS = {m.qemu_name: m for m in PciModel} | {"virtio-net": PciModel.VIRTIO_NET}
 
@@ -71,14 +71,11 @@ class ServerConfig:
 
 
 def parse_size(value: object, where: str) -> int:
-    """``"1G"`` -> 1073741824; ints pass through."""
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str):
-        match = _SIZE.fullmatch(value.strip())
-        if match:
-            return int(match.group(1)) << _SHIFTS[match.group(2).upper()]
-    raise ConfigError(f"{where}: {value!r} is not a size (bytes, or a number with K, M, G, T or P)")
+    """``"1G"`` -> 1073741824; ints pass through; ConfigError naming ``where`` otherwise."""
+    try:
+        return sizes.parse_size(value)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _int(table: dict[str, Any], key: str, where: str, default: int | None = None) -> int | None:
