@@ -6,6 +6,7 @@ import io
 
 import pytest
 
+from papr.v1 import device_pb2, hotplug_pb2
 from papr_emu import PaprServer
 from papr_emu.cli import main
 from papr_emu_client import Client
@@ -54,6 +55,17 @@ def test_plug_guest_unplug_watch(capsys: pytest.CaptureFixture[str], server: Pap
         "#6 unplug_requested mem, waiting on 2 connector(s)",
         "#7 device_deleted mem (released by 0x80000005)",
     ]
+
+
+def test_pci_models_by_qemu_name_or_alias(
+    capsys: pytest.CaptureFixture[str], server: PaprServer, client: Client, platform: str
+) -> None:
+    for slot, model in ((3, "e1000"), (4, "virtio-net-pci"), (5, "virtio-net")):
+        code, _, _ = run(capsys, server, "plug", "--platform", platform, "pci", "--slot", str(slot), "--model", model)
+        assert code == 0
+    devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=platform)).devices
+    models = [d.spec.pci_function.model for d in devices if d.type == device_pb2.DEVICE_TYPE_PCI_FUNCTION]
+    assert models == [device_pb2.PCI_MODEL_E1000, device_pb2.PCI_MODEL_VIRTIO_NET, device_pb2.PCI_MODEL_VIRTIO_NET]
 
 
 def test_device_tree_dump(capsys: pytest.CaptureFixture[str], server: PaprServer, platform: str, tmp_path) -> None:  # type: ignore[no-untyped-def]

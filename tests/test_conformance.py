@@ -141,6 +141,17 @@ def test_scenario_errors_name_the_step() -> None:
         parse_scenario("s", {"steps": [{"plug": {"id": "c", "cpu_core": {"core_id": 1}}}, {"survey": True}]})
 
 
+def test_scenario_pci_models_are_qemu_names() -> None:
+    def model(name: str) -> str:
+        steps = [{"plug": {"id": "n", "pci": {"slot": 3, "model": name}}}]
+        return parse_scenario("s", {"steps": steps}).steps[0].step.spec.model  # type: ignore[union-attr]
+
+    assert model("e1000") == "e1000" and model("virtio-net-pci") == "virtio-net-pci"
+    assert model("virtio-net") == "virtio-net-pci"  # QEMU's own name: the QEMU side hands it to device_add
+    with pytest.raises(ScenarioError, match=r"pci\.model: 'rtl8139' is not one of e1000, virtio-net-pci, virtio-net"):
+        model("rtl8139")
+
+
 # --- the command ----------------------------------------------------------------------------------
 
 

@@ -28,6 +28,7 @@ import grpc
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
 from .connect import Client, connect, target_from_env
+from .pci import PCI_MODEL_NAMES, pci_model
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
 from .sizes import parse_size
 
@@ -38,7 +39,6 @@ _DRC_TYPES = {
     "lmb": connector_pb2.DRC_TYPE_LMB,
     "pmem": connector_pb2.DRC_TYPE_PMEM,
 }
-_PCI_MODELS = {"e1000": device_pb2.PCI_MODEL_E1000, "virtio-net": device_pb2.PCI_MODEL_VIRTIO_NET}
 
 
 class CliError(Exception):
@@ -162,7 +162,7 @@ def _spec(options: argparse.Namespace) -> device_pb2.DeviceSpec:
     if options.kind == "pci":
         return device_pb2.DeviceSpec(
             pci_function=device_pb2.PciFunctionSpec(
-                phb_index=options.phb, slot=options.slot, function=options.function, model=_PCI_MODELS[options.model]
+                phb_index=options.phb, slot=options.slot, function=options.function, model=pci_model(options.model)
             )
         )
     return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=options.index))
@@ -328,7 +328,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     pci.add_argument("--slot", type=int, required=True)
     pci.add_argument("--function", type=int, default=0)
     pci.add_argument("--phb", type=int, default=0)
-    pci.add_argument("--model", choices=sorted(_PCI_MODELS), default="e1000")
+    pci.add_argument("--model", choices=PCI_MODEL_NAMES, default="e1000")
     phb = kinds.add_parser("phb", help="a PCI host bridge")
     phb.add_argument("--index", type=int, required=True)
     for kind in (dimm, cpu, pci, phb):

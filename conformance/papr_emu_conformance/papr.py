@@ -26,11 +26,11 @@ import grpc
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 from papr_emu_client.connect import Client
 from papr_emu_client.fdt import nodes_by_path, read_dtb
+from papr_emu_client.pci import pci_model
 
 from .scenario import CpuCoreSpec, DimmSpec, PciSpec, Plug, Scenario, Unplug
 from .side import BUF_ADDR, Outcome, Side, SideFailure, new_work_area
 
-PCI_MODELS = {"e1000": device_pb2.PCI_MODEL_E1000, "virtio-net-pci": device_pb2.PCI_MODEL_VIRTIO_NET}
 _names = itertools.count()
 
 
@@ -82,7 +82,7 @@ class PaprSide(Side):
         elif isinstance(spec, PciSpec):
             device_spec = device_pb2.DeviceSpec(
                 pci_function=device_pb2.PciFunctionSpec(
-                    phb_index=spec.phb, slot=spec.slot, function=spec.function, model=PCI_MODELS[spec.model]
+                    phb_index=spec.phb, slot=spec.slot, function=spec.function, model=pci_model(spec.model)
                 )
             )
         else:

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from papr_emu_client.pci import pci_model_name
 from papr_emu_client.sizes import parse_size
 
 ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9003, 9003
@@ -68,7 +69,6 @@ DR_CALLS = frozenset(DEFAULT_NRET)
 Placeholder = Literal["wa", "buf"]
 Arg = int | Placeholder
 
-PCI_MODELS = ("e1000", "virtio-net-pci")
 SCENARIO_DIR_VARIABLE = "PAPR_EMU_SCENARIOS"
 # Package data (pyproject's package-data), so a checkout, an editable and a wheel install alike
 # find them beside this module.
@@ -343,9 +343,10 @@ def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
         return device_id, CpuCoreSpec(_int(spec.get("core_id"), f"{w}.core_id"))
     if kind == "pci":
         _only(spec, {"slot", "function", "phb", "model", "multifunction"}, w)
-        model = spec.get("model", "e1000")
-        if model not in PCI_MODELS:
-            raise ScenarioError(f"{w}.model: {model!r} is not one of {', '.join(PCI_MODELS)}")
+        try:  # QEMU's own name, also for an alias: the QEMU side passes it to device_add
+            model = pci_model_name(str(spec.get("model", "e1000")))
+        except ValueError as error:
+            raise ScenarioError(f"{w}.model: {error}") from None
         multifunction = spec.get("multifunction", True)
         if not isinstance(multifunction, bool):
             raise ScenarioError(f"{w}.multifunction: expected true or false")

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from papr_emu_client import sizes
+from papr_emu_client.pci import PCI_MODEL_ALIASES
 
 from .model import (
     TIMEOUT_KEYS,
@@ -49,7 +50,8 @@ from .model import (
 )
 
 _PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
-_PCI_MODELS = {m.qemu_name: m for m in PciModel} | {"virtio-net": PciModel.VIRTIO_NET}
+_PCI_MODELS = {m.qemu_name: m for m in PciModel}
+_PCI_MODELS |= {alias: _PCI_MODELS[name] for alias, name in PCI_MODEL_ALIASES.items()}  # the client's aliases
 
 
 class ConfigError(Exception):
