@@ -9,22 +9,17 @@ import grpc
 
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client
+from papr_emu_client.connectors import list_all
 
-ALL_PAGES = 4096
 
-
-def connectors(client: Client, platform: str, **filters: object) -> list[connector_pb2.Connector]:
-    """Every connector of a platform, following page tokens."""
-    result: list[connector_pb2.Connector] = []
-    token = ""
-    while True:
-        page = client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(platform=platform, page_size=ALL_PAGES, page_token=token, **filters)
-        )
-        result.extend(page.connectors)
-        token = page.next_page_token
-        if not token:
-            return result
+def connectors(
+    client: Client,
+    platform: str,
+    type: connector_pb2.DrcType.ValueType = connector_pb2.DRC_TYPE_UNSPECIFIED,
+    attached_only: bool = False,
+) -> list[connector_pb2.Connector]:
+    """Every connector of a platform (papr_emu_client.connectors.list_all), as a list."""
+    return list(list_all(client.platforms, platform, type=type, attached_only=attached_only))
 
 
 def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceSpec) -> device_pb2.Device:

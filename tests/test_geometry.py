@@ -8,6 +8,7 @@ from conftest import new_platform
 from helpers import connectors
 from papr.v1 import connector_pb2, platform_pb2
 from papr_emu_client import Client, Guest
+from papr_emu_client.connectors import list_all
 from papr_emu_client.fdt import read_dtb
 
 S = connector_pb2
@@ -67,6 +68,8 @@ def test_paging(client: Client, platform: str) -> None:
         if not token:
             break
     assert pages == 7 and len(seen) == 307 and seen == sorted(seen)
+    # The client library's helper follows the same tokens (the raw loop above counts the pages).
+    assert [c.index for c in list_all(client.platforms, platform, page_size=50)] == seen
     attached = connectors(client, platform, attached_only=True)
     assert [(c.index, c.device_id) for c in attached] == [(0x10000000, "core0"), (0x20000000, "phb0")]
     only_lmb = connectors(client, platform, type=S.DRC_TYPE_LMB)

@@ -28,6 +28,7 @@ import grpc
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
 from .connect import Client, connect, target_from_env
+from .connectors import list_all
 from .pci import PCI_MODEL_NAMES, pci_model
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
 from .sizes import parse_size
@@ -114,24 +115,12 @@ def cmd_delete(client: Client, options: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_connectors(client: Client, options: argparse.Namespace, out: TextIO) -> int:
-    rows = []
-    token = ""
-    while True:
-        page = client.platforms.ListConnectors(
-            platform_pb2.ListConnectorsRequest(
-                platform=options.platform,
-                type=_DRC_TYPES[options.type] if options.type else connector_pb2.DRC_TYPE_UNSPECIFIED,
-                attached_only=options.attached,
-                page_size=4096,
-                page_token=token,
-            )
-        )
-        for c in page.connectors:
-            rows.append((f"{c.index:#010x}", c.name, c.type_name, _state_name(c.state), c.entity_sense,
-                         c.device_id or "-", "yes" if c.unplug_pending else ""))  # fmt: skip
-        token = page.next_page_token
-        if not token:
-            break
+    drc_type = _DRC_TYPES[options.type] if options.type else connector_pb2.DRC_TYPE_UNSPECIFIED
+    rows = [
+        (f"{c.index:#010x}", c.name, c.type_name, _state_name(c.state), c.entity_sense, c.device_id or "-",
+         "yes" if c.unplug_pending else "")
+        for c in list_all(client.platforms, options.platform, type=drc_type, attached_only=options.attached)
+    ]  # fmt: skip
     table(("INDEX", "NAME", "TYPE", "STATE", "SENSE", "DEVICE", "UNPLUG"), rows, out)
     return 0
 

@@ -30,9 +30,10 @@ from typing import Literal
 
 import grpc
 
-from papr.v1 import connector_pb2, interrupt_pb2, platform_pb2, rtas_pb2
+from papr.v1 import connector_pb2, interrupt_pb2, rtas_pb2
 
 from .connect import Client
+from .connectors import list_all
 from .errorlog import (
     ACTION_ADD,
     ACTION_REMOVE,
@@ -101,7 +102,7 @@ class ReferenceGuest:
         self.lmbs: list[int] = []
         self.assigned_lmbs: set[int] = set()
         self.nodes: dict[int, DtNode] = {}  # configured CPU, PCI and PHB nodes by DRC index
-        for connector in self._connectors():
+        for connector in list_all(self.client.platforms, self.platform):
             configured = connector.state in (
                 connector_pb2.DRC_STATE_LOGICAL_CONFIGURED,
                 connector_pb2.DRC_STATE_PHYSICAL_CONFIGURED,
@@ -112,18 +113,6 @@ class ReferenceGuest:
                     self.assigned_lmbs.add(connector.index)
             elif configured:
                 self.nodes[connector.index] = DtNode(connector.name)
-
-    def _connectors(self) -> list[connector_pb2.Connector]:
-        result: list[connector_pb2.Connector] = []
-        token = ""
-        while True:
-            page = self.client.platforms.ListConnectors(
-                platform_pb2.ListConnectorsRequest(platform=self.platform, page_size=4096, page_token=token)
-            )
-            result.extend(page.connectors)
-            token = page.next_page_token
-            if not token:
-                return result
 
     # --- event loop -------------------------------------------------------------------------------
 
