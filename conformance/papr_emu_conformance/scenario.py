@@ -49,10 +49,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from papr_emu_client.guest import ALLOCATION_STATE, DR_ENTITY_SENSE, ISOLATION_STATE
 from papr_emu_client.pci import pci_model_name
 from papr_emu_client.sizes import parse_size
-
-ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9003, 9003
 
 # LoPAR's argument and return cell counts of the calls a scenario makes without saying nret.
 DEFAULT_NRET = {

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from papr_emu_client.fdt import nodes_by_path, read_dtb
+from papr_emu_client.guest import DR_ENTITY_SENSE
 from papr_emu_client.workarea import WORK_AREA_SIZE, read_item
 
 from .scenario import (
     DEFAULT_NRET,
     DR_CALLS,
-    DR_ENTITY_SENSE,
     CheckException,
     Configure,
     NumberedStep,
