@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import signal
 import subprocess
@@ -161,3 +162,22 @@ def test_listen_failure_is_reported(tmp_path: Path) -> None:
         [*PAPR_EMU, "serve", "--listen", "256.1.1.1:1"], capture_output=True, timeout=30, env={**os.environ}
     )
     assert result.returncode == 2 and "cannot listen on 256.1.1.1:1" in result.stderr.decode()
+
+
+def test_version_and_entry_point_commands() -> None:
+    def papr_emu(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*PAPR_EMU, *args], capture_output=True, text=True, timeout=60)
+
+    assert papr_emu("--version").stdout == f"papr-emu {importlib.metadata.version('papr-emu')}\n"
+    # `conformance` is a papr_emu.commands entry point, handed every argument after its name.
+    listed = papr_emu("conformance", "list")
+    assert listed.returncode == 0 and listed.stdout.startswith("configure-resume-replay ")
+    assert "\ndimm-cycle " in listed.stdout
+    assert papr_emu("conformance", "--help").stdout.startswith("usage: papr-emu conformance")
+    assert "from papr_emu_conformance" in papr_emu("--help").stdout
+    # ... and is loaded only to run it: papr_emu itself never imports the suite.
+    check = (
+        "import sys, papr_emu.cli as c; c.build_parser(c.plugin_commands()); "
+        "print('papr_emu_conformance' in sys.modules)"
+    )
+    assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60).stdout == "False\n"

@@ -50,7 +50,8 @@ def plugin_commands() -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
 
 
-def _parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
+def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
+    """The `papr-emu` parser; ``plugins`` are listed as commands but not loaded."""
     parser = argparse.ArgumentParser(prog="papr-emu", description="PAPR/RTAS DRC platform emulator over gRPC")
     parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         # The plugin parses everything after its name itself (its options and --help included).
         plugin_main: Callable[[list[str]], int] = plugins[args[0]].load()
         return plugin_main(args[1:])
-    options = _parser(plugins).parse_args(args)
+    options = build_parser(plugins).parse_args(args)
     if options.command == "serve":
         return serve(options)
     return client_cli.run(options)
