@@ -268,13 +268,6 @@ def test_prepare_refusals(case: str) -> None:
     assert [d.id for d in present] == ids_before
 
 
-NEGATIVE_IDS_BUG: Final = (
-    "the model does not refuse negative ids (gRPC's uint32 fields and the config's checks keep them out): "
-    "Platform.plug of a CPU core, PHB or PCI function with one fails an assertion in Hotplug.plug "
-    "instead of raising InvalidArgument, and a DIMM is accepted in slot -1 (a fifth DIMM in four slots)"
-)
-
-
 @pytest.mark.parametrize(
     ("request_", "field"),
     [
@@ -286,7 +279,6 @@ NEGATIVE_IDS_BUG: Final = (
     ],
     ids=["cpu", "phb", "dimm-slot", "pci-slot", "pci-function"],
 )
-@pytest.mark.xfail(strict=True, raises=pytest.fail.Exception, reason=NEGATIVE_IDS_BUG)
 def test_prepare_refuses_negative_ids(request_: PlugRequest, field: str) -> None:
     with pytest.raises(InvalidArgument) as error:
         prepare(request_, phb(0))
@@ -783,12 +775,6 @@ def test_timeouts_refuse_other_values(key: str, seconds: object) -> None:
     assert error.value.message.endswith("must be a positive number of seconds")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=OverflowError,
-    reason="UnplugTimeouts converts with float() after its range check: an int too large for a float "
-    "(Python's tomllib reads one from a config file) raises OverflowError, not InvalidArgument",
-)
 def test_timeouts_refuse_an_int_too_large_for_a_float() -> None:
     with pytest.raises(InvalidArgument) as error:
         UnplugTimeouts(dimm=10**400)

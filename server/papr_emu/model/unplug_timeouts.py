@@ -48,9 +48,13 @@ class UnplugTimeouts:
             value = seconds.pop(timeout_key(device_type), None)
             if value is None:
                 continue
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+            try:  # a huge int from TOML does not fit a float: as wrong as a negative one
+                number = float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+            except OverflowError:
+                number = math.inf
+            if not 0 < number < math.inf:
                 raise InvalidArgument(timeout_key(device_type), value, "must be a positive number of seconds")
-            by_type[device_type] = float(value)
+            by_type[device_type] = number
         for key, value in seconds.items():
             raise InvalidArgument(key, value, f"is not a device type (one of {', '.join(TIMEOUT_KEYS)})")
         self._seconds: Mapping[DeviceType, float] = by_type

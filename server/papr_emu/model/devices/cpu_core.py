@@ -68,6 +68,8 @@ class CpuCore(Device):
     @classmethod
     def prepare(cls, context: PlugContext, device_id: str, request: CpuCoreParams) -> CpuCore:
         g, core_id = context.geometry, request.core_id
+        if core_id < 0:
+            raise InvalidArgument("cpu_core.core_id", core_id, "must not be negative")
         if core_id % g.threads:
             raise InvalidArgument("cpu_core.core_id", core_id, f"invalid core id {core_id}")
         if core_id >= g.max_cpus:

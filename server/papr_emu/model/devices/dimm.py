@@ -82,7 +82,7 @@ class Dimm(Device):
                 "memory devices (e.g. for memory hotplug) are not enabled, please specify the maxmem option"
             )
         if request.slot is not None:
-            if request.slot >= g.slots:
+            if not 0 <= request.slot < g.slots:
                 raise InvalidArgument(
                     "dimm.slot", request.slot, f"invalid slot# {request.slot}, should be less than {g.slots}"
                 )

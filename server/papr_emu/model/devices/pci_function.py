@@ -96,6 +96,9 @@ class PciFunction(Device):
     @classmethod
     def prepare(cls, context: PlugContext, device_id: str, request: PciFunctionParams) -> PciFunction:
         inventory = context.inventory
+        for field, value in (("phb_index", request.phb_index), ("slot", request.slot), ("function", request.function)):
+            if value < 0:
+                raise InvalidArgument(f"pci_function.{field}", value, "must not be negative")
         if request.slot >= PCI_SLOTS:
             raise InvalidArgument("pci_function.slot", request.slot, f"must be below {PCI_SLOTS}")
         if request.function >= PCI_FUNCTIONS:

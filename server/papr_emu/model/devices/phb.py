@@ -72,6 +72,8 @@ class Phb(Device):
 
     @classmethod
     def prepare(cls, context: PlugContext, device_id: str, request: PhbParams) -> Phb:
+        if request.index < 0:
+            raise InvalidArgument("phb.index", request.index, "must not be negative")
         if request.index >= MAX_PHBS:
             raise InvalidArgument("phb.index", request.index, f'"index" for PAPR PHB is too large (max {MAX_PHBS - 1})')
         if context.inventory.occupant(Phb, request.index) is not None:
