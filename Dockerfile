@@ -34,7 +34,8 @@ RUN --mount=type=secret,id=ca-certificates \
     if [ -s /run/secrets/ca-certificates ]; then export PIP_CERT=/run/secrets/ca-certificates; fi; \
     python3 -m venv /opt/papr-emu; \
     /opt/papr-emu/bin/pip install /src; \
-    /opt/papr-emu/bin/papr-emu --help >/dev/null
+    /opt/papr-emu/bin/papr-emu --version; \
+    /opt/papr-emu/bin/papr-emu conformance list >/dev/null
 
 FROM ${BASE} AS runtime
 LABEL org.opencontainers.image.title="papr-emu" \

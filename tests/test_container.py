@@ -1,5 +1,5 @@
-"""The container image (Dockerfile): hadolint, then build and run it with podman and hot-add a
-DIMM through the container's port from the host.
+"""The container image (Dockerfile): hadolint, then build and run it with podman, list the
+conformance scenarios inside it, and hot-add a DIMM through the container's port from the host.
 
 No registry is reachable, so the base image is made locally: mmdebstrap bootstraps a Debian
 bookworm (python3, venv, headers, gcc), podman imports it, and the image is built with
@@ -216,6 +216,15 @@ def test_image_builds_runs_and_serves_a_dimm_hot_add(podman: Podman) -> None:
 
     config = podman("image", "inspect", "--format", "{{.Config.User}}|{{.Config.ExposedPorts}}", IMAGE, timeout=60)
     assert config.strip().startswith("10001:10001|") and "50051/tcp" in config, config
+
+    with timings.step("conformance list in the image"):
+        # The installed (non-editable) package: the conformance suite and its scenarios are in it.
+        listed = podman(
+            "run", "--rm", "--network", "host", "--runtime", "runc", *ULIMITS, IMAGE, "conformance", "list", timeout=120
+        )  # fmt: skip
+        scenarios = listed.split("\n\nDeclared differences")[0].splitlines()
+        assert len(scenarios) >= 15 and "INVALID" not in listed, listed[-4000:]
+        assert [s.split()[0] for s in scenarios][:2] == ["configure-resume-replay", "core-cycle"], listed[-4000:]
 
     # The image's own CMD (0.0.0.0:50051) when that port is free here; else the same server on a free port.
     if _port_is_free(DEFAULT_PORT):
