@@ -6,6 +6,10 @@
 * :mod:`.trace` holds the normalized records, :mod:`.compare` compares two traces;
 * :mod:`.differences` is the one place that declares the allowed differences (docs/compat.md).
 
+Development tooling, not part of the client library: it builds on ``papr_emu_client`` and,
+to start a server in-process, on ``papr_emu``; neither imports it (``papr-emu conformance``
+finds it through the ``papr_emu.commands`` entry point). The scenarios are package data.
+
 Example::
 
     from papr_emu_client import connect

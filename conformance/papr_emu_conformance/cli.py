@@ -146,6 +146,6 @@ def _list(directory: Path | None) -> int:
             print(f"{path.stem:<32} INVALID: {error}")
     if not paths:
         print(f"no scenarios in {directory or scenario_dir()}")
-    print("\nDeclared differences (docs/compat.md; conformance/differences.py):")
+    print("\nDeclared differences (docs/compat.md; papr_emu_conformance/differences.py):")
     print(declarations_text())
     return EXIT_OK
