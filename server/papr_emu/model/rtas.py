@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from typing import Final
 
+from papr_emu_client.constants import (
+    LMB_SIZE as LMB_SIZE,  # SPAPR_MEMORY_BLOCK_SIZE, defined once for server and guests
+)
+
 # RTAS statuses (rets[0]). QEMU folds every parameter error, unknown index,
 # unsupported type and forbidden transition into -3.
 SUCCESS: Final = 0
@@ -61,5 +65,4 @@ TOKEN_GET_SENSOR_STATE: Final = 0x201D
 TOKEN_IBM_CONFIGURE_CONNECTOR: Final = 0x201E
 
 # Memory geometry.
-LMB_SIZE: Final = 256 << 20  # SPAPR_MEMORY_BLOCK_SIZE
 DEVICE_MEMORY_ALIGN: Final = 1 << 30  # device memory starts at ROUND_UP(ram, 1 GiB)
