@@ -20,7 +20,7 @@ from typing import Any
 from papr_emu_client.constants import DRC_ARRAYS, LMB_SIZE
 
 from .scenario import Configure, NumberedStep, PciSpec, Plug, Rtas, Unplug, drc_type
-from .trace import Record
+from .trace import DR_CALL_NAMES, Record
 
 MISSING: Any = "<absent>"
 
@@ -276,18 +276,6 @@ def _buffer_length(m: Mismatch, pair: Pair) -> bool:
 
 
 # --- #12: RTAS calls outside dynamic reconfiguration ----------------------------------------------
-
-DR_CALL_NAMES = frozenset(
-    {
-        "set-indicator",
-        "get-sensor-state",
-        "ibm,configure-connector",
-        "set-power-level",
-        "get-power-level",
-        "check-exception",
-        "event-scan",
-    }
-)
 
 
 def _other_rtas(m: Mismatch, pair: Pair) -> bool:

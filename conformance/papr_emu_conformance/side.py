@@ -30,7 +30,18 @@ from .scenario import (
     Unplug,
     drc_type,
 )
-from .trace import Record, Trace, cc_call, decode_log, drc_table, hex_index, log_info, node_from_calls, work_area_digest
+from .trace import (
+    DR_CALL_NAMES,
+    Record,
+    Trace,
+    cc_call,
+    decode_log,
+    drc_table,
+    hex_index,
+    log_info,
+    node_from_calls,
+    work_area_digest,
+)
 
 # Guest real addresses of the buffers (QEMU: scratch guest RAM; papr-emu: GuestBuffer addresses).
 WA_ADDR = 0x0101_0000
@@ -38,15 +49,6 @@ BUF_ADDR = 0x0102_0000
 CC_MAX_CALLS = 1000
 DRAIN_MAX_CALLS = 64
 SCENARIO_TIMEOUT = 120.0  # seconds for one side of one scenario
-RTAS_TOKEN_NAMES = (
-    "set-indicator",
-    "get-sensor-state",
-    "ibm,configure-connector",
-    "set-power-level",
-    "get-power-level",
-    "check-exception",
-    "event-scan",
-)
 
 # Events of the management side, as QMP names them (papr-emu's are mapped to these).
 QMP_EVENTS = ("DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR", "MEM_UNPLUG_ERROR")
@@ -289,7 +291,7 @@ class Side(ABC):
             rtas = nodes.get("/rtas", {})
             data["rtas_tokens"] = {
                 name: f"{struct.unpack('>I', rtas[name])[0]:#x}" if len(rtas.get(name, b"")) == 4 else None
-                for name in RTAS_TOKEN_NAMES
+                for name in DR_CALL_NAMES
             }
         data["sense"] = {hex_index(i): self.call("get-sensor-state", [DR_ENTITY_SENSE, i], 2) for i in sorted(indexes)}
         return data

@@ -19,7 +19,7 @@ import hashlib
 import json
 import struct
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from papr_emu_client.errorlog import MalformedLog, parse_hotplug_event, sections
 from papr_emu_client.workarea import CcItem
@@ -27,6 +27,18 @@ from papr_emu_client.workarea import CcItem
 # Event-log bytes never compared (offsets into the 116-byte hotplug log, end exclusive). Declared
 # here, where traces are made, so the records are masked before anything compares them;
 # differences.py (the allowed differences) builds on this module, not the other way round.
+#: The RTAS calls of dynamic reconfiguration, in the order the guest's /rtas tokens are read.
+DR_CALL_NAMES: Final = (
+    "set-indicator",
+    "get-sensor-state",
+    "ibm,configure-connector",
+    "set-power-level",
+    "get-power-level",
+    "check-exception",
+    "event-scan",
+)
+
+
 UNCOMPARED_LOG_BYTES: dict[tuple[int, int], str] = {
     (0x20, 0x28): "PH creation date and time: the BCD wall clock of each side",
     (0x40, 0x44): "PH platform log id (PLID): a per-process/per-platform counter; QEMU also stores it "
