@@ -264,3 +264,23 @@ def test_platform_names(client: Client, platform: str) -> None:
     expect_error(lambda: client.platforms.CreatePlatform(bad_coldplug), Code.INVALID_ARGUMENT, "core_id")
     names = [p.name for p in client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms]
     assert "with-bad-coldplug" not in names
+
+
+@pytest.mark.parametrize("length", [5_000, 100_000])
+def test_a_huge_value_is_echoed_shortened_with_its_length(client: Client, length: int) -> None:
+    """The offending value is cut in the message and the details, so the status stays NOT_FOUND
+    (an 8 KiB+ echo would overflow gRPC's metadata limit and arrive as RESOURCE_EXHAUSTED)."""
+    name = "p" * length
+    error = expect_error(
+        lambda: client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=name)),
+        Code.NOT_FOUND,
+        f"({length} characters)",
+        "no such platform",
+    )
+    assert len(error.details() or "") < 200
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None
+    for detail in status.details:
+        violations = error_details_pb2.BadRequest()
+        detail.Unpack(violations)
+        assert all(len(v.description) < 200 for v in violations.field_violations)

@@ -11,6 +11,8 @@ Example::
 
 from __future__ import annotations
 
+from typing import Final
+
 
 class PlatformError(Exception):
     """Base class: a request the platform refuses; ``str()`` is the message."""
@@ -25,9 +27,27 @@ class PlatformError(Exception):
         return str(self.args[0])
 
 
-def _describe(field: str, value: object, reason: str) -> str:
+#: Longest echo of an offending value in a message; longer ones are cut (their length is stated),
+#: so an error never outgrows gRPC's metadata limit (8 KiB) and turns into RESOURCE_EXHAUSTED.
+MAX_ECHO: Final = 64
+
+
+def shorten(value: object, limit: int = MAX_ECHO) -> str:
+    """``repr(value)`` (hex for ints above 9), cut to ``limit`` characters with the full length stated.
+
+    >>> shorten("x" * 5000)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (5000 characters)"
+    """
     shown = hex(value) if isinstance(value, int) and not isinstance(value, bool) and value > 9 else repr(value)
-    return f"{field}: {shown}: {reason}" if field else reason
+    if len(shown) <= limit:
+        return shown
+    length = len(value) if isinstance(value, str | bytes) else len(shown)
+    unit = "bytes" if isinstance(value, bytes) else "characters"
+    return f"{shown[:limit]}... ({length} {unit})"
+
+
+def _describe(field: str, value: object, reason: str) -> str:
+    return f"{field}: {shorten(value)}: {reason}" if field else reason
 
 
 class InvalidArgument(PlatformError):

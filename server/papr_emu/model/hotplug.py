@@ -147,7 +147,8 @@ class Hotplug:
         drc.unplug_requested = False
         drc.rewind()
         device.attached.discard(drc.index)
-        self.log.info("drc.released", drc_index=drc.index, device=device.id, left=len(device.attached))
+        # Per connector, so debug: a DIMM has up to 262,144 of them; device.deleted sums it up at info.
+        self.log.debug("drc.released", drc_index=drc.index, device=device.id, left=len(device.attached))
         if not device.attached:
             self._delete(device, released_by)
 
@@ -161,7 +162,7 @@ class Hotplug:
             self._drcs.remove_range(drc_range)
         self._inventory.remove(device)
         device.unplug_pending = False
-        self.log.info("device.deleted", device=device.id, drc_index=released_by)
+        self.log.info("device.deleted", device=device.id, drc_index=released_by, drc_count=len(device.drc_indexes))
         self._events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
 
     def _cancel_unplug(self, device: Device) -> None:

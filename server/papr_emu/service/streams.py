@@ -11,6 +11,7 @@ from typing import Final, NoReturn
 import grpc
 
 from ..model import SubscriptionClosed
+from ..model.errors import shorten
 
 #: How often a blocked stream checks whether its client went away.
 POLL_SECONDS: Final = 0.25
@@ -20,5 +21,5 @@ def abort_closed(context: grpc.ServicerContext, closed: SubscriptionClosed, plat
     """End a stream whose watcher was closed: the server stops, or the platform was deleted."""
     if closed.reason == "shutdown":
         context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {platform!r}: was deleted")
+    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {shorten(platform)}: was deleted")
     raise AssertionError("unreachable: abort raises")
