@@ -14,11 +14,16 @@ from papr_emu_client import Client
 
 
 def churn(server: PaprServer, platform: str, cycles: int) -> None:
-    """Plug and unplug a core the guest never acquires: two events per cycle, fast (in-process)."""
+    """Plug and unplug a core the guest never acquires: two events per cycle, fast (in-process).
+
+    The guest reads the two hotplug logs each cycle queues, as a guest would: unread ones are
+    bounded (limits.queued_event_logs).
+    """
     model = server.platforms.get(platform)
     for _ in range(cycles):
         model.plug("churn", CpuCoreParams(1))
         assert model.unplug("churn").deleted
+        assert [model.check_exception(0xFFFFFFFF, 0)[0] for _ in range(2)] == [0, 0]
 
 
 def test_events_are_gap_free_and_ordered(client: Client, server: PaprServer, platform: str) -> None:

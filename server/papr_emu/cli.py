@@ -28,9 +28,9 @@ import structlog
 
 from papr_emu_client import cli as client_cli
 
-from .config import ConfigError, load_config
+from .config import ConfigError, ServerConfig, load_config
 from .logs import LOG_LEVELS, configure_logging
-from .model import DEFAULT_PLATFORM, PlatformError, Platforms, default_geometry
+from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, default_geometry
 from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
 
 DISTRIBUTION = "papr-emu"
@@ -67,6 +67,12 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    defaults = Limits()
+    for option in LIMITS.values():
+        serve.add_argument(
+            option.flag, type=int, metavar="N", dest=f"limit_{option.name}",
+            help=f"{option.help} (default {getattr(defaults, option.name)}; TOML {option.key})",
+        )  # fmt: skip
     client_cli.add_commands(commands)
     for name, entry in sorted(plugins.items()):
         # Listed for --help only: main() hands a plugin its arguments before this parser runs.
@@ -77,17 +83,19 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
 def serve(options: argparse.Namespace) -> int:
     configure_logging(options.log_format, options.log_level)
     log = structlog.get_logger("papr_emu.cli")
-    platforms = Platforms()
     listen = options.listen or []
     try:
+        config = load_config(options.config) if options.config is not None else ServerConfig()
+        flags = {name: getattr(options, f"limit_{name}") for name in LIMITS}
+        # A flag beats the config file's [limits], which beats the default.
+        platforms = Platforms(Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None})))
         if options.config is not None:
-            config = load_config(options.config)
             listen = listen or config.listen
             for platform in config.platforms:
                 platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
         else:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
-    except (ConfigError, PlatformError) as error:
+    except (ConfigError, PlatformError, ValueError) as error:  # ValueError: a limit that is not positive
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
     server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)

@@ -5,6 +5,10 @@ Example file::
     [server]
     listen = ["127.0.0.1:50051", "unix:/tmp/papr.sock"]
 
+    [limits]             # optional; each also a --max-... flag (see papr-emu serve --help)
+    platforms = 16
+    queued_event_logs = 1024
+
     [[platform]]
     name = "default"
     memory = "1G"        # -m
@@ -37,6 +41,7 @@ from papr_emu_client import sizes
 from papr_emu_client.pci import PCI_MODEL_ALIASES
 
 from .model import (
+    LIMITS,
     TIMEOUT_KEYS,
     CpuCoreParams,
     DimmRequest,
@@ -70,6 +75,7 @@ class PlatformConfig:
 class ServerConfig:
     listen: list[str] = field(default_factory=list)
     platforms: list[PlatformConfig] = field(default_factory=list)
+    limits: dict[str, int] = field(default_factory=dict)  # [limits]: only the keys the file sets
 
 
 def parse_size(value: object, where: str) -> int:
@@ -184,7 +190,7 @@ def load_config(path: Path) -> ServerConfig:
         raise ConfigError(f"{path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(document) - {"server", "platform"}
+    unknown = set(document) - {"server", "platform", "limits"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     server = document.get("server", {})
@@ -194,4 +200,16 @@ def load_config(path: Path) -> ServerConfig:
     if not isinstance(listen, list) or not all(isinstance(a, str) for a in listen):
         raise ConfigError(f"{path}: server.listen: must be an address or a list of addresses")
     platforms = [_platform(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
-    return ServerConfig(listen=listen, platforms=platforms)
+    return ServerConfig(listen=listen, platforms=platforms, limits=_limits(document.get("limits", {}), path))
+
+
+def _limits(table: object, path: Path) -> dict[str, int]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: limits: must be a table")
+    unknown = set(table) - set(LIMITS)
+    if unknown:
+        raise ConfigError(f"{path}: limits: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
+    for key, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"{path}: {LIMITS[key].key}: {value!r} is not a positive integer")
+    return dict(table)

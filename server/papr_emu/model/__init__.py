@@ -23,7 +23,15 @@ from .devices import (
     PlugRequest,
 )
 from .drc import DRC_TYPES, DrcState, DrcType, RefusalSignal, drc_type_by_shift
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, OutOfRange, PlatformError
+from .errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    OutOfRange,
+    PlatformError,
+    ResourceExhausted,
+)
 from .events import (
     DeviceAdded,
     DeviceDeleted,
@@ -35,6 +43,7 @@ from .events import (
     UnplugTimedOut,
 )
 from .geometry import Geometry
+from .limits import LIMITS, Budget, LimitOption, Limits
 from .mailbox import SubscriptionClosed
 from .platform import Platform
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
@@ -46,8 +55,10 @@ __all__ = [
     "DEFAULT_PLATFORM",
     "DEVICE_CLASSES",
     "DRC_TYPES",
+    "LIMITS",
     "TIMEOUT_KEYS",
     "AlreadyExists",
+    "Budget",
     "CasOptions",
     "ConnectorInfo",
     "CpuCoreParams",
@@ -65,6 +76,8 @@ __all__ = [
     "Interrupt",
     "InterruptWatch",
     "InvalidArgument",
+    "LimitOption",
+    "Limits",
     "NotFound",
     "OutOfRange",
     "PciFunctionParams",
@@ -76,6 +89,7 @@ __all__ = [
     "Platforms",
     "PlugRequest",
     "RefusalSignal",
+    "ResourceExhausted",
     "Subscription",
     "SubscriptionClosed",
     "SubscriptionOverflow",

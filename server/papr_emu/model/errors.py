@@ -83,3 +83,13 @@ class OutOfRange(PlatformError):
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         super().__init__(_describe(field, value, reason), field, value)
+
+
+class ResourceExhausted(PlatformError):
+    """The request would take the server over one of its limits (named in ``field``)."""
+
+    def __init__(self, limit: str, value: int, reason: str) -> None:
+        # No field: the request is well-formed; the message names the limit instead.
+        super().__init__(f"limit {limit} = {value} reached: {reason}")
+        self.limit = limit
+        self.limit_value = value

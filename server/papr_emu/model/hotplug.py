@@ -29,6 +29,7 @@ from .drc import Drc, RefusalSignal
 from .drc_table import DrcTable
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .geometry import Geometry
+from .limits import Budget, Limits, exhausted
 from .rtas_events import RtasEventQueue
 from .rtas_log import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG, HotplugLog
 from .snapshots import UnplugOutcome
@@ -57,6 +58,8 @@ class Hotplug:
         unplug_timeouts: UnplugTimeouts,
         monotonic: Callable[[], float],
         log: Any,
+        limits: Limits,
+        lmb_budget: Budget,
     ) -> None:
         self.geometry = geometry
         self._drcs = drcs
@@ -70,10 +73,27 @@ class Hotplug:
         # are counted (not indexed), and the tree has the four ibm,drc-* arrays and no drconf memory.
         self.options = CasOptions()
         self.hpt_shift = 0  # set by the platform once the boot devices are in
+        self.limits = limits
+        self._lmb_budget = lmb_budget  # LMBs attached on every platform of the server
+        self.lmbs = 0  # LMBs attached to DIMMs on this platform
 
     def plug(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
         """Validate and attach a device (coldplug: its connectors go straight to the ready state)."""
         device = plug_rules.prepare(self.geometry, self._inventory, device_id, request, hotplugged)
+        logs = self._logs_if_plugged(device) if hotplugged else []
+        self._check_room(device, len(logs), "plugging")
+        blocks = device.memory_blocks
+        if self.lmbs + blocks > self.limits.lmbs_per_platform:
+            raise exhausted(
+                "lmbs_per_platform", self.limits.lmbs_per_platform,
+                f"plugging {device.id} would attach {self.lmbs + blocks} LMBs on this platform",
+            )  # fmt: skip
+        if not self._lmb_budget.reserve(blocks):
+            raise exhausted(
+                "lmbs", self._lmb_budget.limit,
+                f"plugging {device.id} would attach {self._lmb_budget.used + blocks} LMBs on the server",
+            )  # fmt: skip
+        self.lmbs += blocks
         for drc_range in device.connector_ranges():
             self._drcs.add_range(drc_range)
         for index in device.drc_indexes:
@@ -84,8 +104,7 @@ class Hotplug:
             if not hotplugged:
                 drc.reset()  # coldplug: straight to the ready state
         self._inventory.add(device)
-        if hotplugged:
-            self._queue_logs(device.plug_logs(self._inventory, count_indexed=self.options.hotplug_events))
+        self._queue_logs(logs)
         self.log.info(
             "device.plugged", device=device.id, device_type=device.type.value, drc_index=device.drc_indexes[0],
             drc_count=len(device.drc_indexes), hotplugged=hotplugged,
@@ -96,6 +115,8 @@ class Hotplug:
     def unplug(self, device: Device) -> UnplugOutcome:
         """Request the device's unplug (QMP device_del): QEMU's refusals, then mark, release and announce."""
         device.check_unplug()
+        # Marking only takes logs away (a function the guest never acquired goes at once): an upper bound.
+        self._check_room(device, len(device.unplug_logs(self._inventory)), "unplugging")
         if device.unplug_pending:  # a type QEMU lets re-request (a CPU core): the remove event is re-sent
             self.log.info("device.unplug_repeated", device=device.id)
         else:
@@ -161,6 +182,7 @@ class Hotplug:
         for drc_range in device.connector_ranges():
             self._drcs.remove_range(drc_range)
         self._inventory.remove(device)
+        self._give_back(device.memory_blocks)
         device.unplug_pending = False
         self.log.info("device.deleted", device=device.id, drc_index=released_by, drc_count=len(device.drc_indexes))
         self._events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
@@ -196,6 +218,36 @@ class Hotplug:
             self.log.warning("device.unplug_timed_out", device=device.id, timeout=timeout)
             self._events.publish(UnplugTimedOut(device.id, device.type, timeout))
         return [d.id for d in expired]
+
+    # --- limits ------------------------------------------------------------------------------------
+
+    def _logs_if_plugged(self, device: Device) -> list[HotplugLog]:
+        """The logs plugging ``device`` would queue, worked out before anything changes."""
+        device.attached.update(device.drc_indexes)
+        self._inventory.add(device)
+        try:
+            return device.plug_logs(self._inventory, count_indexed=self.options.hotplug_events)
+        finally:
+            self._inventory.remove(device)
+            device.attached.clear()
+
+    def _check_room(self, device: Device, logs: int, doing: str) -> None:
+        """Refuse a request whose event logs would not fit the queue (nothing queued is dropped)."""
+        queued, limit = len(self._rtas_events), self.limits.queued_event_logs
+        if queued + logs > limit:
+            raise exhausted(
+                "queued_event_logs", limit,
+                f"{doing} {device.id} would queue {logs} event logs on top of the {queued} the guest has "
+                "not read (check-exception)",
+            )  # fmt: skip
+
+    def _give_back(self, blocks: int) -> None:
+        self.lmbs -= blocks
+        self._lmb_budget.release(blocks)
+
+    def release_memory(self) -> None:
+        """The platform goes: its LMBs no longer count against the server's limit."""
+        self._give_back(self.lmbs)
 
     def reset(self) -> int:
         """QEMU's DRC reset at CAS: pending plugs and unplugs complete; returns how many queued logs were dropped.

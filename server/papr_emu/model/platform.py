@@ -54,6 +54,7 @@ from .events import EventLog, Subscription
 from .fragments import hpt_shift_for_ram_size
 from .geometry import MAX_PHBS, Geometry
 from .hotplug import Hotplug
+from .limits import Budget, Limits
 from .rtas_events import InterruptWatch, RtasEventQueue
 from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
@@ -72,7 +73,11 @@ class Platform:
         clock: Callable[[], float] = time.time,
         unplug_timeouts: UnplugTimeouts | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        limits: Limits | None = None,
+        lmb_budget: Budget | None = None,
     ) -> None:
+        """``lmb_budget`` counts LMBs across the server's platforms (a platform of its own by default)."""
+        limits = limits or Limits()
         self.name = name
         self.geometry = geometry
         self._lock = threading.RLock()
@@ -84,6 +89,7 @@ class Platform:
         self._hotplug = Hotplug(
             geometry, self._drcs, self._inventory, self._events, self._rtas_events,
             unplug_timeouts or UnplugTimeouts(), monotonic, self.log,
+            limits, lmb_budget or Budget(limits.lmbs, "lmbs"),
         )  # fmt: skip
         g = geometry
         self._drcs.add_range(DrcRange(CPU, 0, g.max_cores, g.threads, "/cpus"))
@@ -94,8 +100,12 @@ class Platform:
             (f"core{core_id}", CpuCoreParams(core_id)) for core_id in g.core_ids()[: g.boot_cores]
         ]
         boot.append(("phb0", PhbParams(0)))
-        for device_id, request in [*boot, *coldplug]:
-            self._hotplug.plug(device_id, request, hotplugged=False)
+        try:
+            for device_id, request in [*boot, *coldplug]:
+                self._hotplug.plug(device_id, request, hotplugged=False)
+        except Exception:
+            self._hotplug.release_memory()  # the platform is not made: its DIMMs count no more
+            raise
         # QEMU sizes the hash page table at reset for boot RAM plus coldplugged DIMMs.
         boot_ram = g.memory + sum(d.size for d in dimms_by_address(self._inventory))
         self._hotplug.hpt_shift = hpt_shift_for_ram_size(boot_ram)
@@ -303,6 +313,7 @@ class Platform:
         with self._lock:
             self._events.close(reason)
             self._rtas_events.close(reason)
+            self._hotplug.release_memory()
 
 
 __all__ = ["DimmRequest", "Platform", "PlugRequest"]

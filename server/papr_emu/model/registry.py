@@ -18,8 +18,9 @@ from collections.abc import Callable, Iterable
 from typing import Final
 
 from .devices import PlugRequest
-from .errors import AlreadyExists, InvalidArgument, NotFound
+from .errors import AlreadyExists, InvalidArgument, NotFound, PlatformError
 from .geometry import Geometry
+from .limits import Budget, Limits, exhausted
 from .platform import Platform
 from .unplug_timeouts import UnplugTimeouts
 
@@ -35,7 +36,9 @@ def default_geometry() -> Geometry:
 class Platforms:
     """Platforms by name. Creating and deleting lock the registry only briefly."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limits = limits or Limits()
+        self._lmbs = Budget(self.limits.lmbs, "lmbs")  # shared by every platform
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
 
@@ -55,17 +58,29 @@ class Platforms:
                 "must be lower-case letters, digits and '-', starting with a letter (at most 63)",
             )
         with self._lock:
-            if name in self._platforms:
-                raise AlreadyExists("name", name, "a platform with this name exists")
+            self._check_free(name)
         # Built outside the registry lock (a large platform takes a moment); a racing create of
         # the same name is caught again below.
-        platform = Platform(name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts)
+        platform = Platform(
+            name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts, limits=self.limits,
+            lmb_budget=self._lmbs,
+        )  # fmt: skip
         with self._lock:
-            if name in self._platforms:
-                raise AlreadyExists("name", name, "a platform with this name exists")
+            try:
+                self._check_free(name)
+            except PlatformError:
+                platform.close()  # gives its LMBs back
+                raise
             self._platforms[name] = platform
         platform.log.info("platform.created", connectors=sum(n for _, n in platform.info().connector_counts))
         return platform
+
+    def _check_free(self, name: str) -> None:
+        """The name is free and there is room for one more platform (caller holds the lock)."""
+        if name in self._platforms:
+            raise AlreadyExists("name", name, "a platform with this name exists")
+        if len(self._platforms) >= self.limits.platforms:
+            raise exhausted("platforms", self.limits.platforms, f"the server holds {len(self._platforms)} platforms")
 
     def get(self, name: str) -> Platform:
         platform = self._platforms.get(name)  # a dict read is atomic: no lock on every RTAS call

@@ -25,6 +25,7 @@ from ..model import (
     NotFound,
     OutOfRange,
     PlatformError,
+    ResourceExhausted,
 )
 
 _CODES: dict[type[PlatformError], int] = {
@@ -33,6 +34,7 @@ _CODES: dict[type[PlatformError], int] = {
     AlreadyExists: code_pb2.ALREADY_EXISTS,
     FailedPrecondition: code_pb2.FAILED_PRECONDITION,
     OutOfRange: code_pb2.OUT_OF_RANGE,
+    ResourceExhausted: code_pb2.RESOURCE_EXHAUSTED,
 }
 
 T = TypeVar("T")

@@ -74,7 +74,10 @@ class HotplugServiceServicer:
         them. Errors: NOT_FOUND (platform, PHB), INVALID_ARGUMENT (malformed spec,
         e.g. a size that is not a multiple of 256 MiB or a core id out of range),
         ALREADY_EXISTS (device id in use), FAILED_PRECONDITION (the platform
-        refuses, e.g. slot or core in use, not enough device memory).
+        refuses, e.g. slot or core in use, not enough device memory),
+        RESOURCE_EXHAUSTED (a server limit: LMBs per platform or in all, or hotplug
+        event logs the guest has not read; the message names the limit, its value,
+        its flag and its TOML key).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -86,7 +89,9 @@ class HotplugServiceServicer:
         and released when the guest gives them back (isolate, then
         allocation-state unusable for logical connectors). DEVICE_DELETED follows
         the last release. Errors: NOT_FOUND (platform, device), FAILED_PRECONDITION
-        (e.g. "Memory unplug already in progress", boot CPU core).
+        (e.g. "Memory unplug already in progress", boot CPU core),
+        RESOURCE_EXHAUSTED (the platform's queue of unread hotplug event logs is
+        full: the guest must read them with check-exception first).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -41,7 +41,10 @@ class HotplugServiceStub:
     them. Errors: NOT_FOUND (platform, PHB), INVALID_ARGUMENT (malformed spec,
     e.g. a size that is not a multiple of 256 MiB or a core id out of range),
     ALREADY_EXISTS (device id in use), FAILED_PRECONDITION (the platform
-    refuses, e.g. slot or core in use, not enough device memory).
+    refuses, e.g. slot or core in use, not enough device memory),
+    RESOURCE_EXHAUSTED (a server limit: LMBs per platform or in all, or hotplug
+    event logs the guest has not read; the message names the limit, its value,
+    its flag and its TOML key).
     """
     UnplugDevice: _grpc.UnaryUnaryMultiCallable[_hotplug_pb2.UnplugDeviceRequest, _hotplug_pb2.UnplugDeviceResponse]
     """UnplugDevice requests a hot-unplug (QMP device_del). Connectors the guest
@@ -49,7 +52,9 @@ class HotplugServiceStub:
     and released when the guest gives them back (isolate, then
     allocation-state unusable for logical connectors). DEVICE_DELETED follows
     the last release. Errors: NOT_FOUND (platform, device), FAILED_PRECONDITION
-    (e.g. "Memory unplug already in progress", boot CPU core).
+    (e.g. "Memory unplug already in progress", boot CPU core),
+    RESOURCE_EXHAUSTED (the platform's queue of unread hotplug event logs is
+    full: the guest must read them with check-exception first).
     """
     GetDevice: _grpc.UnaryUnaryMultiCallable[_hotplug_pb2.GetDeviceRequest, _hotplug_pb2.GetDeviceResponse]
     """GetDevice describes one device. Errors: NOT_FOUND."""
@@ -89,7 +94,10 @@ class HotplugServiceAsyncStub(HotplugServiceStub):
     them. Errors: NOT_FOUND (platform, PHB), INVALID_ARGUMENT (malformed spec,
     e.g. a size that is not a multiple of 256 MiB or a core id out of range),
     ALREADY_EXISTS (device id in use), FAILED_PRECONDITION (the platform
-    refuses, e.g. slot or core in use, not enough device memory).
+    refuses, e.g. slot or core in use, not enough device memory),
+    RESOURCE_EXHAUSTED (a server limit: LMBs per platform or in all, or hotplug
+    event logs the guest has not read; the message names the limit, its value,
+    its flag and its TOML key).
     """
     UnplugDevice: _aio.UnaryUnaryMultiCallable[_hotplug_pb2.UnplugDeviceRequest, _hotplug_pb2.UnplugDeviceResponse]  # type: ignore[assignment]
     """UnplugDevice requests a hot-unplug (QMP device_del). Connectors the guest
@@ -97,7 +105,9 @@ class HotplugServiceAsyncStub(HotplugServiceStub):
     and released when the guest gives them back (isolate, then
     allocation-state unusable for logical connectors). DEVICE_DELETED follows
     the last release. Errors: NOT_FOUND (platform, device), FAILED_PRECONDITION
-    (e.g. "Memory unplug already in progress", boot CPU core).
+    (e.g. "Memory unplug already in progress", boot CPU core),
+    RESOURCE_EXHAUSTED (the platform's queue of unread hotplug event logs is
+    full: the guest must read them with check-exception first).
     """
     GetDevice: _aio.UnaryUnaryMultiCallable[_hotplug_pb2.GetDeviceRequest, _hotplug_pb2.GetDeviceResponse]  # type: ignore[assignment]
     """GetDevice describes one device. Errors: NOT_FOUND."""
@@ -140,7 +150,10 @@ class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
         them. Errors: NOT_FOUND (platform, PHB), INVALID_ARGUMENT (malformed spec,
         e.g. a size that is not a multiple of 256 MiB or a core id out of range),
         ALREADY_EXISTS (device id in use), FAILED_PRECONDITION (the platform
-        refuses, e.g. slot or core in use, not enough device memory).
+        refuses, e.g. slot or core in use, not enough device memory),
+        RESOURCE_EXHAUSTED (a server limit: LMBs per platform or in all, or hotplug
+        event logs the guest has not read; the message names the limit, its value,
+        its flag and its TOML key).
         """
 
     @_abc_1.abstractmethod
@@ -154,7 +167,9 @@ class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
         and released when the guest gives them back (isolate, then
         allocation-state unusable for logical connectors). DEVICE_DELETED follows
         the last release. Errors: NOT_FOUND (platform, device), FAILED_PRECONDITION
-        (e.g. "Memory unplug already in progress", boot CPU core).
+        (e.g. "Memory unplug already in progress", boot CPU core),
+        RESOURCE_EXHAUSTED (the platform's queue of unread hotplug event logs is
+        full: the guest must read them with check-exception first).
         """
 
     @_abc_1.abstractmethod

@@ -85,7 +85,9 @@ class PlatformServiceServicer:
     def CreatePlatform(self, request, context):
         """CreatePlatform builds a platform from a QEMU-like geometry, with its
         boot devices coldplugged. Errors: INVALID_ARGUMENT (bad name or
-        geometry), ALREADY_EXISTS (name in use).
+        geometry), ALREADY_EXISTS (name in use), RESOURCE_EXHAUSTED (the server
+        holds as many platforms as it may, or the coldplugged DIMMs go over a
+        memory limit).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

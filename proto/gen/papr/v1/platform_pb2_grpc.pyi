@@ -40,7 +40,9 @@ class PlatformServiceStub:
     CreatePlatform: _grpc.UnaryUnaryMultiCallable[_platform_pb2.CreatePlatformRequest, _platform_pb2.CreatePlatformResponse]
     """CreatePlatform builds a platform from a QEMU-like geometry, with its
     boot devices coldplugged. Errors: INVALID_ARGUMENT (bad name or
-    geometry), ALREADY_EXISTS (name in use).
+    geometry), ALREADY_EXISTS (name in use), RESOURCE_EXHAUSTED (the server
+    holds as many platforms as it may, or the coldplugged DIMMs go over a
+    memory limit).
     """
     GetPlatform: _grpc.UnaryUnaryMultiCallable[_platform_pb2.GetPlatformRequest, _platform_pb2.GetPlatformResponse]
     """GetPlatform describes one platform. Errors: NOT_FOUND."""
@@ -78,7 +80,9 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     CreatePlatform: _aio.UnaryUnaryMultiCallable[_platform_pb2.CreatePlatformRequest, _platform_pb2.CreatePlatformResponse]  # type: ignore[assignment]
     """CreatePlatform builds a platform from a QEMU-like geometry, with its
     boot devices coldplugged. Errors: INVALID_ARGUMENT (bad name or
-    geometry), ALREADY_EXISTS (name in use).
+    geometry), ALREADY_EXISTS (name in use), RESOURCE_EXHAUSTED (the server
+    holds as many platforms as it may, or the coldplugged DIMMs go over a
+    memory limit).
     """
     GetPlatform: _aio.UnaryUnaryMultiCallable[_platform_pb2.GetPlatformRequest, _platform_pb2.GetPlatformResponse]  # type: ignore[assignment]
     """GetPlatform describes one platform. Errors: NOT_FOUND."""
@@ -119,7 +123,9 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_platform_pb2.CreatePlatformResponse, _abc.Awaitable[_platform_pb2.CreatePlatformResponse]]:
         """CreatePlatform builds a platform from a QEMU-like geometry, with its
         boot devices coldplugged. Errors: INVALID_ARGUMENT (bad name or
-        geometry), ALREADY_EXISTS (name in use).
+        geometry), ALREADY_EXISTS (name in use), RESOURCE_EXHAUSTED (the server
+        holds as many platforms as it may, or the coldplugged DIMMs go over a
+        memory limit).
         """
 
     @_abc_1.abstractmethod

@@ -114,6 +114,11 @@ class Device:
         raise NotImplementedError
 
     @property
+    def memory_blocks(self) -> int:
+        """256 MiB LMBs of memory the device attaches (what the memory limits count)."""
+        return 0
+
+    @property
     def parent_path(self) -> str | None:
         """Path of the node the device's node sits under ("/cpus", "/", a PHB); None: no node of its own."""
         return None

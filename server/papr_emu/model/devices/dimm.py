@@ -64,6 +64,10 @@ class Dimm(Device):
     def slot_key(self) -> Hashable:
         return self.slot
 
+    @property
+    def memory_blocks(self) -> int:
+        return len(self.drc_ids)
+
     @classmethod
     def default_id(cls, request: DimmRequest, inventory: Inventory[Device]) -> str:
         """QEMU-style "dimm<n>": the first free n."""

@@ -1,0 +1,96 @@
+"""What one client may make a shared server hold: every limit has a default, a flag and a TOML key.
+
+A request that would go over a limit is refused with :class:`~.errors.ResourceExhausted`,
+which names the limit, its value, its flag and its key, and changes nothing.
+
+Example::
+
+    >>> budget = Budget(limit=4, name="lmbs")
+    >>> budget.reserve(3), budget.reserve(2), budget.used
+    (True, False, 3)
+    >>> LIMITS["queued_event_logs"].flag
+    '--max-queued-event-logs'
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, fields
+from typing import Final
+
+from .errors import ResourceExhausted
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The server's limits (the defaults fit a shared server on a 2-core, 24 GiB machine)."""
+
+    #: Platforms one server holds.
+    platforms: int = 256
+    #: LMBs (256 MiB each) attached to DIMMs on one platform: 262,144 is 64 TiB, the largest maxmem.
+    lmbs_per_platform: int = 262_144
+    #: LMBs attached on all platforms together (about 200 B each: 1,048,576 is about 200 MB).
+    lmbs: int = 1_048_576
+    #: Hotplug event logs queued on one platform, waiting for the guest's check-exception.
+    queued_event_logs: int = 4096
+
+    def __post_init__(self) -> None:
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{LIMITS[item.name].key}: {value!r} is not a positive integer")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOption:
+    """How a limit is set: its command-line flag, its key in the TOML file's [limits] table."""
+
+    name: str
+    help: str
+
+    @property
+    def flag(self) -> str:
+        return "--max-" + self.name.replace("_", "-")
+
+    @property
+    def key(self) -> str:
+        return f"limits.{self.name}"
+
+
+LIMITS: Final = {
+    option.name: option
+    for option in (
+        LimitOption("platforms", "platforms the server holds"),
+        LimitOption("lmbs_per_platform", "256 MiB LMBs attached to DIMMs on one platform"),
+        LimitOption("lmbs", "256 MiB LMBs attached on all platforms together"),
+        LimitOption("queued_event_logs", "hotplug event logs queued on one platform for the guest"),
+    )
+}
+
+
+def exhausted(name: str, value: int, what: str) -> ResourceExhausted:
+    """The refusal for limit ``name`` (at ``value``): ``what`` says what the request would have done."""
+    option = LIMITS[name]
+    return ResourceExhausted(name, value, f"{what} ({option.flag} / {option.key})")
+
+
+class Budget:
+    """A count shared by threads (LMBs on all platforms), that never goes over ``limit``."""
+
+    def __init__(self, limit: int, name: str) -> None:
+        self.limit = limit
+        self.name = name
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, count: int) -> bool:
+        """Take ``count`` if it fits; False (nothing taken) if not."""
+        with self._lock:
+            if self.used + count > self.limit:
+                return False
+            self.used += count
+            return True
+
+    def release(self, count: int) -> None:
+        with self._lock:
+            self.used -= count
