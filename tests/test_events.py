@@ -7,9 +7,9 @@ import pytest
 
 from conftest import new_platform
 from helpers import Watcher, events_since, last_sequence
-from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2
 from papr_emu import PaprServer
-from papr_emu.model import CpuCoreParams
+from papr_emu.model import CpuCoreParams, Platform
 from papr_emu_client import Client
 
 
@@ -102,3 +102,28 @@ def test_management_event_payloads(client: Client, platform: str) -> None:
     assert deleted.time.seconds >= added.time.seconds > 0
     assert last_sequence(client, platform) == deleted.sequence
     watcher.close()
+
+
+@pytest.mark.parametrize("stream", ["WatchEvents", "WatchInterrupts"])
+def test_a_stream_opened_as_its_platform_is_deleted_ends_at_once(
+    client: Client, server: PaprServer, monkeypatch: pytest.MonkeyPatch, stream: str
+) -> None:
+    """The delete lands between the servicer's platform lookup and its subscription (a hook makes
+    the race happen every time): the stream must end with NOT_FOUND, not wait forever."""
+    name = new_platform(client)
+    method = "subscribe_events" if stream == "WatchEvents" else "watch_interrupts"
+    subscribe = getattr(Platform, method)
+
+    def deleted_first(self: Platform, *args: object) -> object:
+        server.platforms.delete(self.name)
+        return subscribe(self, *args)
+
+    monkeypatch.setattr(Platform, method, deleted_first)
+    if stream == "WatchEvents":
+        call = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=name), timeout=10)
+    else:
+        call = client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=name), timeout=10)
+    with pytest.raises(grpc.RpcError) as ended:
+        list(call)
+    assert ended.value.code() == grpc.StatusCode.NOT_FOUND, ended.value.details()
+    assert "was deleted" in (ended.value.details() or "")

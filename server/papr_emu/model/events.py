@@ -108,6 +108,7 @@ class EventLog:
         self._history: collections.deque[Event] = collections.deque(maxlen=retained)
         self._subscriptions: set[Subscription] = set()
         self._queue_limit = queue_limit
+        self._closed: str | None = None
         self.last_sequence = 0
 
     def publish(self, body: EventBody) -> Event:
@@ -141,14 +142,18 @@ class EventLog:
                 )
             backlog = [e for e in self._history if e.sequence > after_sequence]
         subscription = Subscription(backlog, self._queue_limit + len(backlog))
-        self._subscriptions.add(subscription)
+        if self._closed is not None:  # subscribed as the platform went: the stream ends at once
+            subscription._mailbox.close(self._closed)
+        else:
+            self._subscriptions.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)
 
     def close(self, reason: str) -> None:
-        """End every subscription with ``reason`` ("deleted" or "shutdown")."""
+        """End every subscription with ``reason`` ("deleted" or "shutdown"), and any made later."""
+        self._closed = reason
         for subscription in self._subscriptions:
             subscription._mailbox.close(reason)
         self._subscriptions.clear()

@@ -66,11 +66,15 @@ class InterruptLine:
 
     def __init__(self) -> None:
         self._watches: set[InterruptWatch] = set()
+        self._closed: str | None = None
 
     def watch(self, pending: list[int]) -> InterruptWatch:
         """A new watcher; it learns at once of the classes that have logs pending."""
         watch: InterruptWatch = Mailbox((Interrupt.of_class(c) for c in pending), coalesce=True)
-        self._watches.add(watch)
+        if self._closed is not None:  # watching as the platform went: the stream ends at once
+            watch.close(self._closed)
+        else:
+            self._watches.add(watch)
         return watch
 
     def unwatch(self, watch: InterruptWatch) -> None:
@@ -82,6 +86,8 @@ class InterruptLine:
             watch.put(interrupt)
 
     def close(self, reason: str) -> None:
+        """End every watcher with ``reason``, and any made later."""
+        self._closed = reason
         for watch in self._watches:
             watch.close(reason)
         self._watches.clear()
