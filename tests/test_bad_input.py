@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from helpers import snapshot
 from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
+from papr_emu import PaprServer
 from papr_emu_client import Client
 
 Code = grpc.StatusCode
@@ -284,3 +285,33 @@ def test_a_huge_value_is_echoed_shortened_with_its_length(client: Client, length
         violations = error_details_pb2.BadRequest()
         detail.Unpack(violations)
         assert all(len(v.description) < 200 for v in violations.field_violations)
+
+
+def _methods() -> list[tuple[str, str, bool]]:
+    """(path, request type, server streaming) of every papr.v1 RPC."""
+    from papr.v1 import guest_pb2
+
+    found = []
+    for module in (platform_pb2, hotplug_pb2, rtas_pb2, interrupt_pb2, guest_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                found.append(
+                    (f"/{service.full_name}/{method.name}", method.input_type.full_name, method.server_streaming)
+                )
+    return found
+
+
+@pytest.mark.parametrize(("path", "request_type", "streaming"), _methods(), ids=lambda v: str(v).rsplit("/", 1)[-1])
+def test_undecodable_bytes_are_invalid_argument_naming_the_message(
+    server: PaprServer, path: str, request_type: str, streaming: bool
+) -> None:
+    """Not INTERNAL ("Exception deserializing request!"): the request is malformed, and says of what."""
+    with grpc.insecure_channel(server.addresses[0]) as channel:
+        garbage = b"\xff\xff\xff\xff\x0f"  # a field with number 0 and a truncated varint: never valid
+
+        def call() -> object:
+            if streaming:
+                return list(channel.unary_stream(path)(garbage, timeout=10))
+            return channel.unary_unary(path)(garbage, timeout=10)
+
+        expect_error(call, Code.INVALID_ARGUMENT, f"not a valid {request_type} message", "(5 bytes)")

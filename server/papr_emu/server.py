@@ -34,6 +34,7 @@ from papr.v1 import (
 
 from .model import Platforms
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
+from .service.decoding import DecodeInHandler
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_WORKERS = 64
@@ -69,6 +70,7 @@ class PaprServer:
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-rpc"),
             options=[("grpc.so_reuseport", 0)],
+            interceptors=[DecodeInHandler()],
         )
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms), self._server)
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
