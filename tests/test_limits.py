@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from helpers import snapshot
-from papr.v1 import device_pb2, hotplug_pb2, platform_pb2, rtas_pb2
+from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu.model import Limits, Platforms
 from papr_emu_client import Client, connect
@@ -140,3 +140,59 @@ def test_limits_come_from_flags_and_the_config_file(tmp_path) -> None:  # type: 
     assert result.returncode == 2 and "limits.platforms: 0 is not a positive integer" in result.stderr
     result = subprocess.run([*command, "--max-lmbs", "-1"], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "limits.lmbs: -1 is not a positive integer" in result.stderr
+
+
+def watch(client: Client, platform: str, kind: str) -> grpc.Call:
+    """An open stream, once the server holds it (it sends the headers after taking a slot)."""
+    if kind == "events":
+        stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform), timeout=30)
+    else:
+        stream = client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=platform), timeout=30)
+    stream.initial_metadata()
+    return stream  # type: ignore[no-any-return]
+
+
+def refused_stream(client: Client, platform: str, *words: str) -> None:
+    stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=platform), timeout=10)
+    exhausted(lambda: next(stream), *words)
+
+
+@pytest.fixture()
+def few_streams() -> Iterator[Client]:
+    yield from serve(Limits(streams=3, streams_per_platform=2))
+
+
+def test_streams_in_all_and_per_platform(few_streams: Client) -> None:
+    client = few_streams
+    create(client, "a")
+    create(client, "b")
+    first = watch(client, "a", "events")
+    watch(client, "a", "interrupts")
+    refused_stream(client, "a", "limit streams_per_platform = 2", "--max-streams-per-platform")
+    watch(client, "b", "interrupts")
+    refused_stream(client, "b", "limit streams = 3", "--max-streams", "limits.streams")
+    # Unary calls still go through while the streams are held.
+    assert client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="b"), timeout=5).platform.name == "b"
+    first.cancel()  # the server notices within its poll interval and frees the slot
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            watch(client, "a", "events")
+            break
+        except grpc.RpcError as error:
+            assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.1)
+
+
+def test_the_streams_limit_must_leave_workers_for_unary_calls() -> None:
+    with pytest.raises(ValueError, match="must be below --max-workers"):
+        PaprServer(Platforms(Limits(streams=16)), ["127.0.0.1:0"], max_workers=16)
+
+
+def test_message_size(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    for client in serve(Limits(message_bytes=64 << 10)):
+        create(client, "a")
+        with pytest.raises(grpc.RpcError) as caught:
+            client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="a" * (70 << 10)))
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "65536" in (caught.value.details() or "")  # gRPC's own message states the limit

@@ -98,7 +98,11 @@ def serve(options: argparse.Namespace) -> int:
     except (ConfigError, PlatformError, ValueError) as error:  # ValueError: a limit that is not positive
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
-    server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)
+    try:
+        server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)
+    except ValueError as error:  # limits that do not fit together
+        print(f"papr-emu: {error}", file=sys.stderr)
+        return 2
     try:
         server.start()
     except ListenError as error:

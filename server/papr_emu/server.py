@@ -32,9 +32,10 @@ from papr.v1 import (
     rtas_pb2_grpc,
 )
 
-from .model import Platforms
+from .model import LIMITS, Platforms
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 from .service.decoding import DecodeInHandler
+from .service.streams import StreamSlots
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 DEFAULT_MAX_WORKERS = 64
@@ -64,18 +65,28 @@ class PaprServer:
         listen: Sequence[str] = (DEFAULT_LISTEN,),
         max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
+        if platforms.limits.streams >= max_workers:
+            raise ValueError(
+                f"{LIMITS['streams'].flag} ({platforms.limits.streams}) must be below --max-workers ({max_workers}): "
+                "each open stream holds a worker thread, and unary calls need some of their own"
+            )
         self.platforms = platforms
         self._listen = list(listen)
         self._health = health.HealthServicer()
         self._server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-rpc"),
-            options=[("grpc.so_reuseport", 0)],
+            options=[
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", platforms.limits.message_bytes),
+                ("grpc.max_send_message_length", platforms.limits.message_bytes),
+            ],
             interceptors=[DecodeInHandler()],
         )
+        slots = StreamSlots(platforms.limits)  # the two streaming services share the stream limits
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms), self._server)
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
-        hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms), self._server)
-        interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms), self._server)
+        hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots), self._server)
+        interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots), self._server)
         guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms), self._server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
         reflection.enable_server_reflection(

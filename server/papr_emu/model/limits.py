@@ -33,6 +33,13 @@ class Limits:
     lmbs: int = 1_048_576
     #: Hotplug event logs queued on one platform, waiting for the guest's check-exception.
     queued_event_logs: int = 4096
+    #: Open WatchEvents and WatchInterrupts streams on the server. Each holds a worker thread
+    #: (--max-workers, default 64), so this stays below it: unary calls keep threads of their own.
+    streams: int = 48
+    #: Open streams on one platform (a guest stub holds two: events and interrupts).
+    streams_per_platform: int = 16
+    #: Bytes in one request or response message (gRPC's own default, 4 MiB).
+    message_bytes: int = 4 << 20
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -64,6 +71,9 @@ LIMITS: Final = {
         LimitOption("lmbs_per_platform", "256 MiB LMBs attached to DIMMs on one platform"),
         LimitOption("lmbs", "256 MiB LMBs attached on all platforms together"),
         LimitOption("queued_event_logs", "hotplug event logs queued on one platform for the guest"),
+        LimitOption("streams", "open WatchEvents/WatchInterrupts streams (keep it below --max-workers)"),
+        LimitOption("streams_per_platform", "open streams on one platform"),
+        LimitOption("message_bytes", "bytes in one request or response"),
     )
 }
 

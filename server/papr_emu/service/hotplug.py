@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import grpc
@@ -11,15 +12,16 @@ from papr.v1 import hotplug_pb2, hotplug_pb2_grpc
 from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
 from . import convert
 from .errors import call_or_abort
-from .streams import POLL_SECONDS, abort_closed
+from .streams import POLL_SECONDS, StreamSlots, abort_closed
 
 #: Initial-metadata key: the sequence the stream starts after (resume from it after a reconnect).
 SUBSCRIBED_AFTER_KEY = "papr-subscribed-after"
 
 
 class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
-    def __init__(self, platforms: Platforms) -> None:
+    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None) -> None:
         self._platforms = platforms
+        self._slots = slots or StreamSlots(platforms.limits)
 
     def PlugDevice(
         self, request: hotplug_pb2.PlugDeviceRequest, context: grpc.ServicerContext
@@ -56,23 +58,25 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
     def WatchEvents(
         self, request: hotplug_pb2.WatchEventsRequest, context: grpc.ServicerContext
     ) -> Iterator[hotplug_pb2.WatchEventsResponse]:
-        platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
-        after = request.after_sequence if request.HasField("after_sequence") else None
-        subscription, subscribed_after = call_or_abort(context, lambda: platform.subscribe_events(after))
-        try:
-            context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
-            while context.is_active():
-                try:
-                    event = subscription.next(timeout=POLL_SECONDS)
-                except SubscriptionOverflow as overflow:
-                    context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"watcher fell behind by more than the queue limit; last sequence sent: "
-                        f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
-                    )
-                except SubscriptionClosed as closed:
-                    abort_closed(context, closed, request.platform)
-                if event is not None:
-                    yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
-        finally:
-            platform.unsubscribe_events(subscription)
+        with contextlib.ExitStack() as stack:
+            call_or_abort(context, lambda: stack.enter_context(self._slots.hold(request.platform)))
+            platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
+            after = request.after_sequence if request.HasField("after_sequence") else None
+            subscription, subscribed_after = call_or_abort(context, lambda: platform.subscribe_events(after))
+            try:
+                context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
+                while context.is_active():
+                    try:
+                        event = subscription.next(timeout=POLL_SECONDS)
+                    except SubscriptionOverflow as overflow:
+                        context.abort(
+                            grpc.StatusCode.RESOURCE_EXHAUSTED,
+                            f"watcher fell behind by more than the queue limit; last sequence sent: "
+                            f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
+                        )
+                    except SubscriptionClosed as closed:
+                        abort_closed(context, closed, request.platform)
+                    if event is not None:
+                        yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
+            finally:
+                platform.unsubscribe_events(subscription)

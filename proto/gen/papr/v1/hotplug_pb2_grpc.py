@@ -129,7 +129,10 @@ class HotplugServiceServicer:
         otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
         stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
         open stream (this one and InterruptService.WatchInterrupts) holds one of
-        the server's worker threads (papr-emu serve --max-workers, default 64).
+        the server's worker threads (papr-emu serve --max-workers, default 64), so
+        open streams are limited: at most --max-streams (default 48) on the server
+        and --max-streams-per-platform (default 16) on one platform; a stream over
+        a limit fails with RESOURCE_EXHAUSTED naming it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

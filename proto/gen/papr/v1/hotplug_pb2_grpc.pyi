@@ -78,7 +78,10 @@ class HotplugServiceStub:
     otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
     stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
     open stream (this one and InterruptService.WatchInterrupts) holds one of
-    the server's worker threads (papr-emu serve --max-workers, default 64).
+    the server's worker threads (papr-emu serve --max-workers, default 64), so
+    open streams are limited: at most --max-streams (default 48) on the server
+    and --max-streams-per-platform (default 16) on one platform; a stream over
+    a limit fails with RESOURCE_EXHAUSTED naming it.
     """
 
 @_typing.type_check_only
@@ -131,7 +134,10 @@ class HotplugServiceAsyncStub(HotplugServiceStub):
     otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
     stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
     open stream (this one and InterruptService.WatchInterrupts) holds one of
-    the server's worker threads (papr-emu serve --max-workers, default 64).
+    the server's worker threads (papr-emu serve --max-workers, default 64), so
+    open streams are limited: at most --max-streams (default 48) on the server
+    and --max-streams-per-platform (default 16) on one platform; a stream over
+    a limit fails with RESOURCE_EXHAUSTED naming it.
     """
 
 class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -211,7 +217,10 @@ class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
         otherwise the call fails with OUT_OF_RANGE. When the platform is deleted the
         stream ends with NOT_FOUND; when the server stops, with UNAVAILABLE. Each
         open stream (this one and InterruptService.WatchInterrupts) holds one of
-        the server's worker threads (papr-emu serve --max-workers, default 64).
+        the server's worker threads (papr-emu serve --max-workers, default 64), so
+        open streams are limited: at most --max-streams (default 48) on the server
+        and --max-streams-per-platform (default 16) on one platform; a stream over
+        a limit fails with RESOURCE_EXHAUSTED naming it.
         """
 
 def add_HotplugServiceServicer_to_server(servicer: HotplugServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -63,7 +63,8 @@ class InterruptServiceServicer:
         queued. Pulses of one class that the watcher has not read yet coalesce,
         so a watcher should call check-exception until it returns 1. The stream
         ends with NOT_FOUND when the platform is deleted, UNAVAILABLE when the
-        server stops.
+        server stops. It counts against the same stream limits as
+        HotplugService.WatchEvents (RESOURCE_EXHAUSTED over one).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -48,7 +48,8 @@ class InterruptServiceStub:
     queued. Pulses of one class that the watcher has not read yet coalesce,
     so a watcher should call check-exception until it returns 1. The stream
     ends with NOT_FOUND when the platform is deleted, UNAVAILABLE when the
-    server stops.
+    server stops. It counts against the same stream limits as
+    HotplugService.WatchEvents (RESOURCE_EXHAUSTED over one).
     """
 
 @_typing.type_check_only
@@ -71,7 +72,8 @@ class InterruptServiceAsyncStub(InterruptServiceStub):
     queued. Pulses of one class that the watcher has not read yet coalesce,
     so a watcher should call check-exception until it returns 1. The stream
     ends with NOT_FOUND when the platform is deleted, UNAVAILABLE when the
-    server stops.
+    server stops. It counts against the same stream limits as
+    HotplugService.WatchEvents (RESOURCE_EXHAUSTED over one).
     """
 
 class InterruptServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -97,7 +99,8 @@ class InterruptServiceServicer(metaclass=_abc_1.ABCMeta):
         queued. Pulses of one class that the watcher has not read yet coalesce,
         so a watcher should call check-exception until it returns 1. The stream
         ends with NOT_FOUND when the platform is deleted, UNAVAILABLE when the
-        server stops.
+        server stops. It counts against the same stream limits as
+        HotplugService.WatchEvents (RESOURCE_EXHAUSTED over one).
         """
 
 def add_InterruptServiceServicer_to_server(servicer: InterruptServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
