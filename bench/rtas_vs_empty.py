@@ -4,7 +4,8 @@ The server runs in its own process (as a real one would); this process is the
 client. The baseline is the gRPC health service's Check (an empty unary call on
 the same server and channel); the mix is SetIndicator, GetSensorState and
 ConfigureConnector (4 KiB in and out) in equal parts, on a DIMM the guest
-configures over and over. Rounds alternate baseline and mix so drift hits both.
+configures over and over; ConfigureConnector alone is measured too. Rounds
+alternate the baseline and the two loads so drift hits all three.
 
     python bench/rtas_vs_empty.py [--seconds 3] [--rounds 5] [--target unix:/tmp/x.sock]
 """
@@ -90,21 +91,32 @@ def main() -> int:
                 )
                 area[0] = reply.work_area if reply.status not in (0,) else new_work_area(LMB)
 
-        rate(baseline, 1.0)  # warm up both paths
+        def configure() -> None:
+            step[0] = 2  # ConfigureConnector only: 4 KiB in and out every call
+            mix()
+
+        rate(baseline, 1.0)  # warm up every path
         rate(mix, 1.0)
-        ratios, base_rates, mix_rates = [], [], []
+        rate(configure, 1.0)
+        ratios, cc_ratios, base_rates, mix_rates = [], [], [], []
         for _ in range(options.rounds):
             b = rate(baseline, options.seconds)
             m = rate(mix, options.seconds)
+            c = rate(configure, options.seconds)
             base_rates.append(b)
             mix_rates.append(m)
             ratios.append(b / m)  # cost per RTAS call relative to an empty call
+            cc_ratios.append(b / c)
         print(f"transport: {'tcp' if options.tcp else 'unix socket'}; rounds: {options.rounds} x {options.seconds}s")
         print(f"empty call (health Check): median {statistics.median(base_rates):8.0f} calls/s")
         print(f"RTAS mix (1/3 each):       median {statistics.median(mix_rates):8.0f} calls/s")
         print(
             f"cost ratio RTAS / empty:   median {statistics.median(ratios):.3f} "
             f"(min {min(ratios):.3f}, max {max(ratios):.3f}); target <= 1.15"
+        )
+        print(
+            f"ConfigureConnector / empty: median {statistics.median(cc_ratios):.3f} "
+            f"(min {min(cc_ratios):.3f}, max {max(cc_ratios):.3f}); target <= 1.15"
         )
         client.close()
     except grpc.RpcError as error:
