@@ -53,6 +53,7 @@ from .model import (
     PlugRequest,
     UnplugTimeouts,
 )
+from .model.limits import check_limit
 
 _PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
 _PCI_MODELS = {m.qemu_name: m for m in PciModel}
@@ -210,6 +211,8 @@ def _limits(table: object, path: Path) -> dict[str, int]:
     if unknown:
         raise ConfigError(f"{path}: limits: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
     for key, value in table.items():
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ConfigError(f"{path}: {LIMITS[key].key}: {value!r} is not a positive integer")
+        try:
+            check_limit(key, value)
+        except ValueError as error:
+            raise ConfigError(f"{path}: {error}") from None
     return dict(table)

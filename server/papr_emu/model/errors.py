@@ -55,6 +55,7 @@ class InvalidArgument(PlatformError):
 
     def __init__(self, field: str, value: object, reason: str) -> None:
         super().__init__(_describe(field, value, reason), field, value)
+        self.reason = reason  # what is wrong with the value, for a caller that renames the field
 
 
 class NotFound(PlatformError):

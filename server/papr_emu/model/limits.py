@@ -5,7 +5,7 @@ which names the limit, its value, its flag and its key, and changes nothing.
 
 Example::
 
-    >>> budget = Budget(limit=4, name="lmbs")
+    >>> budget = Budget(limit=4)
     >>> budget.reserve(3), budget.reserve(2), budget.used
     (True, False, 3)
     >>> LIMITS["queued_event_logs"].flag
@@ -43,9 +43,7 @@ class Limits:
 
     def __post_init__(self) -> None:
         for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{LIMITS[item.name].key}: {value!r} is not a positive integer")
+            check_limit(item.name, getattr(self, item.name))
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +76,12 @@ LIMITS: Final = {
 }
 
 
+def check_limit(name: str, value: object) -> None:
+    """ValueError naming the limit's TOML key unless ``value`` is a positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{LIMITS[name].key}: {value!r} is not a positive integer")
+
+
 def exhausted(name: str, value: int, what: str) -> ResourceExhausted:
     """The refusal for limit ``name`` (at ``value``): ``what`` says what the request would have done."""
     option = LIMITS[name]
@@ -87,9 +91,8 @@ def exhausted(name: str, value: int, what: str) -> ResourceExhausted:
 class Budget:
     """A count shared by threads (LMBs on all platforms), that never goes over ``limit``."""
 
-    def __init__(self, limit: int, name: str) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.name = name
         self.used = 0
         self._lock = threading.Lock()
 

@@ -89,7 +89,7 @@ class Platform:
         self._hotplug = Hotplug(
             geometry, self._drcs, self._inventory, self._events, self._rtas_events,
             unplug_timeouts or UnplugTimeouts(), monotonic, self.log,
-            limits, lmb_budget or Budget(limits.lmbs, "lmbs"),
+            limits, lmb_budget or Budget(limits.lmbs),
         )  # fmt: skip
         g = geometry
         self._drcs.add_range(DrcRange(CPU, 0, g.max_cores, g.threads, "/cpus"))

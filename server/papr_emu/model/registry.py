@@ -38,7 +38,7 @@ class Platforms:
 
     def __init__(self, limits: Limits | None = None) -> None:
         self.limits = limits or Limits()
-        self._lmbs = Budget(self.limits.lmbs, "lmbs")  # shared by every platform
+        self._lmbs = Budget(self.limits.lmbs)  # shared by every platform
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
 

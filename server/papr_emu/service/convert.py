@@ -107,7 +107,7 @@ def unplug_timeouts_from_pb(message: platform_pb2.UnplugTimeouts) -> UnplugTimeo
         return UnplugTimeouts(**seconds)
     except InvalidArgument as error:  # name the message's field, not the model's keyword
         field = next(f for t, f in _TIMEOUT_FIELDS.items() if timeout_key(t) == error.field)
-        raise InvalidArgument(f"unplug_timeouts.{field}", error.value, "must be a positive number of seconds") from None
+        raise InvalidArgument(f"unplug_timeouts.{field}", error.value, error.reason) from None
 
 
 def unplug_timeouts_to_pb(timeouts: UnplugTimeouts) -> platform_pb2.UnplugTimeouts:
