@@ -82,8 +82,8 @@ class PaprServer:
             ],
             interceptors=[DecodeInHandler()],
         )
-        slots = StreamSlots(platforms.limits)  # the two streaming services share the stream limits
-        rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms), self._server)
+        slots = StreamSlots(platforms.limits)  # the streaming RPCs share the stream limits
+        rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots), self._server)
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
         hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots), self._server)
         interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots), self._server)

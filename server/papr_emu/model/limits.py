@@ -40,6 +40,8 @@ class Limits:
     streams_per_platform: int = 16
     #: Bytes in one request or response message (gRPC's own default, 4 MiB).
     message_bytes: int = 4 << 20
+    #: RTAS calls in one ExecuteBatch or Session request (a walk counts as one).
+    batch_calls: int = 16_384
 
     def __post_init__(self) -> None:
         for item in fields(self):
@@ -72,6 +74,7 @@ LIMITS: Final = {
         LimitOption("streams", "open WatchEvents/WatchInterrupts streams (keep it below --max-workers)"),
         LimitOption("streams_per_platform", "open streams on one platform"),
         LimitOption("message_bytes", "bytes in one request or response"),
+        LimitOption("batch_calls", "RTAS calls in one ExecuteBatch or Session request"),
     )
 }
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import TypeVar
 
 import structlog
 
@@ -60,6 +61,8 @@ from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
 from .unplug_timeouts import UnplugTimeouts
 from .view import PlatformView
+
+T = TypeVar("T")
 
 
 class Platform:
@@ -213,6 +216,20 @@ class Platform:
             if sensor_type != rtas.DR_ENTITY_SENSE or drc is None:
                 return rtas.PARAMETER_ERROR, 0
             return rtas.SUCCESS, drc.entity_sense()
+
+    def run_batch(self, steps: Iterable[Callable[[Platform], tuple[int, T]]], stop_at_nonzero: bool) -> list[T]:
+        """Run RTAS steps in order with no other call in between; each gives (status, result).
+
+        With ``stop_at_nonzero``, the first step whose status is not 0 is the last one run.
+        """
+        results: list[T] = []
+        with self._lock:
+            for step in steps:
+                status, result = step(self)
+                results.append(result)
+                if stop_at_nonzero and status:
+                    break
+        return results
 
     def configure_connector(self, area: bytes) -> tuple[int, bytes]:
         """RTAS ibm,configure-connector over one 4096-byte work area; returns (status, work area)."""

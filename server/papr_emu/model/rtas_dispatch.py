@@ -171,13 +171,33 @@ def run_call(platform: Platform, token: int, args: Sequence[int], memory: GuestM
     return function.run(platform, args, memory)
 
 
-def dispatch(
-    platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory
-) -> list[int]:
-    """Run one RTAS call; returns its ``nret`` return cells (status first, signed).
+@dataclass(frozen=True, slots=True)
+class PreparedCall:
+    """A raw call checked against its function (see :func:`prepare`): running it raises nothing new."""
 
-    Raises InvalidArgument (changing nothing) when the request does not describe a call:
-    args not ``nargs`` long, or buffers that do not match what the call points at.
+    function: RtasFunction | None  # None: an unknown token, or cells the call does not take
+    args: tuple[int, ...]
+    nret: int
+    memory: GuestMemory
+
+    def run(self, platform: Platform) -> list[int]:
+        """The call's ``nret`` return cells (status first, signed)."""
+        rets = [0] * self.nret
+        if self.function is None:
+            # QEMU: unknown token, or a call made with the wrong number of cells: -3 (when there is a rets[0]).
+            if self.nret:
+                rets[0] = rtas.PARAMETER_ERROR
+            return rets
+        results = self.function.run(platform, self.args, self.memory)
+        rets[: len(results)] = results
+        return rets
+
+
+def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory) -> PreparedCall:
+    """Check a raw call without running it (so a batch can check every call before the first runs).
+
+    Raises InvalidArgument when the request does not describe a call: args not
+    ``nargs`` long, or buffers that do not match what the call points at.
     """
     if nargs > MAX_CELLS or nret > MAX_CELLS:
         raise InvalidArgument("nargs" if nargs > MAX_CELLS else "nret", max(nargs, nret), f"at most {MAX_CELLS}")
@@ -185,19 +205,47 @@ def dispatch(
         raise InvalidArgument("args", len(args), f"has {len(args)} cells but nargs is {nargs}")
     if any(not 0 <= a <= 0xFFFFFFFF for a in args):
         raise InvalidArgument("args", list(args), "cells are 32-bit")
-    rets = [0] * nret
     function = FUNCTIONS.get(token)
     if function is None or nargs not in function.nargs or nret != function.nret:
-        # QEMU: unknown token, or a call made with the wrong number of cells: -3 (when there is a rets[0]).
-        if nret:
-            rets[0] = rtas.PARAMETER_ERROR
-        return rets
+        return PreparedCall(None, tuple(args), nret, memory)
     for address, length, what in function.needs(args):
         memory.check(address, length, what)
     if isinstance(memory, Buffers):
         unused = sorted(set(memory.regions) - memory.used)
         if unused:
             raise InvalidArgument("buffers", f"{unused[0]:#x}", f"{function.name} does not use a buffer there")
-    results = function.run(platform, args, memory)
-    rets[: len(results)] = results
-    return rets
+    return PreparedCall(function, tuple(args), nret, memory)
+
+
+def dispatch(
+    platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory
+) -> list[int]:
+    """Run one RTAS call; returns its ``nret`` return cells (status first, signed).
+
+    Raises InvalidArgument (changing nothing) when the request does not describe a call
+    (see :func:`prepare`).
+    """
+    return prepare(token, nargs, nret, args, memory).run(platform)
+
+
+#: The most calls one configure-connector walk makes (and what max_calls 0 means).
+MAX_WALK_CALLS: Final = 512
+DEFAULT_WALK_CALLS: Final = 64
+#: The statuses after which a guest's configure-connector loop calls again.
+_WALK_CONTINUES: Final = frozenset({rtas.CC_NEXT_SIBLING, rtas.CC_NEXT_CHILD, rtas.CC_NEXT_PROPERTY,
+                                    rtas.CC_PREVIOUS_PARENT})  # fmt: skip
+
+
+def walk_configure_connector(platform: Platform, area: bytes, max_calls: int) -> list[tuple[int, bytes]]:
+    """ibm,configure-connector, fed its own work area, while the status says "call again".
+
+    Exactly the calls a guest's loop makes; returns (status, work area) of each,
+    at most ``max_calls`` of them.
+    """
+    steps: list[tuple[int, bytes]] = []
+    while len(steps) < max_calls:
+        status, area = platform.configure_connector(area)
+        steps.append((status, area))
+        if status not in _WALK_CONTINUES:
+            break
+    return steps

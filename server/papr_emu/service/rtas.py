@@ -7,111 +7,105 @@ match the call) are gRPC errors.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import itertools
+from collections.abc import Iterator
+from typing import Any
 
 import grpc
 
 from papr.v1 import rtas_pb2, rtas_pb2_grpc
 
-from ..model import PlatformError, Platforms
-from ..model import rtas as t
-from ..model.errors import InvalidArgument
-from ..model.rtas_dispatch import Buffers, Capture, GuestMemory, dispatch, run_call
+from ..model import InvalidArgument, PlatformError, Platforms
 from .errors import abort
-
-_NO_BUFFERS = Capture()  # for calls that point at no buffer (nothing is ever written to it)
+from .rtas_calls import plan, plan_batch
+from .streams import StreamSlots
 
 
 class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
-    def __init__(self, platforms: Platforms) -> None:
+    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None) -> None:
         self._platforms = platforms
+        self._slots = slots or StreamSlots(platforms.limits)
 
-    def _call(
-        self,
-        name: str,
-        context: grpc.ServicerContext,
-        token: int,
-        args: Sequence[int],
-        memory: GuestMemory = _NO_BUFFERS,
-    ) -> list[int]:
-        """A typed call: its cells come from typed fields, so it goes straight to the call's function."""
+    def _call(self, kind: str, request: Any, context: grpc.ServicerContext) -> Any:
+        """One call of ``kind`` (a field name of RtasCall): checked, run, its response message."""
         try:
-            return run_call(self._platforms.get(name), token, args, memory)
+            planned = plan(kind, request)
+            return planned.step(self._platforms.get(request.platform))[1]
         except PlatformError as error:
             abort(context, error)
 
     def SetIndicator(
         self, request: rtas_pb2.SetIndicatorRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.SetIndicatorResponse:
-        args = (request.indicator_type, request.indicator_index, request.new_state)
-        (status,) = self._call(request.platform, context, t.TOKEN_SET_INDICATOR, args)
-        return rtas_pb2.SetIndicatorResponse(status=status)
+        return self._call("set_indicator", request, context)  # type: ignore[no-any-return]
 
     def GetSensorState(
         self, request: rtas_pb2.GetSensorStateRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.GetSensorStateResponse:
-        args = (request.sensor_type, request.sensor_index)
-        status, state = self._call(request.platform, context, t.TOKEN_GET_SENSOR_STATE, args)
-        return rtas_pb2.GetSensorStateResponse(status=status, state=state)
+        return self._call("get_sensor_state", request, context)  # type: ignore[no-any-return]
 
     def ConfigureConnector(
         self, request: rtas_pb2.ConfigureConnectorRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.ConfigureConnectorResponse:
-        memory = Capture({0: request.work_area})
-        args = (0, request.memory_extent)
-        (status,) = self._call(request.platform, context, t.TOKEN_IBM_CONFIGURE_CONNECTOR, args, memory)
-        return rtas_pb2.ConfigureConnectorResponse(status=status, work_area=memory.written[0])
+        return self._call("configure_connector", request, context)  # type: ignore[no-any-return]
 
     def SetPowerLevel(
         self, request: rtas_pb2.SetPowerLevelRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.SetPowerLevelResponse:
-        args = (request.power_domain & 0xFFFFFFFF, request.level)
-        status, level = self._call(request.platform, context, t.TOKEN_SET_POWER_LEVEL, args)
-        return rtas_pb2.SetPowerLevelResponse(status=status, level=level)
+        return self._call("set_power_level", request, context)  # type: ignore[no-any-return]
 
     def GetPowerLevel(
         self, request: rtas_pb2.GetPowerLevelRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.GetPowerLevelResponse:
-        args = (request.power_domain & 0xFFFFFFFF,)
-        status, level = self._call(request.platform, context, t.TOKEN_GET_POWER_LEVEL, args)
-        return rtas_pb2.GetPowerLevelResponse(status=status, level=level)
+        return self._call("get_power_level", request, context)  # type: ignore[no-any-return]
 
     def CheckException(
         self, request: rtas_pb2.CheckExceptionRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.CheckExceptionResponse:
-        memory = Capture()
-        args = (request.vector_offset, request.additional_info, request.event_mask, request.critical, 0,
-                request.buffer_length)  # fmt: skip
-        (status,) = self._call(request.platform, context, t.TOKEN_CHECK_EXCEPTION, args, memory)
-        return rtas_pb2.CheckExceptionResponse(status=status, buffer=memory.written.get(0, b""))
+        return self._call("check_exception", request, context)  # type: ignore[no-any-return]
 
     def EventScan(
         self, request: rtas_pb2.EventScanRequest, context: grpc.ServicerContext
     ) -> rtas_pb2.EventScanResponse:
-        args = (request.event_mask, request.critical, 0, request.buffer_length)
-        (status,) = self._call(request.platform, context, t.TOKEN_EVENT_SCAN, args)
-        return rtas_pb2.EventScanResponse(status=status)
+        return self._call("event_scan", request, context)  # type: ignore[no-any-return]
 
     def Call(self, request: rtas_pb2.CallRequest, context: grpc.ServicerContext) -> rtas_pb2.CallResponse:
-        regions: dict[int, bytearray] = {}
-        for n, buffer in enumerate(request.buffers):
-            if buffer.address in regions:
-                abort(context, InvalidArgument(f"buffers[{n}].address", buffer.address, "given twice"))
-            regions[buffer.address] = bytearray(buffer.data)
-        memory = Buffers(regions)
-        if len(request.args) != request.nargs:
-            abort(
-                context,
-                InvalidArgument(
-                    "args", len(request.args), f"has {len(request.args)} cells but nargs is {request.nargs}"
-                ),
-            )
+        return self._call("raw", request, context)  # type: ignore[no-any-return]
+
+    def ExecuteBatch(
+        self, request: rtas_pb2.ExecuteBatchRequest, context: grpc.ServicerContext
+    ) -> rtas_pb2.ExecuteBatchResponse:
         try:
             platform = self._platforms.get(request.platform)
-            rets = dispatch(platform, request.token, request.nargs, request.nret, list(request.args), memory)
+            steps = plan_batch(platform.name, request.calls, self._platforms.limits)
+            results = platform.run_batch(steps, request.stop_at_nonzero_status)
         except PlatformError as error:
             abort(context, error)
-        return rtas_pb2.CallResponse(
-            rets=rets,
-            buffers=[rtas_pb2.GuestBuffer(address=a, data=bytes(d)) for a, d in memory.regions.items()],
-        )
+        return rtas_pb2.ExecuteBatchResponse(results=results)
+
+    def Session(
+        self, request_iterator: Iterator[rtas_pb2.SessionRequest], context: grpc.ServicerContext
+    ) -> Iterator[rtas_pb2.SessionResponse]:
+        first = next(request_iterator, None)
+        if first is None:
+            return
+        name = first.platform
+        if not name:
+            abort(context, InvalidArgument("platform", "", "the first request of a session names its platform"))
+        with contextlib.ExitStack() as stack:
+            try:
+                stack.enter_context(self._slots.hold(name))
+                self._platforms.get(name)
+            except PlatformError as error:
+                abort(context, error)
+            for request in itertools.chain((first,), request_iterator):
+                try:
+                    if request.platform and request.platform != name:
+                        raise InvalidArgument("platform", request.platform, f"the session is on platform {name!r}")
+                    platform = self._platforms.get(name)
+                    steps = plan_batch(name, request.calls, self._platforms.limits)
+                    results = platform.run_batch(steps, request.stop_at_nonzero_status)
+                except PlatformError as error:
+                    abort(context, error)
+                yield rtas_pb2.SessionResponse(results=results)

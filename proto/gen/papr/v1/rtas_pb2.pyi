@@ -19,6 +19,345 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class RtasCall(_message.Message):
+    """RtasCall is one call of a batch: a typed call, the raw calling convention,
+    or a configure-connector walk. The embedded request's platform may be left
+    empty; if set, it must name the batch's platform.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SET_INDICATOR_FIELD_NUMBER: _builtins.int
+    GET_SENSOR_STATE_FIELD_NUMBER: _builtins.int
+    CONFIGURE_CONNECTOR_FIELD_NUMBER: _builtins.int
+    SET_POWER_LEVEL_FIELD_NUMBER: _builtins.int
+    GET_POWER_LEVEL_FIELD_NUMBER: _builtins.int
+    CHECK_EXCEPTION_FIELD_NUMBER: _builtins.int
+    EVENT_SCAN_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    CONFIGURE_CONNECTOR_WALK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def set_indicator(self) -> Global___SetIndicatorRequest:
+        """RTAS set-indicator."""
+
+    @_builtins.property
+    def get_sensor_state(self) -> Global___GetSensorStateRequest:
+        """RTAS get-sensor-state."""
+
+    @_builtins.property
+    def configure_connector(self) -> Global___ConfigureConnectorRequest:
+        """RTAS ibm,configure-connector, one call."""
+
+    @_builtins.property
+    def set_power_level(self) -> Global___SetPowerLevelRequest:
+        """RTAS set-power-level."""
+
+    @_builtins.property
+    def get_power_level(self) -> Global___GetPowerLevelRequest:
+        """RTAS get-power-level."""
+
+    @_builtins.property
+    def check_exception(self) -> Global___CheckExceptionRequest:
+        """RTAS check-exception."""
+
+    @_builtins.property
+    def event_scan(self) -> Global___EventScanRequest:
+        """RTAS event-scan."""
+
+    @_builtins.property
+    def raw(self) -> Global___CallRequest:
+        """Any call in the raw calling convention (as RtasService.Call)."""
+
+    @_builtins.property
+    def configure_connector_walk(self) -> Global___ConfigureConnectorWalk:
+        """ibm,configure-connector repeated until the fragment is complete."""
+
+    def __init__(
+        self,
+        *,
+        set_indicator: Global___SetIndicatorRequest | None = ...,
+        get_sensor_state: Global___GetSensorStateRequest | None = ...,
+        configure_connector: Global___ConfigureConnectorRequest | None = ...,
+        set_power_level: Global___SetPowerLevelRequest | None = ...,
+        get_power_level: Global___GetPowerLevelRequest | None = ...,
+        check_exception: Global___CheckExceptionRequest | None = ...,
+        event_scan: Global___EventScanRequest | None = ...,
+        raw: Global___CallRequest | None = ...,
+        configure_connector_walk: Global___ConfigureConnectorWalk | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk"]  # noqa: Y015
+    _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
+
+Global___RtasCall: _TypeAlias = RtasCall  # noqa: Y015
+
+@_typing.final
+class ConfigureConnectorWalk(_message.Message):
+    """ConfigureConnectorWalk is what a guest's configure-connector loop does in
+    one step: call ibm,configure-connector with the work area, then again with
+    the work area it returned, for as long as the status is 1 to 4 (next
+    sibling, next child, next property, previous parent). Each call is a real RTAS call on the
+    connector's cursor, exactly as if the guest had made it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    WORK_AREA_FIELD_NUMBER: _builtins.int
+    MEMORY_EXTENT_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_FIELD_NUMBER: _builtins.int
+    work_area: _builtins.bytes
+    """The 4096-byte work area of the first call (cell 0 the DRC index, cell 1
+    zero, to start a fragment).
+    """
+    memory_extent: _builtins.int
+    """args[1] of every call (see ConfigureConnectorRequest.memory_extent)."""
+    max_calls: _builtins.int
+    """At most this many calls (0: 64; at most 512). A walk that reaches it
+    ends with the status of its last call, 1 to 4; a later walk or call with
+    that work area resumes where it stopped. A batch's results must fit one
+    message, counting each walk as max_calls work areas: keep it near the
+    fragment's length (an LMB's is 5 to 7 calls).
+    """
+    def __init__(
+        self,
+        *,
+        work_area: _builtins.bytes = ...,
+        memory_extent: _builtins.int = ...,
+        max_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_calls", b"max_calls", "memory_extent", b"memory_extent", "work_area", b"work_area"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureConnectorWalk: _TypeAlias = ConfigureConnectorWalk  # noqa: Y015
+
+@_typing.final
+class ConfigureConnectorWalkResult(_message.Message):
+    """ConfigureConnectorWalkResult holds every call of a walk, in order."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConfigureConnectorResponse]:
+        """One entry per call: its status and the work area after it. The last
+        entry's status is the walk's: 0 complete, an error (e.g. -9003), or 1 to
+        4 if max_calls was reached.
+        """
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[Global___ConfigureConnectorResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfigureConnectorWalkResult: _TypeAlias = ConfigureConnectorWalkResult  # noqa: Y015
+
+@_typing.final
+class RtasResult(_message.Message):
+    """RtasResult is the result of one RtasCall: the field of the same name."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SET_INDICATOR_FIELD_NUMBER: _builtins.int
+    GET_SENSOR_STATE_FIELD_NUMBER: _builtins.int
+    CONFIGURE_CONNECTOR_FIELD_NUMBER: _builtins.int
+    SET_POWER_LEVEL_FIELD_NUMBER: _builtins.int
+    GET_POWER_LEVEL_FIELD_NUMBER: _builtins.int
+    CHECK_EXCEPTION_FIELD_NUMBER: _builtins.int
+    EVENT_SCAN_FIELD_NUMBER: _builtins.int
+    RAW_FIELD_NUMBER: _builtins.int
+    CONFIGURE_CONNECTOR_WALK_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def set_indicator(self) -> Global___SetIndicatorResponse:
+        """The result of set_indicator."""
+
+    @_builtins.property
+    def get_sensor_state(self) -> Global___GetSensorStateResponse:
+        """The result of get_sensor_state."""
+
+    @_builtins.property
+    def configure_connector(self) -> Global___ConfigureConnectorResponse:
+        """The result of configure_connector."""
+
+    @_builtins.property
+    def set_power_level(self) -> Global___SetPowerLevelResponse:
+        """The result of set_power_level."""
+
+    @_builtins.property
+    def get_power_level(self) -> Global___GetPowerLevelResponse:
+        """The result of get_power_level."""
+
+    @_builtins.property
+    def check_exception(self) -> Global___CheckExceptionResponse:
+        """The result of check_exception."""
+
+    @_builtins.property
+    def event_scan(self) -> Global___EventScanResponse:
+        """The result of event_scan."""
+
+    @_builtins.property
+    def raw(self) -> Global___CallResponse:
+        """The result of raw."""
+
+    @_builtins.property
+    def configure_connector_walk(self) -> Global___ConfigureConnectorWalkResult:
+        """The result of configure_connector_walk."""
+
+    def __init__(
+        self,
+        *,
+        set_indicator: Global___SetIndicatorResponse | None = ...,
+        get_sensor_state: Global___GetSensorStateResponse | None = ...,
+        configure_connector: Global___ConfigureConnectorResponse | None = ...,
+        set_power_level: Global___SetPowerLevelResponse | None = ...,
+        get_power_level: Global___GetPowerLevelResponse | None = ...,
+        check_exception: Global___CheckExceptionResponse | None = ...,
+        event_scan: Global___EventScanResponse | None = ...,
+        raw: Global___CallResponse | None = ...,
+        configure_connector_walk: Global___ConfigureConnectorWalkResult | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___RtasResult: _TypeAlias = RtasResult  # noqa: Y015
+
+@_typing.final
+class ExecuteBatchRequest(_message.Message):
+    """ExecuteBatchRequest is a batch of RTAS calls for one platform."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    STOP_AT_NONZERO_STATUS_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    stop_at_nonzero_status: _builtins.bool
+    """Stop after the first call whose status (rets[0]) is not 0; the calls
+    after it do not run. A walk's status is its last call's. Note that
+    check-exception returns 1 when no log is pending and event-scan always 1.
+    """
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___RtasCall]:
+        """The calls, run in order (at most --max-batch-calls of them)."""
+
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        calls: _abc.Iterable[Global___RtasCall] | None = ...,
+        stop_at_nonzero_status: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "platform", b"platform", "stop_at_nonzero_status", b"stop_at_nonzero_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteBatchRequest: _TypeAlias = ExecuteBatchRequest  # noqa: Y015
+
+@_typing.final
+class ExecuteBatchResponse(_message.Message):
+    """ExecuteBatchResponse holds the results of the calls that ran."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RtasResult]:
+        """One result per call run, in order: as many as calls unless
+        stop_at_nonzero_status stopped the batch after the last one here.
+        """
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RtasResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExecuteBatchResponse: _TypeAlias = ExecuteBatchResponse  # noqa: Y015
+
+@_typing.final
+class SessionRequest(_message.Message):
+    """SessionRequest is one batch of a session."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CALLS_FIELD_NUMBER: _builtins.int
+    STOP_AT_NONZERO_STATUS_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name: required in the first request of a session; later
+    requests leave it empty or repeat it.
+    """
+    stop_at_nonzero_status: _builtins.bool
+    """As ExecuteBatchRequest.stop_at_nonzero_status."""
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___RtasCall]:
+        """The calls, run in order (as ExecuteBatchRequest.calls)."""
+
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        calls: _abc.Iterable[Global___RtasCall] | None = ...,
+        stop_at_nonzero_status: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls", "platform", b"platform", "stop_at_nonzero_status", b"stop_at_nonzero_status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionRequest: _TypeAlias = SessionRequest  # noqa: Y015
+
+@_typing.final
+class SessionResponse(_message.Message):
+    """SessionResponse answers one SessionRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RtasResult]:
+        """One result per call run, in order (as ExecuteBatchResponse.results)."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RtasResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionResponse: _TypeAlias = SessionResponse  # noqa: Y015
+
+@_typing.final
 class SetIndicatorRequest(_message.Message):
     """SetIndicatorRequest carries set-indicator's three argument cells."""
 

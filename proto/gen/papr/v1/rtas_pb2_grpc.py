@@ -85,6 +85,16 @@ class RtasServiceStub:
                 request_serializer=papr_dot_v1_dot_rtas__pb2.CallRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_rtas__pb2.CallResponse.FromString,
                 _registered_method=True)
+        self.ExecuteBatch = channel.unary_unary(
+                '/papr.v1.RtasService/ExecuteBatch',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.ExecuteBatchRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.ExecuteBatchResponse.FromString,
+                _registered_method=True)
+        self.Session = channel.stream_stream(
+                '/papr.v1.RtasService/Session',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.SessionRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.SessionResponse.FromString,
+                _registered_method=True)
 
 
 class RtasServiceServicer:
@@ -180,6 +190,33 @@ class RtasServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExecuteBatch(self, request, context):
+        """ExecuteBatch runs several RTAS calls of one platform, in order, in one
+        round trip, and answers with one result per call run. No other client's
+        call on the platform runs between them. Every call is checked before the
+        first one runs: a malformed call (see the RPCs above; an embedded request
+        naming another platform; a batch whose results could exceed the message
+        size limit) ends the RPC with INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for
+        the sizes) naming calls[i], and nothing runs. RTAS statuses stay in-band.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Session(self, request_iterator, context):
+        """Session carries one platform's RTAS calls over a bidirectional stream:
+        each request is a batch (one call or many, run as ExecuteBatch runs them),
+        answered by one response, in order. The first request names the platform;
+        later ones may leave it empty. A malformed request ends the session with
+        its gRPC error, before any of its calls run (those of earlier requests
+        have run); deleting the platform ends it with NOT_FOUND, stopping the
+        server with UNAVAILABLE. Sessions count against the stream limits
+        (--max-streams, --max-streams-per-platform).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RtasServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -222,6 +259,16 @@ def add_RtasServiceServicer_to_server(servicer, server):
                     servicer.Call,
                     request_deserializer=papr_dot_v1_dot_rtas__pb2.CallRequest.FromString,
                     response_serializer=papr_dot_v1_dot_rtas__pb2.CallResponse.SerializeToString,
+            ),
+            'ExecuteBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExecuteBatch,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.ExecuteBatchRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.ExecuteBatchResponse.SerializeToString,
+            ),
+            'Session': grpc.stream_stream_rpc_method_handler(
+                    servicer.Session,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.SessionRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.SessionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +498,60 @@ class RtasService:
             '/papr.v1.RtasService/Call',
             papr_dot_v1_dot_rtas__pb2.CallRequest.SerializeToString,
             papr_dot_v1_dot_rtas__pb2.CallResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExecuteBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/ExecuteBatch',
+            papr_dot_v1_dot_rtas__pb2.ExecuteBatchRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.ExecuteBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Session(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/papr.v1.RtasService/Session',
+            papr_dot_v1_dot_rtas__pb2.SessionRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.SessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -89,6 +89,25 @@ class RtasServiceStub:
     INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
     missing, of the wrong size, or not used by the call); nothing changes then.
     """
+    ExecuteBatch: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.ExecuteBatchRequest, _rtas_pb2.ExecuteBatchResponse]
+    """ExecuteBatch runs several RTAS calls of one platform, in order, in one
+    round trip, and answers with one result per call run. No other client's
+    call on the platform runs between them. Every call is checked before the
+    first one runs: a malformed call (see the RPCs above; an embedded request
+    naming another platform; a batch whose results could exceed the message
+    size limit) ends the RPC with INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for
+    the sizes) naming calls[i], and nothing runs. RTAS statuses stay in-band.
+    """
+    Session: _grpc.StreamStreamMultiCallable[_rtas_pb2.SessionRequest, _rtas_pb2.SessionResponse]
+    """Session carries one platform's RTAS calls over a bidirectional stream:
+    each request is a batch (one call or many, run as ExecuteBatch runs them),
+    answered by one response, in order. The first request names the platform;
+    later ones may leave it empty. A malformed request ends the session with
+    its gRPC error, before any of its calls run (those of earlier requests
+    have run); deleting the platform ends it with NOT_FOUND, stopping the
+    server with UNAVAILABLE. Sessions count against the stream limits
+    (--max-streams, --max-streams-per-platform).
+    """
 
 @_typing.type_check_only
 class RtasServiceAsyncStub(RtasServiceStub):
@@ -150,6 +169,25 @@ class RtasServiceAsyncStub(RtasServiceStub):
     not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
     INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
     missing, of the wrong size, or not used by the call); nothing changes then.
+    """
+    ExecuteBatch: _aio.UnaryUnaryMultiCallable[_rtas_pb2.ExecuteBatchRequest, _rtas_pb2.ExecuteBatchResponse]  # type: ignore[assignment]
+    """ExecuteBatch runs several RTAS calls of one platform, in order, in one
+    round trip, and answers with one result per call run. No other client's
+    call on the platform runs between them. Every call is checked before the
+    first one runs: a malformed call (see the RPCs above; an embedded request
+    naming another platform; a batch whose results could exceed the message
+    size limit) ends the RPC with INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for
+    the sizes) naming calls[i], and nothing runs. RTAS statuses stay in-band.
+    """
+    Session: _aio.StreamStreamMultiCallable[_rtas_pb2.SessionRequest, _rtas_pb2.SessionResponse]  # type: ignore[assignment]
+    """Session carries one platform's RTAS calls over a bidirectional stream:
+    each request is a batch (one call or many, run as ExecuteBatch runs them),
+    answered by one response, in order. The first request names the platform;
+    later ones may leave it empty. A malformed request ends the session with
+    its gRPC error, before any of its calls run (those of earlier requests
+    have run); deleting the platform ends it with NOT_FOUND, stopping the
+    server with UNAVAILABLE. Sessions count against the stream limits
+    (--max-streams, --max-streams-per-platform).
     """
 
 class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -257,6 +295,37 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
         INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
         missing, of the wrong size, or not used by the call); nothing changes then.
+        """
+
+    @_abc_1.abstractmethod
+    def ExecuteBatch(
+        self,
+        request: _rtas_pb2.ExecuteBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.ExecuteBatchResponse, _abc.Awaitable[_rtas_pb2.ExecuteBatchResponse]]:
+        """ExecuteBatch runs several RTAS calls of one platform, in order, in one
+        round trip, and answers with one result per call run. No other client's
+        call on the platform runs between them. Every call is checked before the
+        first one runs: a malformed call (see the RPCs above; an embedded request
+        naming another platform; a batch whose results could exceed the message
+        size limit) ends the RPC with INVALID_ARGUMENT (or RESOURCE_EXHAUSTED for
+        the sizes) naming calls[i], and nothing runs. RTAS statuses stay in-band.
+        """
+
+    @_abc_1.abstractmethod
+    def Session(
+        self,
+        request_iterator: _MaybeAsyncIterator[_rtas_pb2.SessionRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_rtas_pb2.SessionResponse], _abc.AsyncIterator[_rtas_pb2.SessionResponse]]:
+        """Session carries one platform's RTAS calls over a bidirectional stream:
+        each request is a batch (one call or many, run as ExecuteBatch runs them),
+        answered by one response, in order. The first request names the platform;
+        later ones may leave it empty. A malformed request ends the session with
+        its gRPC error, before any of its calls run (those of earlier requests
+        have run); deleting the platform ends it with NOT_FOUND, stopping the
+        server with UNAVAILABLE. Sessions count against the stream limits
+        (--max-streams, --max-streams-per-platform).
         """
 
 def add_RtasServiceServicer_to_server(servicer: RtasServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
