@@ -12,14 +12,17 @@ Example::
 
 from .connect import HOST_VARIABLE, Client, connect, target_from_env
 from .errorlog import HotplugEvent, MalformedLog, parse_hotplug_event
-from .guest import Guest, RtasError
+from .guest import DrcBatch, DrcResult, Guest, RtasError
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
+from .transport import RtasTransport, Transport
 from .workarea import CcItem, DtNode, new_work_area, read_item
 
 __all__ = [
     "HOST_VARIABLE",
     "CcItem",
     "Client",
+    "DrcBatch",
+    "DrcResult",
     "DtNode",
     "Guest",
     "HotplugEvent",
@@ -28,6 +31,8 @@ __all__ = [
     "ReferenceGuest",
     "RefusalPolicy",
     "RtasError",
+    "RtasTransport",
+    "Transport",
     "connect",
     "new_work_area",
     "parse_hotplug_event",
