@@ -166,27 +166,30 @@ def test_streams_in_all_and_per_platform(few_streams: Client) -> None:
     client = few_streams
     create(client, "a")
     create(client, "b")
+    # Held in variables: a stream object that is garbage-collected cancels its RPC, freeing the slot.
     first = watch(client, "a", "events")
-    watch(client, "a", "interrupts")
+    second = watch(client, "a", "interrupts")
     refused_stream(client, "a", "limit streams_per_platform = 2", "--max-streams-per-platform")
-    watch(client, "b", "interrupts")
+    third = watch(client, "b", "interrupts")
     refused_stream(client, "b", "limit streams = 3", "--max-streams", "limits.streams")
     # Unary calls still go through while the streams are held.
     assert client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="b"), timeout=5).platform.name == "b"
-    first.cancel()  # the server notices within its poll interval and frees the slot
+    first.cancel()  # the server's task for it is cancelled, which frees the slot
     deadline = time.monotonic() + 5
     while True:
         try:
-            watch(client, "a", "events")
+            fourth = watch(client, "a", "events")
             break
         except grpc.RpcError as error:
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
             time.sleep(0.1)
+    for stream in (second, third, fourth):
+        stream.cancel()
 
 
-def test_the_streams_limit_must_leave_workers_for_unary_calls() -> None:
-    with pytest.raises(ValueError, match="must be below --max-workers"):
-        PaprServer(Platforms(Limits(streams=16)), ["127.0.0.1:0"], max_workers=16)
+def test_max_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="--max-workers must be a positive integer"):
+        PaprServer(Platforms(), ["127.0.0.1:0"], max_workers=0)
 
 
 def test_message_size(tmp_path) -> None:  # type: ignore[no-untyped-def]

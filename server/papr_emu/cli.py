@@ -65,7 +65,10 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, metavar="FILE", help="TOML file with the platforms to create")
     serve.add_argument("--log-format", choices=("json", "console"), default="console")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    serve.add_argument("--max-workers", type=int, default=DEFAULT_MAX_WORKERS, help="RPC worker threads")
+    serve.add_argument(
+        "--max-workers", type=int, default=DEFAULT_MAX_WORKERS,
+        help="threads for model calls that may block (streams and RTAS calls need none)",
+    )  # fmt: skip
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
     defaults = Limits()
     for option in LIMITS.values():
@@ -100,7 +103,7 @@ def serve(options: argparse.Namespace) -> int:
         return 2
     try:
         server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)
-    except ValueError as error:  # limits that do not fit together
+    except ValueError as error:  # --max-workers that is not positive
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
     try:

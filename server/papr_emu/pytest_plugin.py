@@ -23,7 +23,7 @@ import pytest
 
 from papr_emu_client import Client, connect
 
-from .model import DEFAULT_PLATFORM, Limits, Platforms, default_geometry
+from .model import DEFAULT_PLATFORM, Platforms, default_geometry
 from .server import PaprServer
 
 
@@ -38,9 +38,9 @@ class PaprEmuFixture(Client):
 @pytest.fixture
 def papr_emu() -> Iterator[PaprEmuFixture]:
     """A fresh server on a free port, stopped after the test; yields a connected client."""
-    platforms = Platforms(Limits(streams=12))  # a small server: 16 workers, 12 of them for streams at most
+    platforms = Platforms()
     platforms.create(DEFAULT_PLATFORM, default_geometry())
-    server = PaprServer(platforms, ["127.0.0.1:0"], max_workers=16)
+    server = PaprServer(platforms, ["127.0.0.1:0"])
     server.start()
     try:
         client = connect(server.addresses[0])

@@ -1,5 +1,10 @@
 """The gRPC server: papr.v1 services, health, reflection; start and stop.
 
+One asyncio event loop, on a thread of its own, serves every RPC (grpc.aio): an
+open stream costs no thread, so thousands of idle watchers and sessions do not
+starve unary calls. Model calls that may block run on ``max_workers`` threads
+(see :mod:`papr_emu.service.running`). The public API stays synchronous.
+
 Example::
 
     server = PaprServer(platforms, ["127.0.0.1:0"])
@@ -10,9 +15,11 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from concurrent import futures
+from typing import Any, TypeVar
 
 import grpc
 import structlog
@@ -32,13 +39,16 @@ from papr.v1 import (
     rtas_pb2_grpc,
 )
 
-from .model import LIMITS, Platforms
+from .model import Platforms
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 from .service.decoding import DecodeInHandler
+from .service.running import Runner
 from .service.streams import StreamSlots
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
-DEFAULT_MAX_WORKERS = 64
+#: Threads for model calls that may block (plugs, platform creation, device-tree exports, and RTAS
+#: calls on a platform another thread is inside); streams and quick calls need none.
+DEFAULT_MAX_WORKERS = 8
 SERVICE_NAMES = (
     rtas_pb2.DESCRIPTOR.services_by_name["RtasService"].full_name,
     platform_pb2.DESCRIPTOR.services_by_name["PlatformService"].full_name,
@@ -50,6 +60,7 @@ SERVICE_NAMES = (
 TIMEOUT_TICK_SECONDS = 0.1
 
 log = structlog.get_logger("papr_emu.server")
+T = TypeVar("T")
 
 
 class ListenError(Exception):
@@ -65,36 +76,43 @@ class PaprServer:
         listen: Sequence[str] = (DEFAULT_LISTEN,),
         max_workers: int = DEFAULT_MAX_WORKERS,
     ) -> None:
-        if platforms.limits.streams >= max_workers:
-            raise ValueError(
-                f"{LIMITS['streams'].flag} ({platforms.limits.streams}) must be below --max-workers ({max_workers}): "
-                "each open stream holds a worker thread, and unary calls need some of their own"
-            )
+        if max_workers < 1:
+            raise ValueError(f"--max-workers must be a positive integer, not {max_workers}")
         self.platforms = platforms
         self._listen = list(listen)
-        self._health = health.HealthServicer()
-        self._server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-rpc"),
+        self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(target=self._loop.run_forever, name="papr-aio", daemon=True)
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self.addresses: list[str] = []
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._ticker = threading.Thread(target=self._expire_unplugs, name="papr-unplug-timeouts", daemon=True)
+
+    def _build(self) -> grpc.aio.Server:
+        """The server and its services (on the loop: grpc.aio binds a server to the loop it is made on)."""
+        limits = self.platforms.limits
+        server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", platforms.limits.message_bytes),
-                ("grpc.max_send_message_length", platforms.limits.message_bytes),
+                ("grpc.max_receive_message_length", limits.message_bytes),
+                ("grpc.max_send_message_length", limits.message_bytes),
             ],
             interceptors=[DecodeInHandler()],
         )
-        slots = StreamSlots(platforms.limits)  # the streaming RPCs share the stream limits
-        rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots), self._server)
-        platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms), self._server)
-        hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots), self._server)
-        interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots), self._server)
-        guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms), self._server)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, self._server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), self._server
-        )
-        self.addresses: list[str] = []
-        self._stopping = threading.Event()
-        self._ticker = threading.Thread(target=self._expire_unplugs, name="papr-unplug-timeouts", daemon=True)
+        runner = Runner(self._executor)
+        slots = StreamSlots(limits)  # the streaming RPCs share the stream limits
+        platforms = self.platforms
+        rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots, runner), server)
+        platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms, runner), server)
+        hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots, runner), server)
+        interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots, runner), server)
+        guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms, runner), server)
+        self._health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        return server
 
     def _expire_unplugs(self) -> None:
         """Apply each platform's unplug timeout policy (a no-op for platforms without one)."""
@@ -105,10 +123,14 @@ class PaprServer:
                 except Exception:  # never let one platform stop the ticker for the others
                     log.exception("unplug_timeouts.failed", platform=platform.name)
 
-    def start(self) -> None:
+    def _on_loop(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    async def _start(self) -> None:
+        server = self._server = self._build()
         for address in self._listen:
             try:
-                port = self._server.add_insecure_port(address)
+                port = server.add_insecure_port(address)
             except RuntimeError as error:
                 raise ListenError(f"cannot listen on {address}: {error}") from None
             if port == 0 and not address.startswith("unix:"):
@@ -118,19 +140,45 @@ class PaprServer:
             else:
                 host = address.rsplit(":", 1)[0]
                 self.addresses.append(f"{host}:{port}")
-        self._server.start()
-        self._ticker.start()
+        await server.start()
+        assert self._health is not None
         for name in ("", *SERVICE_NAMES):
-            self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    def start(self) -> None:
+        self._loop_thread.start()
+        try:
+            self._on_loop(self._start())
+        except BaseException:
+            self._close_loop()
+            raise
+        self._ticker.start()
         log.info("server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()])
 
-    def stop(self, grace: float | None = 2.0) -> None:
-        self._stopping.set()
-        self._health.enter_graceful_shutdown()
+    async def _stop(self, grace: float | None) -> None:
+        assert self._server is not None and self._health is not None
+        await self._health.enter_graceful_shutdown()
         for platform in self.platforms.list():
-            platform.close("shutdown")  # ends event streams so in-flight watchers finish
-        self._server.stop(grace).wait()
+            platform.close("shutdown")  # ends event streams and sessions so in-flight watchers finish
+        await self._server.stop(grace)
+
+    def stop(self, grace: float | None = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopping.set()
+        if self._server is not None:
+            self._on_loop(self._stop(grace))
+        self._close_loop()
         log.info("server.stopped")
 
+    def _close_loop(self) -> None:
+        if self._loop_thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join()
+        self._loop.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._stopped.set()
+
     def wait(self, timeout: float | None = None) -> bool:
-        return bool(self._server.wait_for_termination(timeout))
+        """Block until the server stopped or ``timeout`` passed; True if it stopped."""
+        return self._stopped.wait(timeout)

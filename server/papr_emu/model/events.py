@@ -92,6 +92,10 @@ class Subscription:
             self.last_delivered = event.sequence
         return event
 
+    def set_waker(self, waker: Callable[[], None] | None) -> None:
+        """See :meth:`Mailbox.set_waker`: how an asyncio stream learns an event is waiting."""
+        self._mailbox.set_waker(waker)
+
 
 class EventLog:
     """Sequence numbers, retained history and live subscriptions of one platform."""

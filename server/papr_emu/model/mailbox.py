@@ -1,4 +1,7 @@
-"""One stream watcher's queue: the platform puts, the watcher's thread blocks on :meth:`Mailbox.next`.
+"""One stream watcher's queue: the platform puts, the watcher takes with :meth:`Mailbox.next`.
+
+A thread may block in ``next``; an asyncio reader instead registers a waker
+(:meth:`Mailbox.set_waker`) that is called whenever there is something to take.
 
 Bounded (a watcher that falls behind is cut off, not allowed to grow memory) or
 coalescing (an item already waiting is not queued twice), and closable with a
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -49,6 +52,23 @@ class Mailbox(Generic[T]):
         self._ready = threading.Condition(threading.Lock())
         self._overflowed = False
         self._closed: str | None = None
+        self._waker: Callable[[], None] | None = None
+
+    def set_waker(self, waker: Callable[[], None] | None) -> None:
+        """Call ``waker`` (on the putting thread) whenever an item, an overflow or the close arrives.
+
+        It must not block: an asyncio reader passes ``loop.call_soon_threadsafe(event.set)``.
+        It is called at once if something is already waiting.
+        """
+        with self._ready:
+            self._waker = waker
+            if waker is not None and (self._items or self._overflowed or self._closed is not None):
+                waker()
+
+    def _wake(self) -> None:
+        self._ready.notify_all()
+        if self._waker is not None:
+            self._waker()
 
     def put(self, item: T) -> bool:
         """Queue ``item``; False (and the mailbox is cut off) if it is full."""
@@ -56,21 +76,21 @@ class Mailbox(Generic[T]):
             if not (self._coalesce and item in self._items):
                 if self._limit is not None and len(self._items) >= self._limit:
                     self._overflowed = True
-                    self._ready.notify_all()
+                    self._wake()
                     return False
                 self._items.append(item)
-            self._ready.notify_all()
+            self._wake()
             return True
 
     def close(self, reason: str) -> None:
         with self._ready:
             self._closed = reason
-            self._ready.notify_all()
+            self._wake()
 
     def next(self, timeout: float | None) -> T | None:
         """The next item, or None after ``timeout`` seconds; raises MailboxOverflow or SubscriptionClosed."""
         with self._ready:
-            if not self._items and not self._overflowed and self._closed is None:
+            if timeout != 0 and not self._items and not self._overflowed and self._closed is None:
                 self._ready.wait(timeout)
             if self._items:
                 return self._items.popleft()

@@ -25,10 +25,11 @@ Example (a DIMM hot-add, as a guest would acquire and configure one LMB)::
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import structlog
 
@@ -63,6 +64,15 @@ from .unplug_timeouts import UnplugTimeouts
 from .view import PlatformView
 
 T = TypeVar("T")
+
+
+class Busy(enum.Enum):
+    """What :meth:`Platform.try_now` returns when another thread is inside the platform."""
+
+    BUSY = "busy"
+
+
+BUSY: Final = Busy.BUSY
 
 
 class Platform:
@@ -217,6 +227,19 @@ class Platform:
                 return rtas.PARAMETER_ERROR, 0
             return rtas.SUCCESS, drc.entity_sense()
 
+    def try_now(self, action: Callable[[], T]) -> T | Busy:
+        """``action()`` at once if no other thread is inside the platform; else BUSY, nothing run.
+
+        For an event loop: an RTAS call takes microseconds, but waiting for the lock
+        (another thread's plug, say) would stall every client; it runs on a thread then.
+        """
+        if not self._lock.acquire(blocking=False):
+            return BUSY
+        try:
+            return action()
+        finally:
+            self._lock.release()
+
     def run_batch(self, steps: Iterable[Callable[[Platform], tuple[int, T]]], stop_at_nonzero: bool) -> list[T]:
         """Run RTAS steps in order with no other call in between; each gives (status, result).
 
@@ -333,4 +356,4 @@ class Platform:
             self._hotplug.release_memory()
 
 
-__all__ = ["DimmRequest", "Platform", "PlugRequest"]
+__all__ = ["BUSY", "Busy", "DimmRequest", "Platform", "PlugRequest"]

@@ -9,17 +9,19 @@ INVALID_ARGUMENT naming the message type, like any other malformed request.
 
 Example::
 
-    server = grpc.server(executor, interceptors=[DecodeInHandler()])
+    server = grpc.aio.server(interceptors=[DecodeInHandler()])
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
 
 Decode = Callable[[bytes], Any]
+Parse = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
 def _type_name(decode: Decode, method: str) -> str:
@@ -28,66 +30,74 @@ def _type_name(decode: Decode, method: str) -> str:
     return str(getattr(descriptor, "full_name", f"request of {method}"))
 
 
-def _decoder(decode: Decode, type_name: str) -> Callable[[bytes, grpc.ServicerContext], Any]:
-    def parse(raw: bytes, context: grpc.ServicerContext) -> Any:
+def _decoder(decode: Decode, type_name: str) -> Parse:
+    async def parse(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
         try:
             return decode(raw)
         except Exception:  # DecodeError, or whatever a custom deserializer raises
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT, f"the request is not a valid {type_name} message ({len(raw)} bytes)"
             )
 
     return parse
 
 
+def _responses(behavior: Callable[..., Any], parse: Parse, streamed_requests: bool) -> Callable[..., Any]:
+    """The handler ``behavior`` with its request (or each streamed request) parsed first.
+
+    gRPC's asyncio server tells handler kinds apart by their function type (an async
+    generator yields its responses, a coroutine returns or writes them), so the
+    wrapper is of the same type as what it wraps.
+    """
+
+    async def requests(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async for raw in raw_requests:
+            yield await parse(raw, context)
+
+    async def request_of(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+        return requests(raw, context) if streamed_requests else await parse(raw, context)
+
+    if inspect.isasyncgenfunction(behavior):
+
+        async def generate(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            request = await request_of(raw, context)  # before the first response: a bad request sends none
+            async for response in behavior(request, context):
+                yield response
+
+        return generate
+
+    async def answer(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await behavior(await request_of(raw, context), context)
+
+    return answer
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
     parse = _decoder(handler.request_deserializer, _type_name(handler.request_deserializer, method))
-    if handler.unary_unary is not None:
-        unary_unary = handler.unary_unary
-
-        def unary(raw: bytes, context: grpc.ServicerContext) -> Any:
-            return unary_unary(parse(raw, context), context)
-
-        return handler._replace(request_deserializer=None, unary_unary=unary)
-    if handler.unary_stream is not None:
-        unary_stream = handler.unary_stream
-
-        def server_stream(raw: bytes, context: grpc.ServicerContext) -> Iterator[Any]:
-            request = parse(raw, context)  # before the first response: a bad request sends none
-            yield from unary_stream(request, context)
-
-        return handler._replace(request_deserializer=None, unary_stream=server_stream)
-
-    def requests(raw_requests: Iterator[bytes], context: grpc.ServicerContext) -> Iterator[Any]:
-        for raw in raw_requests:
-            yield parse(raw, context)
-
-    if handler.stream_unary is not None:
-        stream_unary = handler.stream_unary
-        return handler._replace(
-            request_deserializer=None, stream_unary=lambda raw, context: stream_unary(requests(raw, context), context)
-        )
-    stream_stream = handler.stream_stream
-    return handler._replace(
-        request_deserializer=None, stream_stream=lambda raw, context: stream_stream(requests(raw, context), context)
-    )
+    for kind, streamed_requests in (
+        ("unary_unary", False), ("unary_stream", False), ("stream_unary", True), ("stream_stream", True)
+    ):  # fmt: skip
+        behavior = getattr(handler, kind)
+        if behavior is not None:
+            return handler._replace(request_deserializer=None, **{kind: _responses(behavior, parse, streamed_requests)})
+    return handler
 
 
-class DecodeInHandler(grpc.ServerInterceptor):  # type: ignore[misc]
+class DecodeInHandler(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parses every request in its handler (see the module docstring); wrapped handlers are cached."""
 
     def __init__(self) -> None:
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
-    def intercept_service(
+    async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler | None],
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler | None:
         method = handler_call_details.method
         wrapped = self._wrapped.get(method)
         if wrapped is None:
-            handler = continuation(handler_call_details)
+            handler = await continuation(handler_call_details)
             if handler is None or handler.request_deserializer is None:
                 return handler  # unknown method (UNIMPLEMENTED), or one that takes bytes already
             wrapped = self._wrapped.setdefault(method, _wrap(handler, method))

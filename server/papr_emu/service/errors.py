@@ -5,12 +5,12 @@ Example::
     try:
         platform = platforms.get(request.platform)
     except PlatformError as error:
-        abort(context, error)
+        await abort(context, error)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -54,15 +54,15 @@ def status_for(error: PlatformError) -> grpc.Status:
     return rpc_status.to_status(status_pb2.Status(code=code, message=error.message, details=details))
 
 
-def abort(context: grpc.ServicerContext, error: PlatformError) -> NoReturn:
+async def abort(context: grpc.aio.ServicerContext, error: PlatformError) -> NoReturn:
     """End the RPC with the error's status (raises)."""
-    context.abort_with_status(status_for(error))
+    await context.abort_with_status(status_for(error))
     raise AssertionError("unreachable: abort_with_status raises")
 
 
-def call_or_abort(context: grpc.ServicerContext, action: Callable[[], T]) -> T:
-    """Run a model call; a model error ends the RPC with its status."""
+async def call_or_abort(context: grpc.aio.ServicerContext, action: Awaitable[T]) -> T:
+    """Await a model call; a model error ends the RPC with its status."""
     try:
-        return action()
+        return await action
     except PlatformError as error:
-        abort(context, error)
+        await abort(context, error)

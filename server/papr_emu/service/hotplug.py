@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -12,71 +12,78 @@ from papr.v1 import hotplug_pb2, hotplug_pb2_grpc
 from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
 from . import convert
 from .errors import call_or_abort
-from .streams import POLL_SECONDS, StreamSlots, abort_closed
+from .running import Runner, inline
+from .streams import AsyncReader, StreamSlots, abort_closed
 
 #: Initial-metadata key: the sequence the stream starts after (resume from it after a reconnect).
 SUBSCRIBED_AFTER_KEY = "papr-subscribed-after"
 
 
 class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
-    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None) -> None:
+    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None, runner: Runner | None = None) -> None:
         self._platforms = platforms
         self._slots = slots or StreamSlots(platforms.limits)
+        self._run = runner or Runner()
 
-    def PlugDevice(
-        self, request: hotplug_pb2.PlugDeviceRequest, context: grpc.ServicerContext
+    async def PlugDevice(
+        self, request: hotplug_pb2.PlugDeviceRequest, context: grpc.aio.ServicerContext
     ) -> hotplug_pb2.PlugDeviceResponse:
         def plug() -> hotplug_pb2.PlugDeviceResponse:
             platform = self._platforms.get(request.platform)
             plug_request = convert.plug_request_from_pb(request.spec)
             return hotplug_pb2.PlugDeviceResponse(device=convert.device_to_pb(platform.plug(request.id, plug_request)))
 
-        return call_or_abort(context, plug)
+        return await call_or_abort(context, self._run.blocking(plug))
 
-    def UnplugDevice(
-        self, request: hotplug_pb2.UnplugDeviceRequest, context: grpc.ServicerContext
+    async def UnplugDevice(
+        self, request: hotplug_pb2.UnplugDeviceRequest, context: grpc.aio.ServicerContext
     ) -> hotplug_pb2.UnplugDeviceResponse:
-        outcome = call_or_abort(context, lambda: self._platforms.get(request.platform).unplug(request.id))
+        outcome = await call_or_abort(
+            context, self._run.blocking(lambda: self._platforms.get(request.platform).unplug(request.id))
+        )
         return hotplug_pb2.UnplugDeviceResponse(deleted=outcome.deleted, device=convert.device_to_pb(outcome.device))
 
-    def GetDevice(
-        self, request: hotplug_pb2.GetDeviceRequest, context: grpc.ServicerContext
+    async def GetDevice(
+        self, request: hotplug_pb2.GetDeviceRequest, context: grpc.aio.ServicerContext
     ) -> hotplug_pb2.GetDeviceResponse:
-        info = call_or_abort(context, lambda: self._platforms.get(request.platform).device(request.id))
+        info = await call_or_abort(
+            context, self._run.blocking(lambda: self._platforms.get(request.platform).device(request.id))
+        )
         return hotplug_pb2.GetDeviceResponse(device=convert.device_to_pb(info))
 
-    def ListDevices(
-        self, request: hotplug_pb2.ListDevicesRequest, context: grpc.ServicerContext
+    async def ListDevices(
+        self, request: hotplug_pb2.ListDevicesRequest, context: grpc.aio.ServicerContext
     ) -> hotplug_pb2.ListDevicesResponse:
         def devices() -> hotplug_pb2.ListDevicesResponse:
             platform = self._platforms.get(request.platform)
             infos = platform.devices(convert.device_type_from_pb(request.type))
             return hotplug_pb2.ListDevicesResponse(devices=[convert.device_to_pb(i) for i in infos])
 
-        return call_or_abort(context, devices)
+        return await call_or_abort(context, self._run.blocking(devices))
 
-    def WatchEvents(
-        self, request: hotplug_pb2.WatchEventsRequest, context: grpc.ServicerContext
-    ) -> Iterator[hotplug_pb2.WatchEventsResponse]:
+    async def WatchEvents(
+        self, request: hotplug_pb2.WatchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[hotplug_pb2.WatchEventsResponse]:
         with contextlib.ExitStack() as stack:
-            call_or_abort(context, lambda: stack.enter_context(self._slots.hold(request.platform)))
-            platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
+            await call_or_abort(context, inline(lambda: stack.enter_context(self._slots.hold(request.platform))))
+            platform = await call_or_abort(context, inline(lambda: self._platforms.get(request.platform)))
             after = request.after_sequence if request.HasField("after_sequence") else None
-            subscription, subscribed_after = call_or_abort(context, lambda: platform.subscribe_events(after))
-            try:
-                context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
-                while context.is_active():
-                    try:
-                        event = subscription.next(timeout=POLL_SECONDS)
-                    except SubscriptionOverflow as overflow:
-                        context.abort(
-                            grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"watcher fell behind by more than the queue limit; last sequence sent: "
-                            f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
-                        )
-                    except SubscriptionClosed as closed:
-                        abort_closed(context, closed, request.platform)
-                    if event is not None:
-                        yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))
-            finally:
-                platform.unsubscribe_events(subscription)
+            subscription, subscribed_after = await call_or_abort(
+                context, self._run.blocking(lambda: platform.subscribe_events(after))
+            )
+            stack.callback(platform.unsubscribe_events, subscription)
+            reader = AsyncReader(subscription)
+            stack.callback(reader.close)
+            await context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
+            while True:
+                try:
+                    event = await reader.next()
+                except SubscriptionOverflow as overflow:
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"watcher fell behind by more than the queue limit; last sequence sent: "
+                        f"{overflow.last_sequence}; resume with after_sequence={overflow.last_sequence}",
+                    )
+                except SubscriptionClosed as closed:
+                    await abort_closed(context, closed, request.platform)
+                yield hotplug_pb2.WatchEventsResponse(event=convert.event_to_pb(event))

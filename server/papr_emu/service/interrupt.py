@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -11,31 +11,30 @@ from papr.v1 import interrupt_pb2, interrupt_pb2_grpc
 
 from ..model import Platforms, SubscriptionClosed
 from .errors import call_or_abort
-from .streams import POLL_SECONDS, StreamSlots, abort_closed
+from .running import Runner, inline
+from .streams import AsyncReader, StreamSlots, abort_closed
 
 
 class InterruptServicer(interrupt_pb2_grpc.InterruptServiceServicer):
-    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None) -> None:
+    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None, runner: Runner | None = None) -> None:
         self._platforms = platforms
         self._slots = slots or StreamSlots(platforms.limits)
+        self._run = runner or Runner()
 
-    def WatchInterrupts(
-        self, request: interrupt_pb2.WatchInterruptsRequest, context: grpc.ServicerContext
-    ) -> Iterator[interrupt_pb2.WatchInterruptsResponse]:
+    async def WatchInterrupts(
+        self, request: interrupt_pb2.WatchInterruptsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[interrupt_pb2.WatchInterruptsResponse]:
         with contextlib.ExitStack() as stack:
-            call_or_abort(context, lambda: stack.enter_context(self._slots.hold(request.platform)))
-            platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
-            watch = platform.watch_interrupts()
-            try:
-                context.send_initial_metadata(())
-                while context.is_active():
-                    try:
-                        interrupt = watch.next(timeout=POLL_SECONDS)
-                    except SubscriptionClosed as closed:
-                        abort_closed(context, closed, request.platform)
-                    if interrupt is not None:
-                        yield interrupt_pb2.WatchInterruptsResponse(
-                            irq=interrupt.irq, event_class=interrupt.event_class
-                        )
-            finally:
-                platform.unwatch_interrupts(watch)
+            await call_or_abort(context, inline(lambda: stack.enter_context(self._slots.hold(request.platform))))
+            platform = await call_or_abort(context, inline(lambda: self._platforms.get(request.platform)))
+            watch = await self._run.blocking(platform.watch_interrupts)
+            stack.callback(platform.unwatch_interrupts, watch)
+            reader = AsyncReader(watch)
+            stack.callback(reader.close)
+            await context.send_initial_metadata(())
+            while True:
+                try:
+                    interrupt = await reader.next()
+                except SubscriptionClosed as closed:
+                    await abort_closed(context, closed, request.platform)
+                yield interrupt_pb2.WatchInterruptsResponse(irq=interrupt.irq, event_class=interrupt.event_class)

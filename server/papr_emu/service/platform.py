@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -11,6 +11,7 @@ from papr.v1 import platform_pb2, platform_pb2_grpc
 from ..model import InvalidArgument, Platforms
 from . import convert
 from .errors import call_or_abort
+from .running import Runner
 
 DEFAULT_PAGE_SIZE = 256
 DTB_CHUNK = 1 << 20
@@ -34,11 +35,12 @@ def decode_page_token(token: str) -> int:
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
-    def __init__(self, platforms: Platforms) -> None:
+    def __init__(self, platforms: Platforms, runner: Runner | None = None) -> None:
         self._platforms = platforms
+        self._run = runner or Runner()
 
-    def CreatePlatform(
-        self, request: platform_pb2.CreatePlatformRequest, context: grpc.ServicerContext
+    async def CreatePlatform(
+        self, request: platform_pb2.CreatePlatformRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.CreatePlatformResponse:
         def create() -> platform_pb2.CreatePlatformResponse:
             geometry = convert.geometry_from_pb(request.geometry)
@@ -50,29 +52,28 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             platform = self._platforms.create(request.name, geometry, coldplug, timeouts)
             return platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
 
-        return call_or_abort(context, create)
+        return await call_or_abort(context, self._run.blocking(create))
 
-    def GetPlatform(
-        self, request: platform_pb2.GetPlatformRequest, context: grpc.ServicerContext
+    async def GetPlatform(
+        self, request: platform_pb2.GetPlatformRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.GetPlatformResponse:
-        platform = call_or_abort(context, lambda: self._platforms.get(request.platform))
-        return platform_pb2.GetPlatformResponse(platform=convert.platform_to_pb(platform.info()))
+        info = await call_or_abort(context, self._run.blocking(lambda: self._platforms.get(request.platform).info()))
+        return platform_pb2.GetPlatformResponse(platform=convert.platform_to_pb(info))
 
-    def ListPlatforms(
-        self, request: platform_pb2.ListPlatformsRequest, context: grpc.ServicerContext
+    async def ListPlatforms(
+        self, request: platform_pb2.ListPlatformsRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.ListPlatformsResponse:
-        return platform_pb2.ListPlatformsResponse(
-            platforms=[convert.platform_to_pb(p.info()) for p in self._platforms.list()]
-        )
+        infos = await self._run.blocking(lambda: [p.info() for p in self._platforms.list()])
+        return platform_pb2.ListPlatformsResponse(platforms=[convert.platform_to_pb(i) for i in infos])
 
-    def DeletePlatform(
-        self, request: platform_pb2.DeletePlatformRequest, context: grpc.ServicerContext
+    async def DeletePlatform(
+        self, request: platform_pb2.DeletePlatformRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.DeletePlatformResponse:
-        call_or_abort(context, lambda: self._platforms.delete(request.platform))
+        await call_or_abort(context, self._run.blocking(lambda: self._platforms.delete(request.platform)))
         return platform_pb2.DeletePlatformResponse()
 
-    def ListConnectors(
-        self, request: platform_pb2.ListConnectorsRequest, context: grpc.ServicerContext
+    async def ListConnectors(
+        self, request: platform_pb2.ListConnectorsRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.ListConnectorsResponse:
         def page() -> platform_pb2.ListConnectorsResponse:
             platform = self._platforms.get(request.platform)
@@ -89,17 +90,21 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
                 next_page_token=encode_page_token(next_index) if next_index is not None else "",
             )
 
-        return call_or_abort(context, page)
+        return await call_or_abort(context, self._run.blocking(page))
 
-    def GetConnector(
-        self, request: platform_pb2.GetConnectorRequest, context: grpc.ServicerContext
+    async def GetConnector(
+        self, request: platform_pb2.GetConnectorRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.GetConnectorResponse:
-        info = call_or_abort(context, lambda: self._platforms.get(request.platform).connector(request.drc_index))
+        info = await call_or_abort(
+            context, self._run.blocking(lambda: self._platforms.get(request.platform).connector(request.drc_index))
+        )
         return platform_pb2.GetConnectorResponse(connector=convert.connector_to_pb(info))
 
-    def GetDeviceTree(
-        self, request: platform_pb2.GetDeviceTreeRequest, context: grpc.ServicerContext
-    ) -> Iterator[platform_pb2.GetDeviceTreeResponse]:
-        dtb = call_or_abort(context, lambda: self._platforms.get(request.platform).device_tree_blob())
+    async def GetDeviceTree(
+        self, request: platform_pb2.GetDeviceTreeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[platform_pb2.GetDeviceTreeResponse]:
+        dtb = await call_or_abort(
+            context, self._run.blocking(lambda: self._platforms.get(request.platform).device_tree_blob())
+        )
         for offset in range(0, len(dtb), DTB_CHUNK):
             yield platform_pb2.GetDeviceTreeResponse(chunk=dtb[offset : offset + DTB_CHUNK], total_size=len(dtb))

@@ -8,9 +8,8 @@ match the call) are gRPC errors.
 from __future__ import annotations
 
 import contextlib
-import itertools
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 import grpc
 
@@ -18,94 +17,119 @@ from papr.v1 import rtas_pb2, rtas_pb2_grpc
 
 from ..model import InvalidArgument, PlatformError, Platforms
 from .errors import abort
-from .rtas_calls import plan, plan_batch
-from .streams import StreamSlots
+from .rtas_calls import Step, plan, plan_batch
+from .running import Runner
+from .streams import EndOnClose, StreamSlots, abort_closed
+
+#: A batch of more calls than this runs on a worker thread, not on the event loop: other clients'
+#: calls would wait for it there (a call takes a few microseconds, a walk up to 512 calls).
+INLINE_BATCH_CALLS: Final = 64
 
 
 class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
-    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None) -> None:
+    def __init__(self, platforms: Platforms, slots: StreamSlots | None = None, runner: Runner | None = None) -> None:
         self._platforms = platforms
         self._slots = slots or StreamSlots(platforms.limits)
+        self._run = runner or Runner()
 
-    def _call(self, kind: str, request: Any, context: grpc.ServicerContext) -> Any:
+    async def _call(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """One call of ``kind`` (a field name of RtasCall): checked, run, its response message."""
         try:
-            planned = plan(kind, request)
-            return planned.step(self._platforms.get(request.platform))[1]
+            step = plan(kind, request).step
+            platform = self._platforms.get(request.platform)
+            return (await self._run.quick(platform, lambda: step(platform)))[1]
         except PlatformError as error:
-            abort(context, error)
+            await abort(context, error)
 
-    def SetIndicator(
-        self, request: rtas_pb2.SetIndicatorRequest, context: grpc.ServicerContext
+    async def SetIndicator(
+        self, request: rtas_pb2.SetIndicatorRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.SetIndicatorResponse:
-        return self._call("set_indicator", request, context)  # type: ignore[no-any-return]
+        return await self._call("set_indicator", request, context)  # type: ignore[no-any-return]
 
-    def GetSensorState(
-        self, request: rtas_pb2.GetSensorStateRequest, context: grpc.ServicerContext
+    async def GetSensorState(
+        self, request: rtas_pb2.GetSensorStateRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.GetSensorStateResponse:
-        return self._call("get_sensor_state", request, context)  # type: ignore[no-any-return]
+        return await self._call("get_sensor_state", request, context)  # type: ignore[no-any-return]
 
-    def ConfigureConnector(
-        self, request: rtas_pb2.ConfigureConnectorRequest, context: grpc.ServicerContext
+    async def ConfigureConnector(
+        self, request: rtas_pb2.ConfigureConnectorRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.ConfigureConnectorResponse:
-        return self._call("configure_connector", request, context)  # type: ignore[no-any-return]
+        return await self._call("configure_connector", request, context)  # type: ignore[no-any-return]
 
-    def SetPowerLevel(
-        self, request: rtas_pb2.SetPowerLevelRequest, context: grpc.ServicerContext
+    async def SetPowerLevel(
+        self, request: rtas_pb2.SetPowerLevelRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.SetPowerLevelResponse:
-        return self._call("set_power_level", request, context)  # type: ignore[no-any-return]
+        return await self._call("set_power_level", request, context)  # type: ignore[no-any-return]
 
-    def GetPowerLevel(
-        self, request: rtas_pb2.GetPowerLevelRequest, context: grpc.ServicerContext
+    async def GetPowerLevel(
+        self, request: rtas_pb2.GetPowerLevelRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.GetPowerLevelResponse:
-        return self._call("get_power_level", request, context)  # type: ignore[no-any-return]
+        return await self._call("get_power_level", request, context)  # type: ignore[no-any-return]
 
-    def CheckException(
-        self, request: rtas_pb2.CheckExceptionRequest, context: grpc.ServicerContext
+    async def CheckException(
+        self, request: rtas_pb2.CheckExceptionRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.CheckExceptionResponse:
-        return self._call("check_exception", request, context)  # type: ignore[no-any-return]
+        return await self._call("check_exception", request, context)  # type: ignore[no-any-return]
 
-    def EventScan(
-        self, request: rtas_pb2.EventScanRequest, context: grpc.ServicerContext
+    async def EventScan(
+        self, request: rtas_pb2.EventScanRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.EventScanResponse:
-        return self._call("event_scan", request, context)  # type: ignore[no-any-return]
+        return await self._call("event_scan", request, context)  # type: ignore[no-any-return]
 
-    def Call(self, request: rtas_pb2.CallRequest, context: grpc.ServicerContext) -> rtas_pb2.CallResponse:
-        return self._call("raw", request, context)  # type: ignore[no-any-return]
+    async def Call(self, request: rtas_pb2.CallRequest, context: grpc.aio.ServicerContext) -> rtas_pb2.CallResponse:
+        return await self._call("raw", request, context)  # type: ignore[no-any-return]
 
-    def ExecuteBatch(
-        self, request: rtas_pb2.ExecuteBatchRequest, context: grpc.ServicerContext
+    async def _batch(self, name: str, calls: Any, stop_at_nonzero: bool) -> list[rtas_pb2.RtasResult]:
+        platform = self._platforms.get(name)
+        steps: list[Step] = plan_batch(name, calls, self._platforms.limits)
+
+        def run() -> list[rtas_pb2.RtasResult]:
+            return platform.run_batch(steps, stop_at_nonzero)
+
+        if len(steps) > INLINE_BATCH_CALLS or any(c.HasField("configure_connector_walk") for c in calls):
+            return await self._run.blocking(run)
+        return await self._run.quick(platform, run)
+
+    async def ExecuteBatch(
+        self, request: rtas_pb2.ExecuteBatchRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.ExecuteBatchResponse:
         try:
-            platform = self._platforms.get(request.platform)
-            steps = plan_batch(platform.name, request.calls, self._platforms.limits)
-            results = platform.run_batch(steps, request.stop_at_nonzero_status)
+            results = await self._batch(request.platform, request.calls, request.stop_at_nonzero_status)
         except PlatformError as error:
-            abort(context, error)
+            await abort(context, error)
         return rtas_pb2.ExecuteBatchResponse(results=results)
 
-    def Session(
-        self, request_iterator: Iterator[rtas_pb2.SessionRequest], context: grpc.ServicerContext
-    ) -> Iterator[rtas_pb2.SessionResponse]:
-        first = next(request_iterator, None)
+    async def Session(
+        self, request_iterator: AsyncIterator[rtas_pb2.SessionRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[rtas_pb2.SessionResponse]:
+        requests = aiter(request_iterator)
+        first = await anext(requests, None)
         if first is None:
             return
         name = first.platform
         if not name:
-            abort(context, InvalidArgument("platform", "", "the first request of a session names its platform"))
+            await abort(context, InvalidArgument("platform", "", "the first request of a session names its platform"))
         with contextlib.ExitStack() as stack:
             try:
                 stack.enter_context(self._slots.hold(name))
-                self._platforms.get(name)
+                platform = self._platforms.get(name)
             except PlatformError as error:
-                abort(context, error)
-            for request in itertools.chain((first,), request_iterator):
+                await abort(context, error)
+            # The platform's interrupt watch is closed when the platform is deleted (or the server
+            # stops): its waker ends a session that is waiting for its next request.
+            watch = platform.watch_interrupts()
+            stack.callback(platform.unwatch_interrupts, watch)
+            ending = EndOnClose(watch)
+            stack.callback(ending.close)
+            request: rtas_pb2.SessionRequest | None = first
+            while request is not None:
                 try:
                     if request.platform and request.platform != name:
                         raise InvalidArgument("platform", request.platform, f"the session is on platform {name!r}")
-                    platform = self._platforms.get(name)
-                    steps = plan_batch(name, request.calls, self._platforms.limits)
-                    results = platform.run_batch(steps, request.stop_at_nonzero_status)
+                    results = await self._batch(name, request.calls, request.stop_at_nonzero_status)
                 except PlatformError as error:
-                    abort(context, error)
+                    await abort(context, error)
                 yield rtas_pb2.SessionResponse(results=results)
+                request = await ending.or_next(requests)
+            if ending.closed is not None:
+                await abort_closed(context, ending.closed, name)

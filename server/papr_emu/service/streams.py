@@ -1,15 +1,17 @@
-"""What the two server streams (WatchEvents, WatchInterrupts) share: polling and how they end.
+"""What the streaming RPCs share: waiting on a watcher's queue from the event loop, their limits, their end.
 
-A stream's thread blocks on its watcher's queue at most :data:`POLL_SECONDS` at a
-time, so it notices a client that went away.
+An open stream costs no thread: it awaits an :class:`asyncio.Event` that the
+watcher's queue sets (through ``call_soon_threadsafe``) when something arrives.
+A client that goes away cancels the stream's task, which unsubscribes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Final, NoReturn
+from typing import Generic, NoReturn, Protocol, TypeVar
 
 import grpc
 
@@ -17,15 +19,61 @@ from ..model import Limits, SubscriptionClosed
 from ..model.errors import shorten
 from ..model.limits import exhausted
 
-#: How often a blocked stream checks whether its client went away.
-POLL_SECONDS: Final = 0.25
+T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 
-def abort_closed(context: grpc.ServicerContext, closed: SubscriptionClosed, platform: str) -> NoReturn:
+class Watched(Protocol[T_co]):
+    """A watcher's queue (an event subscription, an interrupt watch)."""
+
+    def next(self, timeout: float | None) -> T_co | None: ...
+
+    def set_waker(self, waker: Callable[[], None] | None) -> None: ...
+
+
+class AsyncReader(Generic[T]):
+    """Takes items from a watcher's queue on the event loop; no thread waits.
+
+    Example::
+
+        reader = AsyncReader(subscription)
+        try:
+            event = await reader.next()  # raises what the queue raises (closed, overflow)
+        finally:
+            reader.close()
+    """
+
+    def __init__(self, watched: Watched[T]) -> None:
+        loop = asyncio.get_running_loop()
+        self._ready = asyncio.Event()
+        self._watched = watched
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(self._ready.set)
+            except RuntimeError:  # the loop is closed: the server stopped, nobody reads any more
+                pass
+
+        watched.set_waker(wake)
+
+    async def next(self) -> T:
+        """The next item; raises what the queue raises (closed, overflow)."""
+        while True:
+            self._ready.clear()
+            item = self._watched.next(timeout=0)
+            if item is not None:
+                return item
+            await self._ready.wait()
+
+    def close(self) -> None:
+        self._watched.set_waker(None)
+
+
+async def abort_closed(context: grpc.aio.ServicerContext, closed: SubscriptionClosed, platform: str) -> NoReturn:
     """End a stream whose watcher was closed: the server stops, or the platform was deleted."""
     if closed.reason == "shutdown":
-        context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
-    context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {shorten(platform)}: was deleted")
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down")
+    await context.abort(grpc.StatusCode.NOT_FOUND, f"platform: {shorten(platform)}: was deleted")
     raise AssertionError("unreachable: abort raises")
 
 
@@ -67,3 +115,59 @@ class StreamSlots:
                     self._by_platform[platform] = left
                 else:
                     del self._by_platform[platform]
+
+
+class EndOnClose:
+    """Waits for a stream's next request, or for its platform to close, whichever comes first.
+
+    ``watched`` is a queue the platform closes when it goes (its items are ignored).
+    Waiting costs no task per request: the close cancels the one waiting read.
+
+    Example::
+
+        ending = EndOnClose(platform.watch_interrupts())
+        request = await ending.or_next(requests)  # None at the end of the stream or on close
+        if ending.closed is not None: ...         # the SubscriptionClosed that ended it
+    """
+
+    def __init__(self, watched: Watched[object]) -> None:
+        loop = asyncio.get_running_loop()
+        self.closed: SubscriptionClosed | None = None
+        self._watched = watched
+        self._waiting: asyncio.Task[object] | None = None
+
+        def wake() -> None:
+            try:
+                loop.call_soon_threadsafe(self._check)
+            except RuntimeError:  # the loop is closed: the server stopped
+                pass
+
+        watched.set_waker(wake)
+
+    def _check(self) -> None:
+        try:
+            while self._watched.next(timeout=0) is not None:
+                pass
+        except SubscriptionClosed as closed:
+            self.closed = closed
+            if self._waiting is not None:
+                self._waiting.cancel()
+
+    async def or_next(self, requests: AsyncIterator[T]) -> T | None:
+        if self.closed is not None:
+            return None
+        task = asyncio.current_task()
+        assert task is not None
+        self._waiting = task
+        try:
+            return await anext(requests, None)
+        except asyncio.CancelledError:
+            if self.closed is None:
+                raise  # the client went away, or the server stops: not ours to swallow
+            task.uncancel()
+            return None
+        finally:
+            self._waiting = None
+
+    def close(self) -> None:
+        self._watched.set_waker(None)
