@@ -2,6 +2,7 @@
 
 #include <iostream>
 #include <memory>
+#include <optional>
 
 namespace papr_guest {
 namespace {
@@ -52,7 +53,9 @@ Outcome MemoryGuest::HandleLog(const std::string& log) {
 }
 
 // dlpar_memory_add_by_ic(): acquire and add every LMB of the range not yet assigned;
-// stop at the first failure and roll back what was added.
+// stop at the first failure and roll back what was added. The acquires and
+// configure-connector walks go in batches (RtasGuest::AcquireAndConfigure); the node
+// checks of dlpar_add_lmb() follow, LMB by LMB.
 Outcome MemoryGuest::MemoryAdd(const HotplugEvent& event) {
   if (event.id_type != kIdDrcCountIndexed) {
     return {event, "ignored", "memory add by id type " + std::to_string(event.id_type), {}};
@@ -62,30 +65,34 @@ Outcome MemoryGuest::MemoryAdd(const HotplugEvent& event) {
     if (!assigned_.count(event.index + n)) wanted.push_back(event.index + n);
   }
   std::vector<uint32_t> added;
-  std::string failure;
-  for (const uint32_t index : wanted) {
-    try {
-      rtas_.AcquireDrc(index);
-    } catch (const RtasError& error) {
-      failure = error.what();
-      break;
+  std::vector<uint32_t> release;  // acquired, then failed or rolled back
+  std::optional<std::string> failure;
+  for (const DrcBringUp& step : rtas_.AcquireAndConfigure(wanted)) {
+    if (failure) {
+      // The kernel would have stopped before this LMB; its batch acquired it all the same.
+      if (step.acquired()) release.push_back(step.index);
+      continue;
+    }
+    if (step.acquire_error) {
+      failure = step.acquire_error->what();
+      continue;
     }
     try {
-      AddLmb(index);
+      if (step.configure_error) throw *step.configure_error;
+      AddLmb(step.index, step.nodes);
+      added.push_back(step.index);
     } catch (const RtasError& error) {
       failure = error.what();
-      rtas_.ReleaseDrc(index);
-      break;
+      release.push_back(step.index);
     }
-    added.push_back(index);
   }
   if (added.size() < wanted.size()) {
-    for (const uint32_t index : added) {  // roll back
-      RemoveLmb(index);
-      rtas_.ReleaseDrc(index);
-    }
+    for (const uint32_t index : added) RemoveLmb(index);  // roll back
+    release.insert(release.end(), added.begin(), added.end());
+    rtas_.ReleaseDrcs(release);
     return {event, "failed",
-            "added " + std::to_string(added.size()) + " of " + std::to_string(wanted.size()) + " LMBs: " + failure,
+            "added " + std::to_string(added.size()) + " of " + std::to_string(wanted.size()) +
+                " LMBs: " + failure.value_or("no result"),
             added};
   }
   return {event, "done", std::to_string(added.size()) + " LMBs: " + Join(added), added};
@@ -94,7 +101,7 @@ Outcome MemoryGuest::MemoryAdd(const HotplugEvent& event) {
 // dlpar_memory_remove_by_ic(): offline and remove the assigned LMBs of the range in
 // order. If one cannot be offlined, re-add the ones already removed, saying so with
 // unisolate first (5.13+: the platform takes it as the refusal), and fail; otherwise
-// release every removed LMB.
+// release every removed LMB (in batches).
 Outcome MemoryGuest::MemoryRemove(const HotplugEvent& event) {
   if (event.id_type != kIdDrcCountIndexed) {
     return {event, "ignored", "memory remove by id type " + std::to_string(event.id_type), {}};
@@ -104,22 +111,26 @@ Outcome MemoryGuest::MemoryRemove(const HotplugEvent& event) {
     const uint32_t index = event.index + n;
     if (!assigned_.count(index)) continue;
     if (!RemoveLmb(index)) {
-      for (const uint32_t readd : removed) {
-        rtas_.UnisolateDrc(readd);
-        AddLmb(readd);
-      }
+      ReaddLmbs(removed);
       // If the very first LMB could not be offlined nothing is re-added and the platform
       // hears nothing: the unplug stays pending, as with Linux.
       return {event, "refused", "LMB " + Hex(index) + " cannot be offlined", removed};
     }
     removed.push_back(index);
   }
-  for (const uint32_t index : removed) rtas_.ReleaseDrc(index);
+  rtas_.ReleaseDrcs(removed);
   return {event, "done", std::to_string(removed.size()) + " LMBs: " + Join(removed), removed};
 }
 
-void MemoryGuest::AddLmb(uint32_t index) {
-  const auto nodes = rtas_.ConfigureConnector(index);
+void MemoryGuest::ReaddLmbs(const std::vector<uint32_t>& indexes) {
+  for (const DrcBringUp& step : rtas_.UnisolateAndConfigure(indexes)) {
+    if (step.acquire_error) throw *step.acquire_error;
+    if (step.configure_error) throw *step.configure_error;
+    AddLmb(step.index, step.nodes);
+  }
+}
+
+void MemoryGuest::AddLmb(uint32_t index, const std::vector<std::unique_ptr<DtNode>>& nodes) {
   if (nodes.size() != 1) {
     throw RtasError("ibm,configure-connector", index, 0, ": " + std::to_string(nodes.size()) + " top-level nodes");
   }

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -41,9 +42,12 @@ class MemoryGuest {
  private:
   Outcome MemoryAdd(const HotplugEvent& event);
   Outcome MemoryRemove(const HotplugEvent& event);
-  // dlpar_add_lmb(): configure-connector for the LMB's node (the kernel wants its
-  // ibm,associativity), then the memory is onlined.
-  void AddLmb(uint32_t index);
+  // dlpar_add_lmb() once configure-connector has handed out the LMB's fragment: the
+  // kernel checks its node (it wants its ibm,associativity), then onlines the memory.
+  void AddLmb(uint32_t index, const std::vector<std::unique_ptr<DtNode>>& nodes);
+  // dlpar_add_lmb() for each LMB the kernel re-adds after a refused removal: unisolate,
+  // configure-connector, the node's checks. Throws RtasError at the first failure.
+  void ReaddLmbs(const std::vector<uint32_t>& indexes);
   // dlpar_remove_lmb(): offline and remove; no RTAS calls. False if it cannot be offlined.
   bool RemoveLmb(uint32_t index);
 

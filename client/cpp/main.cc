@@ -1,4 +1,4 @@
-// papr-guest-cpp PLATFORM
+// papr-guest-cpp [--unary] PLATFORM
 //
 // A guest stub against a papr-emu server ($PAPR_EMU_HOST: host:port or unix:PATH; default
 // 127.0.0.1:50051). On the given platform (default geometry: first hot-pluggable LMB
@@ -8,8 +8,12 @@
 //   2. hot-remove it (count-indexed remove; every LMB released; device_deleted).
 //   3. plug it again, and refuse its removal as Linux 5.13+ does when LMB 2 of 3 cannot
 //      be offlined (unisolate + configure-connector on LMB 1; unplug_rejected).
-// stdout: one JSON line per handled event log. Exit 0 only if every check held; 1 with a
-// message on stderr otherwise; 2 on a usage error.
+// Its RTAS calls go through one RtasService.Session, in batches where the kernel makes
+// several in a row; with --unary, one unary RPC per RTAS call instead.
+// stdout: one JSON line per handled event log, then (if every check held) one with what
+// went over the wire: {"rtas":{"transport":..., batches and calls},"grpc":{method:
+// {"calls","sent","received"}, as counted by a client interceptor}}. Exit 0 only if every
+// check held; 1 with a message on stderr otherwise; 2 on a usage error.
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -21,12 +25,15 @@
 #include <utility>
 #include <vector>
 
+#include "census.h"
 #include "dlpar.h"
 #include "papr/v1/guest.grpc.pb.h"
 #include "papr/v1/hotplug.grpc.pb.h"
 #include "papr/v1/interrupt.grpc.pb.h"
 #include "papr/v1/platform.grpc.pb.h"
+#include "papr/v1/rtas.grpc.pb.h"
 #include "rpc.h"
+#include "transport.h"
 
 namespace papr_guest {
 namespace {
@@ -59,14 +66,19 @@ std::vector<uint32_t> ToVector(const Repeated& values) {
 
 class Scenario {
  public:
-  Scenario(const std::shared_ptr<grpc::Channel>& channel, std::string platform)
+  Scenario(const std::shared_ptr<grpc::Channel>& channel, std::string platform, bool unary)
       : platform_(std::move(platform)),
         hotplug_(pb::HotplugService::NewStub(channel)),
         platforms_(pb::PlatformService::NewStub(channel)),
         guest_service_(pb::GuestService::NewStub(channel)),
         interrupt_service_(pb::InterruptService::NewStub(channel)),
-        rtas_(channel, platform_),
+        rtas_service_(pb::RtasService::NewStub(channel)),
+        transport_(unary ? std::unique_ptr<RtasTransport>(std::make_unique<UnaryRtas>(*rtas_service_, platform_))
+                         : std::make_unique<RtasSession>(*rtas_service_, platform_)),
+        rtas_(*transport_),
         guest_(rtas_) {}
+
+  const RtasTransport& transport() const { return *transport_; }
 
   void Run() {
     // A missing platform is NOT_FOUND here, rather than a stream that ends later.
@@ -94,6 +106,7 @@ class Scenario {
     HotAdd();
     HotRemove();
     RefusedRemove();
+    transport_->Close();  // a session ends with the server's OK
   }
 
  private:
@@ -293,6 +306,8 @@ class Scenario {
   std::unique_ptr<pb::PlatformService::Stub> platforms_;
   std::unique_ptr<pb::GuestService::Stub> guest_service_;
   std::unique_ptr<pb::InterruptService::Stub> interrupt_service_;
+  std::unique_ptr<pb::RtasService::Stub> rtas_service_;
+  std::unique_ptr<RtasTransport> transport_;  // every RTAS call of the run
   RtasGuest rtas_;
   MemoryGuest guest_;
   std::unique_ptr<StreamWatcher<pb::WatchInterruptsResponse>> interrupts_;
@@ -305,20 +320,26 @@ class Scenario {
 }  // namespace papr_guest
 
 int main(int argc, char** argv) {
-  if (argc != 2 || argv[1][0] == '\0' || argv[1][0] == '-') {
-    std::cerr << "usage: papr-guest-cpp PLATFORM   (server: $PAPR_EMU_HOST, host:port or unix:PATH; default "
+  const std::vector<std::string> args(argv + 1, argv + argc);
+  const bool unary = !args.empty() && args.front() == "--unary";
+  const size_t positional = unary ? 1 : 0;
+  if (args.size() != positional + 1 || args[positional].empty() || args[positional][0] == '-') {
+    std::cerr << "usage: papr-guest-cpp [--unary] PLATFORM   (server: $PAPR_EMU_HOST, host:port or unix:PATH; default "
               << papr_guest::kDefaultTarget << ")\n";
     return 2;
   }
   const char* host = std::getenv("PAPR_EMU_HOST");
   const std::string target = host != nullptr && *host != '\0' ? host : papr_guest::kDefaultTarget;
+  papr_guest::RpcCensus census;  // outlives the channel
   try {
-    const auto channel = grpc::CreateChannel(target, grpc::InsecureChannelCredentials());
+    const auto channel = census.Channel(target, grpc::InsecureChannelCredentials());
     if (!channel->WaitForConnected(std::chrono::system_clock::now() + papr_guest::kRpcDeadline)) {
       throw papr_guest::Failure("cannot reach papr-emu at " + target + " within " +
                                 std::to_string(papr_guest::kRpcDeadline.count()) + " s");
     }
-    papr_guest::Scenario(channel, argv[1]).Run();
+    papr_guest::Scenario scenario(channel, args[positional], unary);
+    scenario.Run();
+    std::cout << "{\"rtas\":" << scenario.transport().Json() << ",\"grpc\":" << census.Json() << "}" << std::endl;
   } catch (const std::exception& error) {
     std::cerr << "papr-guest-cpp: FAIL: " << error.what() << std::endl;
     return 1;
