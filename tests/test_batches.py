@@ -4,6 +4,7 @@ calls give one by one, is checked whole before anything runs, and runs with no o
 from __future__ import annotations
 
 import contextlib
+import inspect
 import queue
 import threading
 import time
@@ -22,6 +23,7 @@ from helpers import connector, plug, snapshot
 from papr.v1 import connector_pb2, device_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu.model import Limits, Platforms
+from papr_emu.service import RtasServicer
 from papr_emu_client import Client, Guest, connect, new_work_area
 
 Code = grpc.StatusCode
@@ -775,6 +777,11 @@ def test_sessions_count_against_the_stream_limits() -> None:
                 session.close()
 
 
+# Bugs of the threaded (grpc.server) Session, which the grpc.aio servicer does not have (it ends a session
+# on its platform's deletion even while waiting for a request): expected failures only on the former.
+_THREADED_SESSION = not inspect.isasyncgenfunction(RtasServicer.Session)
+
+
 def test_a_cancelled_session_gives_its_slot_back() -> None:
     with serve(Limits(streams_per_platform=1)) as limited, plugged_platforms(limited, 1) as [platform]:
         held = OpenSession(limited)
@@ -795,6 +802,7 @@ def test_a_cancelled_session_gives_its_slot_back() -> None:
 
 
 @pytest.mark.xfail(
+    _THREADED_SESSION,
     strict=True,
     reason="a Session waiting for its next request is not ended when its platform is deleted: it ends "
     "only when the client sends another request (the servicer blocks on the request iterator)",
@@ -826,6 +834,7 @@ def test_deleting_the_platform_ends_an_idle_session(client: Client) -> None:
 
 
 @pytest.mark.xfail(
+    _THREADED_SESSION,
     strict=True,
     reason="Session looks its platform up by name at each request: a platform deleted and created again "
     "under the same name serves the old session instead of ending it with NOT_FOUND",
