@@ -1,5 +1,6 @@
 """The C++ guest stub (client/cpp) against a real server: DIMM hot-add, hot-remove and a
-removal refused by unisolate, with the same outcomes as the Python ReferenceGuest.
+removal refused by unisolate, with the same outcomes as the Python ReferenceGuest, its
+RTAS calls batched over one RtasService.Session (or, with --unary, one unary RPC each).
 
 The stub is built with CMake in a directory under the system temp dir, reused across
 runs. It needs a C++ compiler, CMake, pkg-config, protoc with the gRPC C++ plugin and the
@@ -98,9 +99,39 @@ def stub_binary() -> Path:
     return binary
 
 
-def run_stub(binary: Path, target: str, platform: str) -> subprocess.CompletedProcess[str]:
+RTAS_SERVICE = "/papr.v1.RtasService/"
+SESSION = RTAS_SERVICE + "Session"
+# configure-connector walks the scenario makes: 3 LMBs added twice, 1 re-added on the refusal.
+EXPECTED_WALKS = 7
+
+
+def run_stub(binary: Path, target: str, platform: str, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PAPR_EMU_HOST": target}
-    return subprocess.run([str(binary), platform], env=env, capture_output=True, text=True, timeout=STUB_TIMEOUT)
+    return subprocess.run(
+        [str(binary), *flags, platform], env=env, capture_output=True, text=True, timeout=STUB_TIMEOUT
+    )
+
+
+def check_wire(summary: dict[str, Any], mode: str) -> None:
+    """What the stub's last line says went over the wire: its transport's own account
+    (``rtas``) and the per-method RPC counts of a client interceptor (``grpc``)."""
+    rtas, rpcs = summary["rtas"], summary["grpc"]
+    rtas_rpcs = {method: counts for method, counts in rpcs.items() if method.startswith(RTAS_SERVICE)}
+    assert rtas["transport"] == mode
+    assert rtas["walks"] == EXPECTED_WALKS
+    assert rtas["rtas_calls"] > rtas["batched_calls"]  # each walk made several calls
+    if mode == "session":
+        # Every RTAS call went through one Session, one request (and response) per batch,
+        # batches of several calls where the kernel makes several in a row; no unary RPC.
+        batches = rtas["batches"]
+        assert rtas_rpcs == {SESSION: {"calls": 1, "sent": batches, "received": batches}}, rpcs
+        assert rtas["rpcs"] == 1
+        assert rtas["batched_calls"] > batches
+    else:
+        # One unary RPC per RTAS call, no Session.
+        assert SESSION not in rtas_rpcs
+        assert sum(counts["calls"] for counts in rtas_rpcs.values()) == rtas["rpcs"] == rtas["rtas_calls"], rpcs
+        assert all(counts["sent"] == counts["received"] == counts["calls"] for counts in rtas_rpcs.values()), rpcs
 
 
 def outcome_fields(outcome: Outcome) -> dict[str, Any]:
@@ -151,7 +182,7 @@ def cpp_platform(client: Client) -> Iterator[str]:
     client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
 
 
-@pytest.mark.parametrize("transport", ["tcp", "unix"])
+@pytest.mark.parametrize(("transport", "mode"), [("tcp", "session"), ("unix", "session"), ("tcp", "unary")])
 def test_cpp_stub_matches_reference_guest(
     server: PaprServer,
     client: Client,
@@ -159,15 +190,17 @@ def test_cpp_stub_matches_reference_guest(
     reference_outcomes: list[dict[str, Any]],
     cpp_platform: str,
     transport: str,
+    mode: str,
 ) -> None:
     target = server.addresses[0 if transport == "tcp" else 1]
     assert target.startswith("unix:") == (transport == "unix")
     boot_events = last_sequence(client, cpp_platform)  # device_added for the coldplugged devices
-    result = run_stub(stub_binary, target, cpp_platform)
+    result = run_stub(stub_binary, target, cpp_platform, *(["--unary"] if mode == "unary" else []))
     assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
     keys = ("resource", "action", "result", "drc_indexes")
     assert [{k: line[k] for k in keys} for line in lines] == reference_outcomes, result.stderr
+    check_wire(summary, mode)
 
     # What the platform saw, independently of the stub's own checks.
     kinds = [e.WhichOneof("kind") for e in events_since(client, cpp_platform, boot_events)]
