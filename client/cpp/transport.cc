@@ -92,8 +92,9 @@ std::vector<pb::RtasResult> RtasTransport::Run(std::vector<pb::RtasCall> calls, 
 
 std::string RtasTransport::Json() const {
   return std::string("{\"transport\":\"") + Name() + "\",\"rpcs\":" + std::to_string(stats_.rpcs) +
-         ",\"batches\":" + std::to_string(stats_.batches) + ",\"batched_calls\":" + std::to_string(stats_.batched_calls) +
-         ",\"walks\":" + std::to_string(stats_.walks) + ",\"rtas_calls\":" + std::to_string(stats_.rtas_calls) + "}";
+         ",\"batches\":" + std::to_string(stats_.batches) +
+         ",\"batched_calls\":" + std::to_string(stats_.batched_calls) + ",\"walks\":" + std::to_string(stats_.walks) +
+         ",\"rtas_calls\":" + std::to_string(stats_.rtas_calls) + "}";
 }
 
 // --- RtasSession ---
@@ -213,8 +214,10 @@ pb::RtasResult UnaryRtas::One(pb::RtasCall& call) {
       pb::SetIndicatorRequest& request = *call.mutable_set_indicator();
       request.set_platform(platform_);
       ++stats_.rpcs;
-      *result.mutable_set_indicator() = Unary<pb::SetIndicatorResponse>(
-          "SetIndicator", [&](auto* context, auto* response) { return stub_.SetIndicator(context, request, response); });
+      *result.mutable_set_indicator() =
+          Unary<pb::SetIndicatorResponse>("SetIndicator", [&](auto* context, auto* response) {
+            return stub_.SetIndicator(context, request, response);
+          });
       return result;
     }
     case pb::RtasCall::kGetSensorState: {
