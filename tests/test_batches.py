@@ -4,7 +4,6 @@ calls give one by one, is checked whole before anything runs, and runs with no o
 from __future__ import annotations
 
 import contextlib
-import inspect
 import queue
 import threading
 import time
@@ -23,7 +22,6 @@ from helpers import connector, plug, snapshot
 from papr.v1 import connector_pb2, device_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu.model import Limits, Platforms
-from papr_emu.service import RtasServicer
 from papr_emu_client import Client, Guest, connect, new_work_area
 
 Code = grpc.StatusCode
@@ -777,11 +775,6 @@ def test_sessions_count_against_the_stream_limits() -> None:
                 session.close()
 
 
-# Bugs of the threaded (grpc.server) Session, which the grpc.aio servicer does not have (it ends a session
-# on its platform's deletion even while waiting for a request): expected failures only on the former.
-_THREADED_SESSION = not inspect.isasyncgenfunction(RtasServicer.Session)
-
-
 def test_a_cancelled_session_gives_its_slot_back() -> None:
     with serve(Limits(streams_per_platform=1)) as limited, plugged_platforms(limited, 1) as [platform]:
         held = OpenSession(limited)
@@ -801,12 +794,6 @@ def test_a_cancelled_session_gives_its_slot_back() -> None:
         held.close()
 
 
-@pytest.mark.xfail(
-    _THREADED_SESSION,
-    strict=True,
-    reason="a Session waiting for its next request is not ended when its platform is deleted: it ends "
-    "only when the client sends another request (the servicer blocks on the request iterator)",
-)
 def test_deleting_the_platform_ends_an_idle_session(client: Client) -> None:
     platform = new_platform(client)
     session = OpenSession(client)
@@ -825,7 +812,7 @@ def test_deleting_the_platform_ends_an_idle_session(client: Client) -> None:
         assert len(session.send(session_request([sense(LMB0)], platform)).results) == 1
         reader.start()
         delete(client, platform)
-        reader.join(3)  # WatchEvents on a deleted platform ends within its poll interval (0.25 s)
+        reader.join(3)  # the deletion closes the session's watch, whose waker ends the waiting read
         assert ended and ended[0] is not None and ended[0].code() == Code.NOT_FOUND, ended
     finally:
         session.close()
@@ -833,12 +820,6 @@ def test_deleting_the_platform_ends_an_idle_session(client: Client) -> None:
             reader.join(10)
 
 
-@pytest.mark.xfail(
-    _THREADED_SESSION,
-    strict=True,
-    reason="Session looks its platform up by name at each request: a platform deleted and created again "
-    "under the same name serves the old session instead of ending it with NOT_FOUND",
-)
 def test_a_session_does_not_follow_its_platforms_name_to_a_new_platform(client: Client) -> None:
     name = new_platform(client)
     geometry = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=name)).platform.geometry

@@ -240,19 +240,10 @@ class Platform:
         finally:
             self._lock.release()
 
-    def run_batch(self, steps: Iterable[Callable[[Platform], tuple[int, T]]], stop_at_nonzero: bool) -> list[T]:
-        """Run RTAS steps in order with no other call in between; each gives (status, result).
-
-        With ``stop_at_nonzero``, the first step whose status is not 0 is the last one run.
-        """
-        results: list[T] = []
+    def run_exclusive(self, action: Callable[[], T]) -> T:
+        """``action()`` with no other call on the platform in between (an RTAS batch, say)."""
         with self._lock:
-            for step in steps:
-                status, result = step(self)
-                results.append(result)
-                if stop_at_nonzero and status:
-                    break
-        return results
+            return action()
 
     def configure_connector(self, area: bytes) -> tuple[int, bytes]:
         """RTAS ibm,configure-connector over one 4096-byte work area; returns (status, work area)."""

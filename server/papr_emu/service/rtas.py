@@ -15,9 +15,9 @@ import grpc
 
 from papr.v1 import rtas_pb2, rtas_pb2_grpc
 
-from ..model import InvalidArgument, PlatformError, Platforms
+from ..model import InvalidArgument, Platform, PlatformError, Platforms
 from .errors import abort
-from .rtas_calls import Step, plan, plan_batch
+from .rtas_calls import RESPONSES, RUNNERS, Batch, check
 from .running import Runner
 from .streams import EndOnClose, StreamSlots, abort_closed
 
@@ -35,9 +35,12 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
     async def _call(self, kind: str, request: Any, context: grpc.aio.ServicerContext) -> Any:
         """One call of ``kind`` (a field name of RtasCall): checked, run, its response message."""
         try:
-            step = plan(kind, request).step
+            plan = check(kind, request)
             platform = self._platforms.get(request.platform)
-            return (await self._run.quick(platform, lambda: step(platform)))[1]
+            response = RESPONSES[kind]()
+            run = RUNNERS[kind]
+            await self._run.quick(platform, lambda: run(platform, request, response, plan))
+            return response
         except PlatformError as error:
             await abort(context, error)
 
@@ -79,25 +82,28 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
     async def Call(self, request: rtas_pb2.CallRequest, context: grpc.aio.ServicerContext) -> rtas_pb2.CallResponse:
         return await self._call("raw", request, context)  # type: ignore[no-any-return]
 
-    async def _batch(self, name: str, calls: Any, stop_at_nonzero: bool) -> list[rtas_pb2.RtasResult]:
-        platform = self._platforms.get(name)
-        steps: list[Step] = plan_batch(name, calls, self._platforms.limits)
+    async def _batch(self, platform: Platform, calls: Any, stop_at_nonzero: bool, results: Any) -> None:
+        """Check every call, then run them all with no other call in between, adding to ``results``."""
+        batch = Batch(platform.name, calls, self._platforms.limits)
 
-        def run() -> list[rtas_pb2.RtasResult]:
-            return platform.run_batch(steps, stop_at_nonzero)
+        def run() -> None:
+            batch.run(platform, results, stop_at_nonzero)
 
-        if len(steps) > INLINE_BATCH_CALLS or any(c.HasField("configure_connector_walk") for c in calls):
-            return await self._run.blocking(run)
-        return await self._run.quick(platform, run)
+        if len(batch.entries) > INLINE_BATCH_CALLS or batch.has_walks:
+            await self._run.blocking(lambda: platform.run_exclusive(run))
+        else:
+            await self._run.quick(platform, run)
 
     async def ExecuteBatch(
         self, request: rtas_pb2.ExecuteBatchRequest, context: grpc.aio.ServicerContext
     ) -> rtas_pb2.ExecuteBatchResponse:
+        response = rtas_pb2.ExecuteBatchResponse()
         try:
-            results = await self._batch(request.platform, request.calls, request.stop_at_nonzero_status)
+            platform = self._platforms.get(request.platform)
+            await self._batch(platform, request.calls, request.stop_at_nonzero_status, response.results)
         except PlatformError as error:
             await abort(context, error)
-        return rtas_pb2.ExecuteBatchResponse(results=results)
+        return response
 
     async def Session(
         self, request_iterator: AsyncIterator[rtas_pb2.SessionRequest], context: grpc.aio.ServicerContext
@@ -123,13 +129,15 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
             stack.callback(ending.close)
             request: rtas_pb2.SessionRequest | None = first
             while request is not None:
+                response = rtas_pb2.SessionResponse()
                 try:
                     if request.platform and request.platform != name:
                         raise InvalidArgument("platform", request.platform, f"the session is on platform {name!r}")
-                    results = await self._batch(name, request.calls, request.stop_at_nonzero_status)
+                    # The platform the session opened on: one made later under the same name is another.
+                    await self._batch(platform, request.calls, request.stop_at_nonzero_status, response.results)
                 except PlatformError as error:
                     await abort(context, error)
-                yield rtas_pb2.SessionResponse(results=results)
+                yield response
                 request = await ending.or_next(requests)
             if ending.closed is not None:
                 await abort_closed(context, ending.closed, name)

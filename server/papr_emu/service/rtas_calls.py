@@ -1,20 +1,22 @@
-"""RTAS calls as the protos carry them, turned into steps a platform runs, and back.
+"""RTAS calls as the protos carry them, run on a platform, their results written into protos.
 
-One planner per call kind serves both the unary RPC of that kind and an entry of a
-batch (ExecuteBatch, Session), so the two cannot drift apart. Planning checks the
-request (raising InvalidArgument, changing nothing); the step it returns runs the
-call on a platform and gives ``(status, response message)``.
+One runner per kind of call serves both the unary RPC of that kind and an entry of
+a batch (ExecuteBatch, Session), so the two cannot drift apart. A call is first
+checked (:func:`check`, raising InvalidArgument and changing nothing); its runner
+then calls the platform and writes the RTAS return cells into the response
+message it is given, in place (a batch of thousands of calls builds no
+intermediate objects), and returns the status.
 
 Example::
 
-    planned = plan("set_indicator", request)   # InvalidArgument if malformed
-    status, response = planned.step(platform)  # rtas_pb2.SetIndicatorResponse
+    plan = check("get_sensor_state", request)            # InvalidArgument if malformed
+    response = rtas_pb2.GetSensorStateResponse()
+    status = RUNNERS["get_sensor_state"](platform, request, response, plan)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, MutableSequence, Sequence
 from typing import Any, Final
 
 from google.protobuf.message import Message
@@ -29,142 +31,111 @@ from ..model.rtas_dispatch import (
     MAX_WALK_CALLS,
     Buffers,
     Capture,
+    PreparedCall,
     prepare,
     run_call,
     walk_configure_connector,
 )
 from ..model.work_area import WORK_AREA_SIZE
 
-Step = Callable[[Platform], tuple[int, Any]]
-_NO_BUFFERS: Final = Capture()  # for calls that point at no buffer (nothing is ever written to it)
+#: What a call needs besides its request once checked: a raw call's prepared form, a walk's call count.
+Plan = PreparedCall | int | None
+Runner = Callable[[Platform, Any, Any, Plan], int]
 #: What a result costs in a response besides its buffers (tags, lengths, status, a few cells).
 _RESULT_OVERHEAD: Final = 32
+_NO_BUFFERS: Final = Capture()
 
 
-@dataclass(frozen=True, slots=True)
-class Planned:
-    """A checked call: what runs it, and the most bytes its result can take in a response."""
-
-    step: Step
-    response_bytes: int = _RESULT_OVERHEAD
+def _set_indicator(p: Platform, r: rtas_pb2.SetIndicatorRequest, out: rtas_pb2.SetIndicatorResponse, _: Plan) -> int:
+    out.status = status = p.set_indicator(r.indicator_type, r.indicator_index, r.new_state)
+    return status
 
 
-def _set_indicator(r: rtas_pb2.SetIndicatorRequest) -> Planned:
-    args = (r.indicator_type, r.indicator_index, r.new_state)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.SetIndicatorResponse]:
-        (status,) = run_call(p, t.TOKEN_SET_INDICATOR, args, _NO_BUFFERS)
-        return status, rtas_pb2.SetIndicatorResponse(status=status)
-
-    return Planned(step)
+def _get_sensor_state(
+    p: Platform, r: rtas_pb2.GetSensorStateRequest, out: rtas_pb2.GetSensorStateResponse, _: Plan
+) -> int:
+    status, out.state = p.get_sensor_state(r.sensor_type, r.sensor_index)
+    out.status = status
+    return status
 
 
-def _get_sensor_state(r: rtas_pb2.GetSensorStateRequest) -> Planned:
-    args = (r.sensor_type, r.sensor_index)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.GetSensorStateResponse]:
-        status, state = run_call(p, t.TOKEN_GET_SENSOR_STATE, args, _NO_BUFFERS)
-        return status, rtas_pb2.GetSensorStateResponse(status=status, state=state)
-
-    return Planned(step)
-
-
-def _work_area(area: bytes, field: str = "work_area") -> bytes:
-    if len(area) != WORK_AREA_SIZE:
-        raise InvalidArgument(field, len(area), f"ibm,configure-connector's work area must be {WORK_AREA_SIZE} bytes")
-    return area
+def _configure_connector(
+    p: Platform, r: rtas_pb2.ConfigureConnectorRequest, out: rtas_pb2.ConfigureConnectorResponse, _: Plan
+) -> int:
+    # r.memory_extent is args[1]: LoPAR's memory extent, accepted and not used (see the proto).
+    status, out.work_area = p.configure_connector(r.work_area)
+    out.status = status
+    return status
 
 
-def _configure_connector(r: rtas_pb2.ConfigureConnectorRequest) -> Planned:
-    area = _work_area(r.work_area)
-    args = (0, r.memory_extent)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.ConfigureConnectorResponse]:
-        memory = Capture({0: area})
-        (status,) = run_call(p, t.TOKEN_IBM_CONFIGURE_CONNECTOR, args, memory)
-        return status, rtas_pb2.ConfigureConnectorResponse(status=status, work_area=memory.written[0])
-
-    return Planned(step, WORK_AREA_SIZE + _RESULT_OVERHEAD)
+def _set_power_level(
+    p: Platform, r: rtas_pb2.SetPowerLevelRequest, out: rtas_pb2.SetPowerLevelResponse, _: Plan
+) -> int:
+    status, out.level = p.set_power_level(r.power_domain, r.level)
+    out.status = status
+    return status
 
 
-def _set_power_level(r: rtas_pb2.SetPowerLevelRequest) -> Planned:
-    args = (r.power_domain & 0xFFFFFFFF, r.level)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.SetPowerLevelResponse]:
-        status, level = run_call(p, t.TOKEN_SET_POWER_LEVEL, args, _NO_BUFFERS)
-        return status, rtas_pb2.SetPowerLevelResponse(status=status, level=level)
-
-    return Planned(step)
+def _get_power_level(
+    p: Platform, r: rtas_pb2.GetPowerLevelRequest, out: rtas_pb2.GetPowerLevelResponse, _: Plan
+) -> int:
+    status, out.level = p.get_power_level(r.power_domain)
+    out.status = status
+    return status
 
 
-def _get_power_level(r: rtas_pb2.GetPowerLevelRequest) -> Planned:
-    args = (r.power_domain & 0xFFFFFFFF,)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.GetPowerLevelResponse]:
-        status, level = run_call(p, t.TOKEN_GET_POWER_LEVEL, args, _NO_BUFFERS)
-        return status, rtas_pb2.GetPowerLevelResponse(status=status, level=level)
-
-    return Planned(step)
-
-
-def _check_exception(r: rtas_pb2.CheckExceptionRequest) -> Planned:
+def _check_exception(
+    p: Platform, r: rtas_pb2.CheckExceptionRequest, out: rtas_pb2.CheckExceptionResponse, _: Plan
+) -> int:
+    memory = Capture()
     args = (r.vector_offset, r.additional_info, r.event_mask, r.critical, 0, r.buffer_length)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.CheckExceptionResponse]:
-        memory = Capture()
-        (status,) = run_call(p, t.TOKEN_CHECK_EXCEPTION, args, memory)
-        return status, rtas_pb2.CheckExceptionResponse(status=status, buffer=memory.written.get(0, b""))
-
-    return Planned(step, r.buffer_length + _RESULT_OVERHEAD)
+    (status,) = run_call(p, t.TOKEN_CHECK_EXCEPTION, args, memory)
+    out.status = status
+    out.buffer = memory.written.get(0, b"")
+    return status
 
 
-def _event_scan(r: rtas_pb2.EventScanRequest) -> Planned:
-    args = (r.event_mask, r.critical, 0, r.buffer_length)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.EventScanResponse]:
-        (status,) = run_call(p, t.TOKEN_EVENT_SCAN, args, _NO_BUFFERS)
-        return status, rtas_pb2.EventScanResponse(status=status)
-
-    return Planned(step)
+def _event_scan(p: Platform, r: rtas_pb2.EventScanRequest, out: rtas_pb2.EventScanResponse, _: Plan) -> int:
+    (status,) = run_call(p, t.TOKEN_EVENT_SCAN, (r.event_mask, r.critical, 0, r.buffer_length), _NO_BUFFERS)
+    out.status = status
+    return status
 
 
-def _raw(r: rtas_pb2.CallRequest) -> Planned:
-    regions: dict[int, bytearray] = {}
-    for n, buffer in enumerate(r.buffers):
-        if buffer.address in regions:
-            raise InvalidArgument(f"buffers[{n}].address", buffer.address, "given twice")
-        regions[buffer.address] = bytearray(buffer.data)
-    memory = Buffers(regions)
-    prepared = prepare(r.token, r.nargs, r.nret, list(r.args), memory)
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.CallResponse]:
-        rets = prepared.run(p)
-        buffers = [rtas_pb2.GuestBuffer(address=a, data=bytes(d)) for a, d in memory.regions.items()]
-        return (rets[0] if rets else 0), rtas_pb2.CallResponse(rets=rets, buffers=buffers)
-
-    return Planned(step, sum(len(d) + 16 for d in regions.values()) + 5 * r.nret + _RESULT_OVERHEAD)
+def _raw(p: Platform, r: rtas_pb2.CallRequest, out: rtas_pb2.CallResponse, plan: Plan) -> int:
+    assert isinstance(plan, PreparedCall)
+    rets = plan.run(p)
+    out.rets.extend(rets)
+    assert isinstance(plan.memory, Buffers)
+    for address, data in plan.memory.regions.items():
+        out.buffers.add(address=address, data=bytes(data))
+    out.SetInParent()  # nret 0 and no buffers still answer with a (empty) raw result
+    return rets[0] if rets else 0
 
 
-def _configure_connector_walk(r: rtas_pb2.ConfigureConnectorWalk) -> Planned:
-    area = _work_area(r.work_area)
-    if r.max_calls > MAX_WALK_CALLS:
-        raise InvalidArgument("max_calls", r.max_calls, f"a walk makes at most {MAX_WALK_CALLS} calls")
-    max_calls = r.max_calls or DEFAULT_WALK_CALLS
-    # r.memory_extent is args[1] of each call: LoPAR's memory extent, accepted and not used (see
-    # ConfigureConnectorRequest), so the walk goes straight to the platform.
-
-    def step(p: Platform) -> tuple[int, rtas_pb2.ConfigureConnectorWalkResult]:
-        calls = walk_configure_connector(p, area, max_calls)
-        result = rtas_pb2.ConfigureConnectorWalkResult(
-            calls=[rtas_pb2.ConfigureConnectorResponse(status=status, work_area=out) for status, out in calls]
-        )
-        return calls[-1][0], result
-
-    return Planned(step, max_calls * (WORK_AREA_SIZE + _RESULT_OVERHEAD))
+def _configure_connector_walk(
+    p: Platform, r: rtas_pb2.ConfigureConnectorWalk, out: rtas_pb2.ConfigureConnectorWalkResult, plan: Plan
+) -> int:
+    assert isinstance(plan, int)
+    calls = walk_configure_connector(p, r.work_area, plan)
+    for status, area in calls:
+        out.calls.add(status=status, work_area=area)
+    return calls[-1][0]
 
 
-#: The planner of each kind of call, by its field name in RtasCall (and RtasResult).
-PLANNERS: Final[dict[str, Callable[[Any], Planned]]] = {
+#: The response message of each kind of call when it is made as a unary RPC.
+RESPONSES: Final[dict[str, type[Message]]] = {
+    "set_indicator": rtas_pb2.SetIndicatorResponse,
+    "get_sensor_state": rtas_pb2.GetSensorStateResponse,
+    "configure_connector": rtas_pb2.ConfigureConnectorResponse,
+    "set_power_level": rtas_pb2.SetPowerLevelResponse,
+    "get_power_level": rtas_pb2.GetPowerLevelResponse,
+    "check_exception": rtas_pb2.CheckExceptionResponse,
+    "event_scan": rtas_pb2.EventScanResponse,
+    "raw": rtas_pb2.CallResponse,
+}
+
+#: The runner of each kind of call, by its field name in RtasCall (and RtasResult).
+RUNNERS: Final[dict[str, Runner]] = {
     "set_indicator": _set_indicator,
     "get_sensor_state": _get_sensor_state,
     "configure_connector": _configure_connector,
@@ -177,51 +148,107 @@ PLANNERS: Final[dict[str, Callable[[Any], Planned]]] = {
 }
 
 
-def plan(kind: str, request: Message) -> Planned:
+def _check_work_area(area: bytes) -> None:
+    if len(area) != WORK_AREA_SIZE:
+        raise InvalidArgument(
+            "work_area", len(area), f"ibm,configure-connector's work area must be exactly {WORK_AREA_SIZE} bytes"
+        )
+
+
+def check(kind: str, request: Message) -> Plan:
     """Check one call of ``kind`` (a field name of RtasCall); InvalidArgument names the bad field."""
-    return PLANNERS[kind](request)
+    if kind == "configure_connector":
+        _check_work_area(request.work_area)  # type: ignore[attr-defined]
+    elif kind == "raw":
+        return _prepare_raw(request)  # type: ignore[arg-type]
+    elif kind == "configure_connector_walk":
+        _check_work_area(request.work_area)  # type: ignore[attr-defined]
+        max_calls: int = request.max_calls  # type: ignore[attr-defined]
+        if max_calls > MAX_WALK_CALLS:
+            raise InvalidArgument("max_calls", max_calls, f"a walk makes at most {MAX_WALK_CALLS} calls")
+        return max_calls or DEFAULT_WALK_CALLS
+    return None
 
 
-def _renamed(error: InvalidArgument, prefix: str) -> InvalidArgument:
-    return InvalidArgument(f"{prefix}.{error.field}" if error.field else prefix, error.value, error.reason)
+def _prepare_raw(r: rtas_pb2.CallRequest) -> PreparedCall:
+    regions: dict[int, bytearray] = {}
+    for n, buffer in enumerate(r.buffers):
+        if buffer.address in regions:
+            raise InvalidArgument(f"buffers[{n}].address", buffer.address, "given twice")
+        regions[buffer.address] = bytearray(buffer.data)
+    return prepare(r.token, r.nargs, r.nret, list(r.args), Buffers(regions))
 
 
-def plan_batch(platform: str, calls: Sequence[rtas_pb2.RtasCall], limits: Limits) -> list[Step]:
-    """Check every call of a batch for ``platform`` before any runs; the steps that wrap each result.
+def _response_bytes(kind: str, request: Any, plan: Plan) -> int:
+    """The most bytes the result of a checked call can take in a response."""
+    if kind == "configure_connector":
+        return WORK_AREA_SIZE + _RESULT_OVERHEAD
+    if kind == "configure_connector_walk":
+        assert isinstance(plan, int)
+        return plan * (WORK_AREA_SIZE + _RESULT_OVERHEAD)
+    if kind == "check_exception":
+        return int(request.buffer_length) + _RESULT_OVERHEAD
+    if kind == "raw":
+        assert isinstance(plan, PreparedCall) and isinstance(plan.memory, Buffers)
+        return sum(len(d) + 16 for d in plan.memory.regions.values()) + 5 * plan.nret + _RESULT_OVERHEAD
+    return _RESULT_OVERHEAD
+
+
+#: Kinds whose results are small and fixed: checking them needs nothing but their platform field.
+_SMALL: Final = frozenset({"set_indicator", "get_sensor_state", "set_power_level", "get_power_level", "event_scan"})
+
+
+class Batch:
+    """The checked calls of one ExecuteBatch or Session request for ``platform``.
 
     Raises InvalidArgument naming ``calls[i]...``, or ResourceExhausted when the
     batch has more calls than the limit or its results could outgrow one message.
+    Nothing has run then.
+
+    Example::
+
+        batch = Batch("p", request.calls, limits)
+        response = rtas_pb2.ExecuteBatchResponse()
+        platform.run_exclusive(lambda: batch.run(platform, response.results, stop_at_nonzero=False))
     """
-    if len(calls) > limits.batch_calls:
-        raise exhausted("batch_calls", limits.batch_calls, f"the batch has {len(calls)} calls")
-    steps: list[Step] = []
-    response_bytes = 0
-    for n, call in enumerate(calls):
-        kind = call.WhichOneof("call")
-        if kind is None:
-            raise InvalidArgument(f"calls[{n}]", "", "sets none of the calls of RtasCall")
-        request = getattr(call, kind)
-        named = getattr(request, "platform", "")
-        if named and named != platform:
-            raise InvalidArgument(f"calls[{n}].{kind}.platform", named, f"the batch is for platform {platform!r}")
-        try:
-            planned = PLANNERS[kind](request)
-        except InvalidArgument as error:
-            raise _renamed(error, f"calls[{n}].{kind}") from None
-        response_bytes += planned.response_bytes
-        steps.append(_wrapping(kind, planned.step))
-    if response_bytes > limits.message_bytes:
-        raise exhausted(
-            "message_bytes", limits.message_bytes,
-            f"the batch's results could take {response_bytes} bytes (each configure-connector call returns "
-            f"its {WORK_AREA_SIZE}-byte work area; a walk counts max_calls of them): split it",
-        )  # fmt: skip
-    return steps
 
+    def __init__(self, platform: str, calls: Sequence[rtas_pb2.RtasCall], limits: Limits) -> None:
+        if len(calls) > limits.batch_calls:
+            raise exhausted("batch_calls", limits.batch_calls, f"the batch has {len(calls)} calls")
+        self.entries: list[tuple[str, Any, Plan]] = []
+        self.has_walks = False
+        response_bytes = 0
+        for n, call in enumerate(calls):
+            kind = call.WhichOneof("call")
+            if kind is None:
+                raise InvalidArgument(f"calls[{n}]", "", "sets none of the calls of RtasCall")
+            request = getattr(call, kind)
+            named = getattr(request, "platform", "")
+            if named and named != platform:
+                raise InvalidArgument(f"calls[{n}].{kind}.platform", named, f"the batch is for platform {platform!r}")
+            if kind in _SMALL:
+                plan: Plan = None
+                response_bytes += _RESULT_OVERHEAD
+            else:
+                try:
+                    plan = check(kind, request)
+                except InvalidArgument as error:
+                    field = f"calls[{n}].{kind}.{error.field}" if error.field else f"calls[{n}].{kind}"
+                    raise InvalidArgument(field, error.value, error.reason) from None
+                response_bytes += _response_bytes(kind, request, plan)
+                self.has_walks = self.has_walks or kind == "configure_connector_walk"
+            self.entries.append((kind, request, plan))
+        if response_bytes > limits.message_bytes:
+            raise exhausted(
+                "message_bytes", limits.message_bytes,
+                f"the batch's results could take {response_bytes} bytes (each configure-connector call returns "
+                f"its {WORK_AREA_SIZE}-byte work area; a walk counts max_calls of them): split it",
+            )  # fmt: skip
 
-def _wrapping(kind: str, step: Step) -> Callable[[Platform], tuple[int, rtas_pb2.RtasResult]]:
-    def wrapped(p: Platform) -> tuple[int, rtas_pb2.RtasResult]:
-        status, response = step(p)
-        return status, rtas_pb2.RtasResult(**{kind: response})
-
-    return wrapped
+    def run(self, platform: Platform, results: MutableSequence[rtas_pb2.RtasResult], stop_at_nonzero: bool) -> None:
+        """Run the calls in order, adding one result each to ``results`` (the caller holds the platform)."""
+        add = results.add  # type: ignore[attr-defined]
+        for kind, request, plan in self.entries:
+            status = RUNNERS[kind](platform, request, getattr(add(), kind), plan)
+            if stop_at_nonzero and status:
+                break
