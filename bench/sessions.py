@@ -134,17 +134,23 @@ def main() -> int:
             session_rates.append(rate(session_batch, options.seconds))
             unary_rates.append(rate(unary_batch, options.seconds))
             ratios.append(call / base)
-            print(f"  round: empty {base:8.0f}/s  one call {call:8.0f}/s  ratio {call / base:.3f}  "
-                  f"batched {session_rates[-1]:9.0f} calls/s (session)  {unary_rates[-1]:9.0f} (ExecuteBatch)")  # fmt: skip
+            print(
+                f"  round: empty {base:8.0f}/s  one call {call:8.0f}/s  ratio {call / base:.3f}  batched "
+                f"{session_rates[-1]:9.0f} calls/s (session)  {unary_rates[-1]:9.0f} (ExecuteBatch)"
+            )
         pipe.close()
         client.close()
     finally:
         server.terminate()
         server.wait(10)
-    print(f"one RTAS call per session message / empty ping-pong: median {statistics.median(ratios):.3f} "
-          f"(min {min(ratios):.3f}); target >= 0.9")  # fmt: skip
-    print(f"batched RTAS calls, {options.batch} per message: median {statistics.median(session_rates):,.0f}/s "
-          f"over a session, {statistics.median(unary_rates):,.0f}/s with ExecuteBatch; target >= 100,000/s")  # fmt: skip
+    print(
+        f"one RTAS call per session message / empty ping-pong: median {statistics.median(ratios):.3f} "
+        f"(min {min(ratios):.3f}); target >= 0.9"
+    )
+    print(
+        f"batched RTAS calls, {options.batch} per message: median {statistics.median(session_rates):,.0f}/s "
+        f"over a session, {statistics.median(unary_rates):,.0f}/s with ExecuteBatch; target >= 100,000/s"
+    )
     return 0
 
 
