@@ -168,9 +168,17 @@ class _Job:
     """
 
     def __init__(
-        self, guest: Guest, index: int, phase: _Phase, configure: bool, release_on_failure: bool, accept: Accept | None
+        self,
+        guest: Guest,
+        index: int,
+        phase: _Phase,
+        configure: bool,
+        release_on_failure: bool,
+        accept: Accept | None,
+        walk_calls: int | None = None,
     ) -> None:
         self.guest, self.phase, self.configure = guest, phase, configure
+        self.walk_calls = walk_calls or guest.walk_calls
         self.release_on_failure, self.accept = release_on_failure, accept
         self.result = DrcResult(index)
         self.pending: deque[tuple[str, rtas_pb2.RtasCall]] = deque()
@@ -213,7 +221,7 @@ class _Job:
             self._walk(new_work_area(index))
 
     def _walk(self, area: bytes, resume: bool = False) -> None:
-        call = ("walk", _walk_call(area, min(self.guest.walk_calls, self.calls_left)))
+        call = ("walk", _walk_call(area, min(self.walk_calls, self.calls_left)))
         if resume:
             self.pending.appendleft(call)  # before anything still pending for this connector
         else:
@@ -436,6 +444,7 @@ class Guest:
         count: int | None = None,
         accept: Accept | None = None,
         progress: Progress | None = None,
+        walk_calls: int | None = None,
     ) -> DrcBatch:
         """:meth:`acquire_drc` on each connector in order, in few round trips.
 
@@ -444,8 +453,10 @@ class Guest:
         returning a reason) releases the connector again with :meth:`release_drc`, as the
         kernel's callers do. The first failure ends the sequence unless ``keep_going``;
         ``count`` stops once that many connectors are done. ``progress(n)`` hears how many
-        connectors are finished. An RtasError from a rollback's release propagates, as it
-        would from the single-connector calls in a loop.
+        connectors are finished; ``walk_calls`` overrides the guest's walk size (an LMB's
+        fragment is 5 calls: 8 lets about 127 LMBs share one 4 MiB message). An RtasError
+        from a rollback's release propagates, as it would from the single-connector calls
+        in a loop.
 
         Batched, get-sensor-state is read ahead for the next connectors in one message (the
         kernel's own sense call is still made, in place), so that a connector whose sense
@@ -459,7 +470,7 @@ class Guest:
             if batch.failures:
                 first = batch.failures[0].error   # RtasError: .call, .drc_index, .status
         """
-        jobs = [_Job(self, i, "acquire", configure, configure, accept) for i in indexes]
+        jobs = [_Job(self, i, "acquire", configure, configure, accept, walk_calls) for i in indexes]
         return self._run_jobs(jobs, keep_going, count, progress)
 
     def release_drcs(
@@ -481,6 +492,7 @@ class Guest:
         unisolate: bool = True,
         accept: Accept | None = None,
         progress: Progress | None = None,
+        walk_calls: int | None = None,
     ) -> DrcBatch:
         """Re-add still-configured connectors, as a kernel that failed to remove them does:
         per connector, dlpar_unisolate_drc (if ``unisolate``: sense, then unisolate when
@@ -492,7 +504,7 @@ class Guest:
             guest.reconfigure_drcs(removed_lmbs).raise_first()
         """
         phase: _Phase = "unisolate"
-        jobs = [_Job(self, i, phase, True, False, accept) for i in indexes]
+        jobs = [_Job(self, i, phase, True, False, accept, walk_calls) for i in indexes]
         if not unisolate:
             for job in jobs:  # configure-connector only: no sense, no unisolate
                 job.started = True
