@@ -8,7 +8,7 @@ Example::
 
     papr-emu connectors --type lmb --attached
     papr-emu plug dimm --size 1G --id dimm1
-    papr-emu guest --once                  # let the reference guest handle pending events
+    papr-emu guest --once                  # let the reference guest handle pending events (--unary: no session)
     papr-emu watch                         # events, live
     papr-emu dt > tree.dts                 # the device tree, through dtc
 """
@@ -261,9 +261,19 @@ def cmd_guest(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         print(f"resource {event.resource} action {event.action}: {outcome.result}{span} {outcome.detail}".rstrip(),
               file=out, flush=True)  # fmt: skip
 
-    guest = ReferenceGuest(client, options.platform, policy, progress=report, step=ProgressBar(sys.stderr))
+    guest = ReferenceGuest(
+        client,
+        options.platform,
+        policy,
+        progress=report,
+        step=ProgressBar(sys.stderr),
+        transport="unary" if options.unary else "session",
+    )
     if options.once:
-        guest.handle_pending()
+        try:
+            guest.handle_pending()
+        finally:
+            guest.close()
         return 0
     guest.start()
     try:
@@ -340,6 +350,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="a CPU core DRC that is busy (repeatable)")  # fmt: skip
     guest.add_argument("--signal", choices=("unisolate", "configure-connector"), default="unisolate",
                        help="how to refuse a memory unplug (kernel 5.13+: unisolate)")  # fmt: skip
+    guest.add_argument("--unary", action="store_true",
+                       help="one unary RPC per RTAS call (default: one Session stream, calls batched)")  # fmt: skip
 
 
 def run(options: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
