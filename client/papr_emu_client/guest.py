@@ -511,40 +511,37 @@ class Guest:
                 job._walk(new_work_area(job.index))
         return self._run_jobs(jobs, False, None, progress)
 
-    def _probe(self, queue: deque[_Job], window: int) -> None:
-        """Read get-sensor-state ahead for up to ``window`` not yet started jobs, in one message."""
-        unprobed: list[_Job] = []
-        for job in queue:
-            if len(unprobed) >= window:
-                break
-            if not job.started and job.probe is None:
-                unprobed.append(job)
-        if not unprobed:
-            return
-        results = self.calls.run([_sense_call(job.index) for job in unprobed])
-        for job, result in zip(unprobed, results, strict=True):
-            job.probe = (result.get_sensor_state.status, result.get_sensor_state.state)
+    def _probe(self, jobs: Sequence[_Job], start: int, window: int) -> int:
+        """Read get-sensor-state ahead for ``jobs[start:start + window]``, in one message; the new start."""
+        ahead = [job for job in jobs[start : start + window] if not job.started]
+        if ahead:
+            results = self.calls.run([_sense_call(job.index) for job in ahead])
+            for job, result in zip(ahead, results, strict=True):
+                job.probe = (result.get_sensor_state.status, result.get_sensor_state.state)
+        return min(len(jobs), start + window)
 
     def _run_jobs(
         self, jobs: Sequence[_Job], keep_going: bool, count: int | None, progress: Progress | None
     ) -> DrcBatch:
         batch = DrcBatch()
         queue = deque(jobs)
-        done = 0
+        done = probed = 0  # jobs[:probed] have been read ahead (or needed no read-ahead)
         budget_calls, budget_bytes = self.calls.max_batch_calls, self.calls.max_message_bytes
         while queue:
             if count is not None and done >= count:
                 break
-            if self.calls.batched:
-                wanted = len(queue) if count is None else 2 * (count - done) + 16
-                self._probe(queue, min(budget_calls, wanted))
+            if self.calls.batched and probed < len(jobs) and probed - (len(jobs) - len(queue)) < 512:
+                # Few read-ahead connectors left: read the next ones (with a count, about twice
+                # what is still wanted, so a short add does not read a whole platform).
+                wanted = len(jobs) if count is None else 2 * (count - done) + 16
+                probed = self._probe(jobs, probed, min(budget_calls, wanted))
             calls: list[rtas_pb2.RtasCall] = []
             owners: list[tuple[_Job, str]] = []
             size = predicted = 0
             for job in queue:
                 if not job.started:
                     if self.calls.batched and job.probe is None:
-                        break  # not read ahead yet: the next round probes it
+                        break  # not read ahead yet: the next round reads it
                     job.start()
                 complete = True
                 for label, call in job.pending:

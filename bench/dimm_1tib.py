@@ -1,0 +1,120 @@
+"""Benchmark: the reference guest hot-adds and hot-removes a 1 TiB DIMM (4,096 LMBs), batched and unary.
+
+The server runs in its own process (as a real one would); this process is the
+client. For each transport, a fresh platform (``-m 1G,slots=4,maxmem=1T+1G``) gets
+a 1 TiB DIMM plugged; the ReferenceGuest handles the add (per LMB: sense, usable,
+unisolate, the configure-connector walk), the DIMM is unplugged, and the guest handles
+the remove (per LMB: sense, isolate, unusable). The time is the guest's: its two
+``handle_pending()`` calls, check-exception included. ``session`` and ``batch`` carry
+the calls in batches (RtasService.Session, ExecuteBatch); ``unary`` makes one RPC per
+RTAS call (about 45,000). Rounds alternate the transports so drift hits all of them;
+the baseline is an empty unary call (the health service's Check) on the same channel.
+
+    python bench/dimm_1tib.py [--rounds 3] [--transports session,unary] [--tcp]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from typing import cast
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
+from papr_emu_client import Client, ReferenceGuest, Transport, connect
+from papr_emu_client.transport import TRANSPORTS
+
+TiB, GiB = 1 << 40, 1 << 30
+TARGETS = {"session": 1.5, "batch": 1.5, "unary": 12.0}  # seconds for add + remove (issue 10)
+
+
+def empty_call_seconds(client: Client, count: int = 2000) -> float:
+    """Seconds per empty unary call (health Check), after a warm-up."""
+    health = health_pb2_grpc.HealthStub(client.channel)
+    request = health_pb2.HealthCheckRequest(service="")
+    for _ in range(200):
+        health.Check(request)
+    start = time.perf_counter()
+    for _ in range(count):
+        health.Check(request)
+    return (time.perf_counter() - start) / count
+
+
+def cycle(client: Client, name: str, transport: Transport) -> tuple[float, float]:
+    """(add, remove) seconds of the guest's handling of a 1 TiB DIMM on a fresh platform."""
+    geometry = platform_pb2.Geometry(memory_bytes=GiB, max_memory_bytes=TiB + GiB, memory_slots=4, cpus=1, max_cpus=4)
+    client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=name, geometry=geometry))
+    try:
+        guest = ReferenceGuest(client, name, transport=transport)
+        spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=TiB))
+        device = client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=name, id="big", spec=spec)).device
+        start = time.perf_counter()
+        (added,) = guest.handle_pending()
+        add = time.perf_counter() - start
+        assert (added.result, len(added.drc_indexes)) == ("done", 4096), added
+        reply = client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=name, id="big"))
+        assert not reply.deleted
+        start = time.perf_counter()
+        (removed,) = guest.handle_pending()
+        remove = time.perf_counter() - start
+        assert (removed.result, removed.drc_indexes) == ("done", tuple(device.drc_indexes)), removed
+        devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=name)).devices
+        assert all(d.id != "big" for d in devices), "the DIMM was not deleted"
+        guest.close()
+        return add, remove
+    finally:
+        client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--transports", default="session,batch,unary", help="comma-separated: session,batch,unary")
+    parser.add_argument("--tcp", action="store_true", help="loopback TCP instead of a unix socket")
+    options = parser.parse_args()
+    transports = [cast(Transport, t) for t in options.transports.split(",")]
+    if unknown := [t for t in transports if t not in TRANSPORTS]:
+        parser.error(f"unknown transport(s): {', '.join(unknown)}")
+
+    scratch = tempfile.mkdtemp(prefix="papr-bench-")
+    target = "127.0.0.1:50778" if options.tcp else f"unix:{scratch}/papr.sock"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "papr_emu.cli", "serve", "--listen", target, "--log-level", "warning"]
+    )
+    try:
+        client = connect(target, timeout=30)
+        empty = empty_call_seconds(client)
+        times: dict[Transport, list[tuple[float, float]]] = {t: [] for t in transports}
+        for round_ in range(options.rounds):
+            for transport in transports:
+                times[transport].append(cycle(client, f"bench-{transport}-{round_}", transport))
+        print(f"1 TiB DIMM (4,096 LMBs), reference guest add + remove; {'tcp' if options.tcp else 'unix socket'}; "
+              f"{options.rounds} round(s), median")  # fmt: skip
+        print(f"  empty call (health Check): {empty * 1e6:7.1f} us")
+        for transport, runs in times.items():
+            add = statistics.median(a for a, _ in runs)
+            remove = statistics.median(r for _, r in runs)
+            total = statistics.median(a + r for a, r in runs)
+            print(
+                f"  {transport:<8} add {add:6.3f} s  remove {remove:6.3f} s  total {total:6.3f} s "
+                f"(= {total / empty:8.0f} empty calls; target <= {TARGETS[transport]} s: "
+                f"{'ok' if total <= TARGETS[transport] else 'MISSED'})"
+            )
+        client.close()
+    except grpc.RpcError as error:
+        print(f"benchmark failed: {error.code()} {error.details()}", file=sys.stderr)
+        return 1
+    finally:
+        server.terminate()
+        server.wait(10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
