@@ -1,5 +1,6 @@
 """The Node.js guest stub (client/node/guest.js) against a real server: CPU core hot-add,
-removal and refused removal, with the same outcomes as the Python ReferenceGuest.
+removal and refused removal, with the same outcomes as the Python ReferenceGuest, its RTAS
+calls through one RtasService.Session stream (or, with --unary, one unary RPC per call).
 
 Needs Node.js and npm (Debian: `apt-get install nodejs npm`); without them the test fails,
 it never skips. If client/node/node_modules is missing, the test runs `npm ci` there
@@ -37,6 +38,11 @@ EXPECTED_EVENT_KINDS = [
     "unplug_requested",
     "unplug_rejected",
 ]
+RTAS_SERVICE = "papr.v1.RtasService"
+# The fewest session requests the scenario takes: per hot-add a check-exception, the acquire
+# batch and a configure-connector walk; then a check-exception and the release batch; a
+# check-exception and the unisolate batch (a stale interrupt pulse adds a check-exception).
+MIN_SESSION_REQUESTS = 2 * 3 + 2 + 2
 
 
 def _tool(name: str) -> str:
@@ -69,10 +75,10 @@ def node() -> str:
     return node
 
 
-def run_stub(node: str, target: str, platform: str) -> subprocess.CompletedProcess[str]:
+def run_stub(node: str, target: str, platform: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PAPR_EMU_HOST": target}
     return subprocess.run(
-        [node, str(NODE_DIR / "guest.js"), platform],
+        [node, str(NODE_DIR / "guest.js"), *options, platform],
         env=env,
         capture_output=True,
         text=True,
@@ -120,16 +126,47 @@ def delete(client: Client, platform: str) -> None:
     client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 
 
-@pytest.mark.parametrize("transport", ["unix", "tcp"])
-def test_node_stub_matches_the_reference_guest(node: str, server: PaprServer, client: Client, transport: str) -> None:
+def rtas_rpcs(summary: dict[str, Any]) -> dict[str, int]:
+    """The RtasService RPCs the stub started (by its client interceptor's count), by method."""
+    prefix = f"{RTAS_SERVICE}/"
+    return {m.removeprefix(prefix): n for m, n in summary["rpcs"].items() if m.startswith(prefix)}
+
+
+def check_session_only(summary: dict[str, Any]) -> None:
+    """Every RTAS call went through one Session stream, batched: no unary RTAS RPC."""
+    assert summary["rtas"] == "session"
+    assert rtas_rpcs(summary) == {"Session": 1}, summary
+    assert (summary["session_streams"], summary["unary_rtas_calls"]) == (1, 0), summary
+    assert summary["session_requests"] == summary["session_responses"] >= MIN_SESSION_REQUESTS, summary
+
+
+def check_unary_only(summary: dict[str, Any]) -> None:
+    """--unary: one unary RPC per RTAS call, no session; the configure-connector loop as calls."""
+    assert summary["rtas"] == "unary"
+    rpcs = rtas_rpcs(summary)
+    assert "Session" not in rpcs and summary["session_streams"] == summary["session_requests"] == 0, summary
+    assert set(rpcs) == {"CheckException", "GetSensorState", "SetIndicator", "ConfigureConnector"}, summary
+    assert rpcs["GetSensorState"] == 4 and rpcs["SetIndicator"] == 2 + 2 + 2 + 1, summary
+    assert summary["unary_rtas_calls"] == sum(rpcs.values()), summary
+
+
+@pytest.mark.parametrize(
+    ("transport", "rtas"),
+    [("unix", "session"), ("tcp", "session"), ("unix", "unary")],
+)
+def test_node_stub_matches_the_reference_guest(
+    node: str, server: PaprServer, client: Client, transport: str, rtas: str
+) -> None:
     target = server.addresses[1] if transport == "unix" else server.addresses[0]
     node_platform = new_platform(client)
     python_platform = new_platform(client)
     after = {p: last_sequence(client, p) for p in (node_platform, python_platform)}  # after the boot devices
     try:
-        result = run_stub(node, target, node_platform)
+        result = run_stub(node, target, node_platform, *(["--unary"] if rtas == "unary" else []))
         assert result.returncode == 0, f"guest.js exited {result.returncode}:\n{result.stderr}"
-        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        *lines, last = [json.loads(line) for line in result.stdout.splitlines()]
+        summary = last["summary"]  # the RPCs the stub made, after the event lines
+        (check_session_only if rtas == "session" else check_unary_only)(summary)
 
         expected = reference_outcomes(client, python_platform)
         assert [line["result"] for line in expected] == ["done", "done", "done", "refused"]
@@ -153,3 +190,4 @@ def test_node_stub_fails_loudly(node: str, server: PaprServer) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert "NOT_FOUND" in result.stderr and "no-such-platform" in result.stderr
+    assert '{"summary":' in result.stderr  # the RPCs made, on stderr after a failure

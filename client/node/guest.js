@@ -3,14 +3,20 @@
 // removal ("CPU busy"), making the RTAS calls the Linux pseries kernel makes
 // (arch/powerpc/platforms/pseries: dlpar.c, hotplug-cpu.c).
 //
-//   node client/node/guest.js PLATFORM
+//   node client/node/guest.js [--unary] PLATFORM
 //
+// Its RTAS calls go through one RtasService.Session stream, the calls it makes in a row
+// batched into one session request (acquire, release, unisolate; configure-connector as a
+// walk); --unary makes them one unary RPC per RTAS call instead, as before sessions.
 // The server comes from $PAPR_EMU_HOST (host:port or unix:PATH), else 127.0.0.1:50051.
 // The .proto files are loaded from the repository's proto/ directory at run time
 // (override with $PAPR_EMU_PROTO_DIR).
 //
 // Output: one JSON line per hotplug event handled, on stdout:
 //   {"resource":1,"action":1,"result":"done","drc_indexes":[268435457]}
+// then, once every check held, one summary line: the RPCs the stub started (counted by a
+// client interceptor, so by what went to the channel) and the messages of the session:
+//   {"summary":{"rtas":"session","unary_rtas_calls":0,"session_streams":1,...}}
 // Diagnostics go to stderr. Exit status 0 only if every check held; 1 if one failed;
 // 2 on a usage error. Every RPC has a deadline and every wait is bounded.
 'use strict';
@@ -43,6 +49,9 @@ const CC_NEXT_CHILD = 2;
 const CC_NEXT_PROPERTY = 3;
 const CC_PREV_PARENT = 4;
 const CC_MAX_CALLS = 10_000;
+// Calls per configure-connector walk: a CPU core's fragment takes one walk; a longer one
+// resumes in the next. The server sizes a batch at max_calls 4 KiB work areas per walk.
+const WALK_MAX_CALLS = 64;
 // Hotplug log HP section.
 const RESOURCE_CPU = 1;
 const ACTION_ADD = 1;
@@ -53,6 +62,19 @@ const ID_COUNT_INDEXED = 4;
 const CPU_DRC_BASE = 0x10000000;
 const CORE_ID = 1;
 const DEVICE_ID = 'core-node';
+
+const RTAS_SERVICE = 'papr.v1.RtasService';
+// The unary RPC of each RtasCall kind (--unary).
+const UNARY_RPCS = {
+  set_indicator: 'SetIndicator',
+  get_sensor_state: 'GetSensorState',
+  configure_connector: 'ConfigureConnector',
+  set_power_level: 'SetPowerLevel',
+  get_power_level: 'GetPowerLevel',
+  check_exception: 'CheckException',
+  event_scan: 'EventScan',
+  raw: 'Call',
+};
 
 class CheckFailed extends Error {}
 
@@ -101,6 +123,189 @@ function unary(stub, method, request) {
       else resolve(response);
     });
   });
+}
+
+// A client interceptor counting, per method ("papr.v1.RtasService/Session"), the calls
+// started and the messages sent and received: the proof of which RPCs the stub made.
+class RpcCounter {
+  constructor() {
+    this.calls = {};
+    this.sent = {};
+    this.received = {};
+    this.interceptor = (options, nextCall) => {
+      const method = options.method_definition.path.replace(/^\//, '');
+      bump(this.calls, method);
+      return new grpc.InterceptingCall(nextCall(options), {
+        start: (metadata, listener, next) => {
+          next(metadata, {
+            onReceiveMessage: (message, nextMessage) => {
+              bump(this.received, method);
+              nextMessage(message);
+            },
+          });
+        },
+        sendMessage: (message, next) => {
+          bump(this.sent, method);
+          next(message);
+        },
+      });
+    };
+  }
+
+  summary(transport) {
+    const session = `${RTAS_SERVICE}/Session`;
+    let unaryRtas = 0;
+    for (const [method, n] of Object.entries(this.calls)) {
+      if (method.startsWith(`${RTAS_SERVICE}/`) && method !== session) unaryRtas += n;
+    }
+    return {
+      rtas: transport,
+      unary_rtas_calls: unaryRtas,
+      session_streams: this.calls[session] || 0,
+      session_requests: this.sent[session] || 0,
+      session_responses: this.received[session] || 0,
+      rpcs: this.calls,
+    };
+  }
+}
+
+function bump(counts, key) {
+  counts[key] = (counts[key] || 0) + 1;
+}
+
+// The RTAS status of an RtasResult (a walk's is its last call's), as the server's
+// stop_at_nonzero_status reads it.
+function statusOf(kind, response) {
+  if (kind === 'raw') return response.rets.length ? response.rets[0] : 0;
+  if (kind === 'configure_connector_walk') return response.calls[response.calls.length - 1].status;
+  return response.status;
+}
+
+// RTAS calls over one RtasService.Session stream: run(calls, stop) sends one SessionRequest
+// (a batch) and resolves with its SessionResponse's results. Responses come in request
+// order; each is awaited at most WAIT_MS, after which the session is given up. The stream
+// is opened by the first request and lives (at most WATCHDOG_MS) until close().
+class RtasSession {
+  constructor(rtas, platform) {
+    this.rtas = rtas;
+    this.platform = platform;
+    this.call = null;
+    this.pending = [];
+    this.error = null;
+    this.closing = false;
+    this.finished = false; // the stream has its status
+  }
+
+  open() {
+    this.call = this.rtas.Session({ deadline: deadline(WATCHDOG_MS) });
+    this.call.on('data', (response) => {
+      const waiter = this.pending.shift();
+      if (waiter) waiter.resolve(response.results);
+      else this.fail(new CheckFailed('Session: a response to no request'));
+    });
+    this.call.on('error', (error) => {
+      if (this.closing && error.code === grpc.status.CANCELLED) return;
+      this.fail(new RpcFailed('Session', error));
+    });
+    this.call.on('end', () => {
+      if (!this.closing) this.fail(new CheckFailed('Session: the server ended the session'));
+    });
+    this.call.on('status', () => {
+      this.finished = true;
+    });
+  }
+
+  run(calls, stopAtNonzeroStatus) {
+    if (this.error) return Promise.reject(this.error);
+    const request = { calls, stop_at_nonzero_status: stopAtNonzeroStatus };
+    if (this.call === null) {
+      request.platform = this.platform; // the first request names the platform, later ones need not
+      this.open();
+    }
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.fail(new CheckFailed(`Session: no response within ${WAIT_MS} ms`));
+        this.closing = true;
+        this.call.cancel();
+      }, WAIT_MS);
+      this.pending.push({
+        resolve: (results) => {
+          clearTimeout(timer);
+          resolve(results);
+        },
+        reject: (error) => {
+          clearTimeout(timer);
+          reject(error);
+        },
+      });
+      this.call.write(request);
+    });
+  }
+
+  fail(error) {
+    if (!this.error) this.error = error;
+    for (const waiter of this.pending.splice(0)) waiter.reject(this.error);
+  }
+
+  // Half-closes the stream and waits (bounded) for the server to end it.
+  close() {
+    if (this.call === null || this.closing || this.finished) return Promise.resolve();
+    this.closing = true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.call.cancel();
+        resolve();
+      }, WAIT_MS);
+      this.call.once('status', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+      this.call.end();
+    });
+  }
+}
+
+// The same batches as unary RPCs, one per RTAS call (--unary): a walk is a loop of
+// ConfigureConnector calls, and stop_at_nonzero_status is applied here.
+class RtasUnary {
+  constructor(rtas, platform) {
+    this.rtas = rtas;
+    this.platform = platform;
+  }
+
+  async run(calls, stopAtNonzeroStatus) {
+    const results = [];
+    for (const call of calls) {
+      const [kind] = Object.keys(call);
+      const response =
+        kind === 'configure_connector_walk'
+          ? await this.walk(call[kind])
+          : await unary(this.rtas, UNARY_RPCS[kind], { ...call[kind], platform: this.platform });
+      results.push({ result: kind, [kind]: response });
+      if (stopAtNonzeroStatus && statusOf(kind, response) !== 0) break;
+    }
+    return results;
+  }
+
+  async walk({ work_area: workArea, memory_extent: memoryExtent, max_calls: maxCalls }) {
+    const calls = [];
+    let area = workArea;
+    for (let n = 0; n < (maxCalls || WALK_MAX_CALLS); n++) {
+      const reply = await unary(this.rtas, 'ConfigureConnector', {
+        platform: this.platform,
+        work_area: area,
+        memory_extent: memoryExtent,
+      });
+      calls.push(reply);
+      area = reply.work_area;
+      if (reply.status < CC_NEXT_SIBLING || reply.status > CC_PREV_PARENT) break;
+    }
+    return { calls };
+  }
+
+  close() {
+    return Promise.resolve();
+  }
 }
 
 // A server stream read into a queue; take() waits (bounded) for the next message.
@@ -183,15 +388,20 @@ class StreamQueue {
 // --- the guest ------------------------------------------------------------------------------
 
 class NodeGuest {
-  constructor(services, target, platform) {
+  constructor(services, target, platform, { useUnary = false } = {}) {
     const credentials = grpc.credentials.createInsecure();
     this.platform = platform;
-    this.rtas = new services.RtasService(target, credentials);
+    this.counter = new RpcCounter();
+    const interceptors = { interceptors: [this.counter.interceptor] };
+    this.rtas = new services.RtasService(target, credentials, interceptors);
     // The other stubs share the first one's channel.
-    const channelOverride = { channelOverride: this.rtas.getChannel() };
-    this.hotplug = new services.HotplugService(target, credentials, channelOverride);
-    this.interrupts = new services.InterruptService(target, credentials, channelOverride);
-    this.platforms = new services.PlatformService(target, credentials, channelOverride);
+    const shared = { ...interceptors, channelOverride: this.rtas.getChannel() };
+    this.hotplug = new services.HotplugService(target, credentials, shared);
+    this.interrupts = new services.InterruptService(target, credentials, shared);
+    this.platforms = new services.PlatformService(target, credentials, shared);
+    this.transport = useUnary ? 'unary' : 'session';
+    this.rtasCalls = null; // opened by subscribe()
+    this.useUnary = useUnary;
   }
 
   async subscribe() {
@@ -203,32 +413,42 @@ class NodeGuest {
     await Promise.all([interrupts.subscribed(), events.subscribed()]);
     this.pulses = interrupts;
     this.events = events;
+    const Transport = this.useUnary ? RtasUnary : RtasSession;
+    this.rtasCalls = new Transport(this.rtas, this.platform);
   }
 
-  close() {
+  async close() {
     if (this.pulses) this.pulses.cancel();
     if (this.events) this.events.cancel();
+    if (this.rtasCalls) await this.rtasCalls.close();
     this.rtas.close();
   }
 
   // --- RTAS calls
 
-  async sense(index) {
-    const reply = await unary(this.rtas, 'GetSensorState', {
-      platform: this.platform,
-      sensor_type: DR_ENTITY_SENSE,
-      sensor_index: index,
+  // Runs RTAS calls in a row (one session request; --unary: one RPC each) and returns each
+  // call's response, in order; with stopAtNonzeroStatus the calls after the first non-zero
+  // status did not run and have none (undefined).
+  async batch(calls, stopAtNonzeroStatus) {
+    const results = await this.rtasCalls.run(calls, stopAtNonzeroStatus);
+    check(results.length <= calls.length, `RTAS batch: ${results.length} results for ${calls.length} calls`);
+    return calls.map((call, n) => {
+      const [kind] = Object.keys(call);
+      if (n >= results.length) {
+        const last = results[results.length - 1];
+        check(
+          stopAtNonzeroStatus && last !== undefined && statusOf(last.result, last[last.result]) !== 0,
+          `RTAS batch: ${results.length} results for ${calls.length} calls, none stopping it`,
+        );
+        return undefined;
+      }
+      check(results[n].result === kind, `RTAS batch: result ${n} is ${results[n].result}, want ${kind}`);
+      return results[n][kind];
     });
-    return [reply.status, reply.state];
   }
 
   async setIndicator(indicator, index, value) {
-    const reply = await unary(this.rtas, 'SetIndicator', {
-      platform: this.platform,
-      indicator_type: indicator,
-      indicator_index: index,
-      new_state: value,
-    });
+    const [reply] = await this.batch([indicatorCall(indicator, index, value)], false);
     return reply.status;
   }
 
@@ -240,52 +460,92 @@ class NodeGuest {
       const left = until - Date.now();
       check(left > 0, `no event log within ${WAIT_MS} ms`);
       await this.pulses.take(left);
-      const reply = await unary(this.rtas, 'CheckException', {
-        platform: this.platform,
-        vector_offset: 0x500,
-        event_mask: EVENT_MASK_ALL,
-        buffer_length: RTAS_ERROR_LOG_MAX,
-      });
+      const [reply] = await this.batch(
+        [
+          {
+            check_exception: {
+              vector_offset: 0x500,
+              event_mask: EVENT_MASK_ALL,
+              buffer_length: RTAS_ERROR_LOG_MAX,
+            },
+          },
+        ],
+        false,
+      );
       if (reply.status === 0) return reply.buffer;
       check(reply.status === 1, `check-exception returned ${reply.status}`);
     }
   }
 
+  // The kernel's sequences below make their calls one after the other, each only if the
+  // one before returned 0; here they go as one batch with stop_at_nonzero_status, which
+  // the server stops at the same status. A sense of the wrong *value* (status 0) cannot
+  // stop a batch: it fails the check after the set-indicators ran (the kernel would not
+  // have made them). The undo calls after a failed last step are a second batch.
+
   // dlpar_acquire_drc: sense must be 2 (unusable); allocation usable; unisolate.
   async acquireDrc(index) {
-    const [status, state] = await this.sense(index);
-    check(status === 0 && state === SENSE_UNUSABLE, `acquire ${hex(index)}: sense ${status}/${state}, want 0/2`);
-    let rc = await this.setIndicator(ALLOCATION_STATE, index, USABLE);
-    check(rc === 0, `acquire ${hex(index)}: set-indicator(9003, usable) returned ${rc}`);
-    rc = await this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
-    if (rc !== 0) {
+    const what = `acquire ${hex(index)}`;
+    const [sense, allocate, unisolate] = await this.batch(
+      [
+        senseCall(index),
+        indicatorCall(ALLOCATION_STATE, index, USABLE),
+        indicatorCall(ISOLATION_STATE, index, UNISOLATE),
+      ],
+      true,
+    );
+    check(
+      sense.status === 0 && sense.state === SENSE_UNUSABLE,
+      `${what}: sense ${sense.status}/${sense.state}, want 0/2`,
+    );
+    check(allocate.status === 0, `${what}: set-indicator(9003, usable) returned ${allocate.status}`);
+    if (unisolate.status !== 0) {
       await this.setIndicator(ALLOCATION_STATE, index, UNUSABLE);
-      check(false, `acquire ${hex(index)}: set-indicator(9001, unisolate) returned ${rc}`);
+      check(false, `${what}: set-indicator(9001, unisolate) returned ${unisolate.status}`);
     }
   }
 
   // dlpar_release_drc: sense must be 1 (present); isolate; allocation unusable.
   async releaseDrc(index) {
-    const [status, state] = await this.sense(index);
-    check(status === 0 && state === SENSE_PRESENT, `release ${hex(index)}: sense ${status}/${state}, want 0/1`);
-    let rc = await this.setIndicator(ISOLATION_STATE, index, ISOLATE);
-    check(rc === 0, `release ${hex(index)}: set-indicator(9001, isolate) returned ${rc}`);
-    rc = await this.setIndicator(ALLOCATION_STATE, index, UNUSABLE);
-    if (rc !== 0) {
+    const what = `release ${hex(index)}`;
+    const [sense, isolate, unallocate] = await this.batch(
+      [
+        senseCall(index),
+        indicatorCall(ISOLATION_STATE, index, ISOLATE),
+        indicatorCall(ALLOCATION_STATE, index, UNUSABLE),
+      ],
+      true,
+    );
+    check(
+      sense.status === 0 && sense.state === SENSE_PRESENT,
+      `${what}: sense ${sense.status}/${sense.state}, want 0/1`,
+    );
+    check(isolate.status === 0, `${what}: set-indicator(9001, isolate) returned ${isolate.status}`);
+    if (unallocate.status !== 0) {
       await this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
-      check(false, `release ${hex(index)}: set-indicator(9003, unusable) returned ${rc}`);
+      check(false, `${what}: set-indicator(9003, unusable) returned ${unallocate.status}`);
     }
   }
 
   // dlpar_unisolate_drc: sense must be 1; unisolate (Linux ignores the result).
   async unisolateDrc(index) {
-    const [status, state] = await this.sense(index);
-    check(status === 0 && state === SENSE_PRESENT, `unisolate ${hex(index)}: sense ${status}/${state}, want 0/1`);
-    return this.setIndicator(ISOLATION_STATE, index, UNISOLATE);
+    const what = `unisolate ${hex(index)}`;
+    const [sense, unisolate] = await this.batch(
+      [senseCall(index), indicatorCall(ISOLATION_STATE, index, UNISOLATE)],
+      true,
+    );
+    check(
+      sense.status === 0 && sense.state === SENSE_PRESENT,
+      `${what}: sense ${sense.status}/${sense.state}, want 0/1`,
+    );
+    return unisolate.status;
   }
 
   // dlpar_configure_connector: call until status 0, building the node tree from the raw
   // 4096-byte work area the way the kernel reads it (cells 2..4 hold offsets and lengths).
+  // The calls go as configure-connector walks: the server makes them, feeding each work
+  // area back, and returns every call's status and work area, which are read here in
+  // order as the kernel reads them. A walk that stops at WALK_MAX_CALLS is resumed.
   async configureConnector(index) {
     let area = Buffer.alloc(WORK_AREA_SIZE);
     area.writeUInt32BE(index >>> 0, 0);
@@ -293,18 +553,37 @@ class NodeGuest {
     let root = null;
     let last = null;
     const stack = [];
+    let replies = [];
+    let fullWalk = false;
     for (let calls = 0; calls < CC_MAX_CALLS; calls++) {
-      const reply = await unary(this.rtas, 'ConfigureConnector', {
-        platform: this.platform,
-        work_area: area,
-        memory_extent: 0,
-      });
+      if (!replies.length) {
+        const [walk] = await this.batch(
+          [{ configure_connector_walk: { work_area: area, memory_extent: 0, max_calls: WALK_MAX_CALLS } }],
+          false,
+        );
+        check(
+          walk.calls.length >= 1 && walk.calls.length <= WALK_MAX_CALLS,
+          `configure-connector ${hex(index)}: a walk of ${walk.calls.length} calls`,
+        );
+        replies = walk.calls.slice();
+        fullWalk = walk.calls.length === WALK_MAX_CALLS;
+      }
+      const reply = replies.shift();
       const status = reply.status;
       check(
         reply.work_area.length === WORK_AREA_SIZE,
         `configure-connector ${hex(index)}: work area of ${reply.work_area.length} bytes`,
       );
       area = reply.work_area; // handed back unmodified on the next call
+      const more = status >= CC_NEXT_SIBLING && status <= CC_PREV_PARENT;
+      check(
+        more || !replies.length,
+        `configure-connector ${hex(index)}: the walk went on after status ${status}`,
+      );
+      check(
+        !more || replies.length || fullWalk,
+        `configure-connector ${hex(index)}: a walk stopped at status ${status}`,
+      );
       switch (status) {
         case CC_COMPLETE:
           check(root !== null, `configure-connector ${hex(index)}: completed without a node`);
@@ -382,6 +661,15 @@ class NodeGuest {
     const reply = await unary(this.platforms, 'GetConnector', { platform: this.platform, drc_index: index });
     return reply.connector;
   }
+}
+
+// RtasCall entries (the platform is the session's or the batch's).
+function senseCall(index) {
+  return { get_sensor_state: { sensor_type: DR_ENTITY_SENSE, sensor_index: index } };
+}
+
+function indicatorCall(indicator, index, value) {
+  return { set_indicator: { indicator_type: indicator, indicator_index: index, new_state: value } };
 }
 
 function cString(area, offset) {
@@ -500,28 +788,35 @@ async function run(guest) {
 }
 
 async function main(argv) {
-  if (argv.length !== 1 || argv[0].startsWith('-')) {
-    process.stderr.write('usage: node guest.js PLATFORM   (server: $PAPR_EMU_HOST, default 127.0.0.1:50051)\n');
+  const useUnary = argv[0] === '--unary';
+  const args = useUnary ? argv.slice(1) : argv;
+  if (args.length !== 1 || args[0].startsWith('-')) {
+    process.stderr.write(
+      'usage: node guest.js [--unary] PLATFORM   (server: $PAPR_EMU_HOST, default 127.0.0.1:50051)\n',
+    );
     return 2;
   }
   const target = process.env.PAPR_EMU_HOST || DEFAULT_TARGET;
-  const guest = new NodeGuest(loadServices(), target, argv[0]);
+  const guest = new NodeGuest(loadServices(), target, args[0], { useUnary });
   const watchdog = setTimeout(() => {
     process.stderr.write(`guest.js: FAILED: not done within ${WATCHDOG_MS} ms\n`);
     process.exit(1);
   }, WATCHDOG_MS);
+  let code = 1;
   try {
     await run(guest);
-    return 0;
+    code = 0;
   } catch (error) {
     const expected = error instanceof CheckFailed || error instanceof RpcFailed || error.code !== undefined;
     const what = expected ? error.message : error.stack || String(error);
     process.stderr.write(`guest.js: FAILED: ${what}\n`);
-    return 1;
-  } finally {
-    clearTimeout(watchdog);
-    guest.close();
   }
+  await guest.close();
+  clearTimeout(watchdog);
+  // The RPCs made, counted once the session is closed: on stdout after a success, else on stderr.
+  const summary = JSON.stringify({ summary: guest.counter.summary(guest.transport) }) + '\n';
+  (code === 0 ? process.stdout : process.stderr).write(summary);
+  return code;
 }
 
 if (require.main === module) {
