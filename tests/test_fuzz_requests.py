@@ -21,6 +21,8 @@ ACCEPTABLE = {
     grpc.StatusCode.FAILED_PRECONDITION,
     grpc.StatusCode.ALREADY_EXISTS,
     grpc.StatusCode.OUT_OF_RANGE,
+    # A limit refused it (e.g. a batch whose results could outgrow a message): well-formed, named limit.
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 F = descriptor.FieldDescriptor
 CELLS = st.one_of(

@@ -159,7 +159,10 @@ def test_bad_config_is_one_clear_line(tmp_path: Path, content: str, message: str
 
 def test_listen_failure_is_reported(tmp_path: Path) -> None:
     result = subprocess.run(
-        [*PAPR_EMU, "serve", "--listen", "256.1.1.1:1"], capture_output=True, timeout=30, env={**os.environ}
+        [*PAPR_EMU, "serve", "--listen", "256.1.1.1:1", "--insecure"],  # not loopback: --insecure to get that far
+        capture_output=True,
+        timeout=30,
+        env={**os.environ},
     )
     assert result.returncode == 2 and "cannot listen on 256.1.1.1:1" in result.stderr.decode()
 

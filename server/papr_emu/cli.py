@@ -31,6 +31,7 @@ from papr_emu_client import cli as client_cli
 from .config import ConfigError, ServerConfig, load_config
 from .logs import LOG_LEVELS, configure_logging
 from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, default_geometry
+from .security import ADMIN_TOKEN_ENV, Security, SecurityError
 from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
 
 DISTRIBUTION = "papr-emu"
@@ -70,6 +71,24 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
         help="threads for model calls that may block (streams and RTAS calls need none)",
     )  # fmt: skip
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    tls = serve.add_argument_group("security (see docs/security.md; each also a key of the config's [security])")
+    tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
+    tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    tls.add_argument("--tls-client-ca", type=Path, metavar="PEM", help="mTLS: require client certificates of this CA")
+    tls.add_argument(
+        "--admin-token-file", type=Path, metavar="FILE",
+        help=f"require bearer tokens; this file holds the admin token (or set {ADMIN_TOKEN_ENV})",
+    )  # fmt: skip
+    tls.add_argument(
+        "--insecure", action="store_true", default=None,
+        help="allow a non-loopback listener without TLS and tokens (a throwaway local run only)",
+    )  # fmt: skip
+    tls.add_argument(
+        "--no-reflection", dest="reflection", action="store_false", default=None, help="do not serve gRPC reflection"
+    )
+    tls.add_argument(
+        "--unix-socket-mode", type=_octal, metavar="MODE", help="file mode of unix sockets, octal (default 600)"
+    )
     defaults = Limits()
     for option in LIMITS.values():
         serve.add_argument(
@@ -81,6 +100,13 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
         # Listed for --help only: main() hands a plugin its arguments before this parser runs.
         commands.add_parser(name, help=f"from {entry.module.partition('.')[0]}; see `papr-emu {name} --help`")
     return parser
+
+
+def _octal(text: str) -> int:
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode (e.g. 600)") from None
 
 
 def serve(options: argparse.Namespace) -> int:
@@ -101,9 +127,19 @@ def serve(options: argparse.Namespace) -> int:
     except (ConfigError, PlatformError, ValueError) as error:  # ValueError: a limit that is not positive
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
+    settings = config.security | {
+        key: value
+        for key, value in (
+            ("tls_cert", options.tls_cert), ("tls_key", options.tls_key), ("tls_client_ca", options.tls_client_ca),
+            ("admin_token_file", options.admin_token_file), ("insecure", options.insecure),
+            ("reflection", options.reflection), ("unix_socket_mode", options.unix_socket_mode),
+        )
+        if value is not None
+    }  # fmt: skip
     try:
-        server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers)
-    except ValueError as error:  # --max-workers that is not positive
+        security = Security.load(**settings)
+        server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers, security=security)
+    except (SecurityError, ValueError) as error:  # unsafe or unreadable settings; --max-workers not positive
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
     try:

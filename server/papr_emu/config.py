@@ -5,6 +5,15 @@ Example file::
     [server]
     listen = ["127.0.0.1:50051", "unix:/tmp/papr.sock"]
 
+    [security]           # optional; each also a flag (--tls-cert, ...); paths relative to this file
+    tls_cert = "server.pem"
+    tls_key = "server.key"
+    tls_client_ca = "clients-ca.pem"   # mTLS
+    admin_token_file = "admin.token"   # require bearer tokens
+    insecure = false                   # allow non-loopback listeners without TLS and tokens
+    reflection = true
+    unix_socket_mode = "600"           # octal
+
     [limits]             # optional; each also a --max-... flag (see papr-emu serve --help)
     platforms = 16
     queued_event_logs = 1024
@@ -77,6 +86,7 @@ class ServerConfig:
     listen: list[str] = field(default_factory=list)
     platforms: list[PlatformConfig] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=dict)  # [limits]: only the keys the file sets
+    security: dict[str, Any] = field(default_factory=dict)  # [security]: Security.load's arguments it sets
 
 
 def parse_size(value: object, where: str) -> int:
@@ -191,7 +201,7 @@ def load_config(path: Path) -> ServerConfig:
         raise ConfigError(f"{path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(document) - {"server", "platform", "limits"}
+    unknown = set(document) - {"server", "platform", "limits", "security"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     server = document.get("server", {})
@@ -201,7 +211,41 @@ def load_config(path: Path) -> ServerConfig:
     if not isinstance(listen, list) or not all(isinstance(a, str) for a in listen):
         raise ConfigError(f"{path}: server.listen: must be an address or a list of addresses")
     platforms = [_platform(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
-    return ServerConfig(listen=listen, platforms=platforms, limits=_limits(document.get("limits", {}), path))
+    return ServerConfig(
+        listen=listen,
+        platforms=platforms,
+        limits=_limits(document.get("limits", {}), path),
+        security=_security(document.get("security", {}), path),
+    )
+
+
+_SECURITY_PATHS = ("tls_cert", "tls_key", "tls_client_ca", "admin_token_file")
+_SECURITY_FLAGS = ("insecure", "reflection")
+
+
+def _security(table: object, path: Path) -> dict[str, Any]:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{path}: security: must be a table")
+    known = {*_SECURITY_PATHS, *_SECURITY_FLAGS, "unix_socket_mode"}
+    unknown = set(table) - known
+    if unknown:
+        raise ConfigError(f"{path}: security: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
+    settings: dict[str, Any] = {}
+    for key, value in table.items():
+        if key in _SECURITY_PATHS:
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{path}: security.{key}: {value!r} is not a file name")
+            settings[key] = path.parent / value
+        elif key in _SECURITY_FLAGS:
+            if not isinstance(value, bool):
+                raise ConfigError(f"{path}: security.{key}: {value!r} is not true or false")
+            settings[key] = value
+        else:
+            try:
+                settings[key] = int(str(value), 8)
+            except ValueError:
+                raise ConfigError(f"{path}: security.{key}: {value!r} is not an octal file mode") from None
+    return settings
 
 
 def _limits(table: object, path: Path) -> dict[str, int]:

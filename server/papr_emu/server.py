@@ -16,6 +16,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent import futures
@@ -27,6 +28,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from papr.v1 import (
+    access_pb2,
+    access_pb2_grpc,
     guest_pb2,
     guest_pb2_grpc,
     hotplug_pb2,
@@ -40,7 +43,9 @@ from papr.v1 import (
 )
 
 from .model import Platforms
+from .security import Security
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
+from .service.access import AccessServicer, Guard
 from .service.decoding import DecodeInHandler
 from .service.running import Runner
 from .service.streams import StreamSlots
@@ -55,6 +60,7 @@ SERVICE_NAMES = (
     hotplug_pb2.DESCRIPTOR.services_by_name["HotplugService"].full_name,
     interrupt_pb2.DESCRIPTOR.services_by_name["InterruptService"].full_name,
     guest_pb2.DESCRIPTOR.services_by_name["GuestService"].full_name,
+    access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
 )
 #: How often pending unplugs are checked against their platform's timeout policy.
 TIMEOUT_TICK_SECONDS = 0.1
@@ -75,9 +81,16 @@ class PaprServer:
         platforms: Platforms,
         listen: Sequence[str] = (DEFAULT_LISTEN,),
         max_workers: int = DEFAULT_MAX_WORKERS,
+        security: Security | None = None,
     ) -> None:
+        """``security``: TLS, tokens and the rest (none by default: fit for loopback and unix sockets).
+
+        Raises SecurityError for a listener a network peer could reach unprotected.
+        """
         if max_workers < 1:
             raise ValueError(f"--max-workers must be a positive integer, not {max_workers}")
+        self.security = security or Security()
+        self.security.check_listeners(list(listen))
         self.platforms = platforms
         self._listen = list(listen)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
@@ -93,26 +106,37 @@ class PaprServer:
     def _build(self) -> grpc.aio.Server:
         """The server and its services (on the loop: grpc.aio binds a server to the loop it is made on)."""
         limits = self.platforms.limits
+        tokens = self.security.tokens
         server = grpc.aio.server(
             options=[
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", limits.message_bytes),
                 ("grpc.max_send_message_length", limits.message_bytes),
             ],
-            interceptors=[DecodeInHandler()],
+            interceptors=[DecodeInHandler(Guard(tokens).check if tokens is not None else None)],
         )
         runner = Runner(self._executor)
         slots = StreamSlots(limits)  # the streaming RPCs share the stream limits
         platforms = self.platforms
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots, runner), server)
-        platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms, runner), server)
+        platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms, runner, tokens), server)
+        access_pb2_grpc.add_AccessServiceServicer_to_server(AccessServicer(platforms, tokens), server)
         hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots, runner), server)
         interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots, runner), server)
         guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms, runner), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+        if self.security.reflection:
+            reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
         return server
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        tls = self.security.tls
+        if tls is None:
+            return None
+        return grpc.ssl_server_credentials(
+            [(tls.key, tls.cert)], root_certificates=tls.client_ca, require_client_auth=tls.client_ca is not None
+        )
 
     def _expire_unplugs(self) -> None:
         """Apply each platform's unplug timeout policy (a no-op for platforms without one)."""
@@ -128,9 +152,13 @@ class PaprServer:
 
     async def _start(self) -> None:
         server = self._server = self._build()
+        credentials = self._credentials()
         for address in self._listen:
             try:
-                port = server.add_insecure_port(address)
+                if credentials is None:
+                    port = server.add_insecure_port(address)
+                else:
+                    port = server.add_secure_port(address, credentials)
             except RuntimeError as error:
                 raise ListenError(f"cannot listen on {address}: {error}") from None
             if port == 0 and not address.startswith("unix:"):
@@ -140,7 +168,17 @@ class PaprServer:
             else:
                 host = address.rsplit(":", 1)[0]
                 self.addresses.append(f"{host}:{port}")
-        await server.start()
+        # The socket files are made when the server starts: made private from the first instant (no
+        # window in which another user could connect), then given the mode asked for.
+        previous = os.umask(0o177)
+        try:
+            await server.start()
+        finally:
+            os.umask(previous)
+        for address in self._listen:
+            if address.startswith("unix:"):
+                path = address[len("unix://") :] if address.startswith("unix://") else address[len("unix:") :]
+                os.chmod(path, self.security.unix_socket_mode)
         assert self._health is not None
         for name in ("", *SERVICE_NAMES):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -153,7 +191,12 @@ class PaprServer:
             self._close_loop()
             raise
         self._ticker.start()
-        log.info("server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()])
+        tls = self.security.tls
+        log.info(
+            "server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()],
+            tls=tls is not None, mtls=tls is not None and tls.client_ca is not None,
+            tokens=self.security.tokens is not None, reflection=self.security.reflection,
+        )  # fmt: skip
 
     async def _stop(self, grace: float | None) -> None:
         assert self._server is not None and self._health is not None

@@ -22,6 +22,8 @@ import grpc
 
 Decode = Callable[[bytes], Any]
 Parse = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]
+#: Called with each parsed request (the first of a stream): may abort the call (the token check).
+Check = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 def _type_name(decode: Decode, method: str) -> str:
@@ -42,8 +44,13 @@ def _decoder(decode: Decode, type_name: str) -> Parse:
     return parse
 
 
-def _responses(behavior: Callable[..., Any], parse: Parse, streamed_requests: bool) -> Callable[..., Any]:
+def _responses(
+    behavior: Callable[..., Any], parse: Parse, streamed_requests: bool, method: str, check: Check | None
+) -> Callable[..., Any]:
     """The handler ``behavior`` with its request (or each streamed request) parsed first.
+
+    ``check`` sees the request (the first one of a request stream: a session's
+    platform is fixed by it) before ``behavior`` does.
 
     gRPC's asyncio server tells handler kinds apart by their function type (an async
     generator yields its responses, a coroutine returns or writes them), so the
@@ -51,11 +58,21 @@ def _responses(behavior: Callable[..., Any], parse: Parse, streamed_requests: bo
     """
 
     async def requests(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        first = True
         async for raw in raw_requests:
-            yield await parse(raw, context)
+            request = await parse(raw, context)
+            if first and check is not None:
+                await check(method, request, context)
+            first = False
+            yield request
 
     async def request_of(raw: Any, context: grpc.aio.ServicerContext) -> Any:
-        return requests(raw, context) if streamed_requests else await parse(raw, context)
+        if streamed_requests:
+            return requests(raw, context)
+        request = await parse(raw, context)
+        if check is not None:
+            await check(method, request, context)
+        return request
 
     if inspect.isasyncgenfunction(behavior):
 
@@ -72,21 +89,26 @@ def _responses(behavior: Callable[..., Any], parse: Parse, streamed_requests: bo
     return answer
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, method: str, check: Check | None) -> grpc.RpcMethodHandler:
     parse = _decoder(handler.request_deserializer, _type_name(handler.request_deserializer, method))
     for kind, streamed_requests in (
         ("unary_unary", False), ("unary_stream", False), ("stream_unary", True), ("stream_stream", True)
     ):  # fmt: skip
         behavior = getattr(handler, kind)
         if behavior is not None:
-            return handler._replace(request_deserializer=None, **{kind: _responses(behavior, parse, streamed_requests)})
+            wrapped = _responses(behavior, parse, streamed_requests, method, check)
+            return handler._replace(request_deserializer=None, **{kind: wrapped})
     return handler
 
 
 class DecodeInHandler(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    """Parses every request in its handler (see the module docstring); wrapped handlers are cached."""
+    """Parses every request in its handler (see the module docstring), then runs ``check`` on it.
 
-    def __init__(self) -> None:
+    Wrapped handlers are cached.
+    """
+
+    def __init__(self, check: Check | None = None) -> None:
+        self._check = check
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(
@@ -100,5 +122,5 @@ class DecodeInHandler(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler = await continuation(handler_call_details)
             if handler is None or handler.request_deserializer is None:
                 return handler  # unknown method (UNIMPLEMENTED), or one that takes bytes already
-            wrapped = self._wrapped.setdefault(method, _wrap(handler, method))
+            wrapped = self._wrapped.setdefault(method, _wrap(handler, method, self._check))
         return wrapped

@@ -8,8 +8,10 @@ import grpc
 
 from papr.v1 import platform_pb2, platform_pb2_grpc
 
+from ..access import Role, TokenStore
 from ..model import InvalidArgument, Platforms
 from . import convert
+from .access import token_to_pb
 from .errors import call_or_abort
 from .running import Runner
 
@@ -35,9 +37,10 @@ def decode_page_token(token: str) -> int:
 
 
 class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
-    def __init__(self, platforms: Platforms, runner: Runner | None = None) -> None:
+    def __init__(self, platforms: Platforms, runner: Runner | None = None, tokens: TokenStore | None = None) -> None:
         self._platforms = platforms
         self._run = runner or Runner()
+        self._tokens = tokens  # None: the server requires no tokens
 
     async def CreatePlatform(
         self, request: platform_pb2.CreatePlatformRequest, context: grpc.aio.ServicerContext
@@ -50,7 +53,13 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             ]
             timeouts = convert.unplug_timeouts_from_pb(request.unplug_timeouts)
             platform = self._platforms.create(request.name, geometry, coldplug, timeouts)
-            return platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
+            response = platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
+            if self._tokens is not None:
+                manager = self._tokens.mint(Role.MANAGER, platform.name)
+                guest = self._tokens.mint(Role.GUEST, platform.name)
+                response.manager_token.CopyFrom(token_to_pb(manager.grant, manager.token))
+                response.guest_token.CopyFrom(token_to_pb(guest.grant, guest.token))
+            return response
 
         return await call_or_abort(context, self._run.blocking(create))
 
@@ -70,6 +79,8 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
         self, request: platform_pb2.DeletePlatformRequest, context: grpc.aio.ServicerContext
     ) -> platform_pb2.DeletePlatformResponse:
         await call_or_abort(context, self._run.blocking(lambda: self._platforms.delete(request.platform)))
+        if self._tokens is not None:
+            self._tokens.revoke_platform(request.platform)  # a platform made later under this name is another
         return platform_pb2.DeletePlatformResponse()
 
     async def ListConnectors(

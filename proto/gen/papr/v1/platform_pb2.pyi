@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from papr.v1 import access_pb2 as _access_pb2
 from papr.v1 import connector_pb2 as _connector_pb2
 from papr.v1 import device_pb2 as _device_pb2
 from papr.v1 import guest_pb2 as _guest_pb2
@@ -325,18 +326,34 @@ class CreatePlatformResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     PLATFORM_FIELD_NUMBER: _builtins.int
+    MANAGER_TOKEN_FIELD_NUMBER: _builtins.int
+    GUEST_TOKEN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def platform(self) -> Global___Platform:
         """The platform as created."""
+
+    @_builtins.property
+    def manager_token(self) -> _access_pb2.AccessToken:
+        """On a server that requires tokens (see AccessService): a new manager
+        token of the platform. Unset otherwise.
+        """
+
+    @_builtins.property
+    def guest_token(self) -> _access_pb2.AccessToken:
+        """On a server that requires tokens: a new guest token of the platform.
+        Unset otherwise.
+        """
 
     def __init__(
         self,
         *,
         platform: Global___Platform | None = ...,
+        manager_token: _access_pb2.AccessToken | None = ...,
+        guest_token: _access_pb2.AccessToken | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["platform", b"platform"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_token", b"guest_token", "manager_token", b"manager_token", "platform", b"platform"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["platform", b"platform"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_token", b"guest_token", "manager_token", b"manager_token", "platform", b"platform"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
