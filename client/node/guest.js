@@ -3,12 +3,17 @@
 // removal ("CPU busy"), making the RTAS calls the Linux pseries kernel makes
 // (arch/powerpc/platforms/pseries: dlpar.c, hotplug-cpu.c).
 //
-//   node client/node/guest.js [--unary] PLATFORM
+//   node client/node/guest.js [--unary] [--server TARGET] [--tls] [--ca FILE]
+//       [--cert FILE --key FILE] [--server-name NAME] [--token-file FILE]
+//       [--manager-token-file FILE] PLATFORM
 //
 // Its RTAS calls go through one RtasService.Session stream, the calls it makes in a row
 // batched into one session request (acquire, release, unisolate; configure-connector as a
 // walk); --unary makes them one unary RPC per RTAS call instead, as before sessions.
-// The server comes from $PAPR_EMU_HOST (host:port or unix:PATH), else 127.0.0.1:50051.
+// The server comes from --server, else $PAPR_EMU_HOST (host:port or unix:PATH), else
+// 127.0.0.1:50051. TLS, mTLS and bearer tokens: see connectionFromArgs() below and README.md
+// (options override $PAPR_EMU_CA, $PAPR_EMU_CERT, $PAPR_EMU_KEY, $PAPR_EMU_SERVER_NAME,
+// $PAPR_EMU_TOKEN and $PAPR_EMU_MANAGER_TOKEN). Tokens are never printed.
 // The .proto files are loaded from the repository's proto/ directory at run time
 // (override with $PAPR_EMU_PROTO_DIR).
 //
@@ -21,6 +26,8 @@
 // 2 on a usage error. Every RPC has a deadline and every wait is bounded.
 'use strict';
 
+const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
@@ -78,6 +85,9 @@ const UNARY_RPCS = {
 
 class CheckFailed extends Error {}
 
+// A bad command line or environment (exit status 2).
+class UsageError extends Error {}
+
 // A gRPC error, named after the RPC that got it.
 class RpcFailed extends Error {
   constructor(method, error) {
@@ -92,6 +102,152 @@ function check(condition, message) {
 
 function hex(n) {
   return '0x' + (n >>> 0).toString(16);
+}
+
+// --- connection: target, TLS, tokens ------------------------------------------------------
+
+const USAGE =
+  'usage: node guest.js [--unary] [--server TARGET] [--tls] [--ca FILE] [--cert FILE --key FILE]\n' +
+  '                     [--server-name NAME] [--token-file FILE] [--manager-token-file FILE] PLATFORM\n' +
+  '  (environment: PAPR_EMU_HOST, PAPR_EMU_CA, PAPR_EMU_CERT, PAPR_EMU_KEY, PAPR_EMU_SERVER_NAME,\n' +
+  '   PAPR_EMU_TOKEN, PAPR_EMU_MANAGER_TOKEN; default server 127.0.0.1:50051, plaintext, no token)\n';
+
+// The options that take a value, and the environment variable each overrides.
+const VALUE_OPTIONS = {
+  '--server': 'PAPR_EMU_HOST',
+  '--ca': 'PAPR_EMU_CA',
+  '--cert': 'PAPR_EMU_CERT',
+  '--key': 'PAPR_EMU_KEY',
+  '--server-name': 'PAPR_EMU_SERVER_NAME',
+  '--token-file': 'PAPR_EMU_TOKEN',
+  '--manager-token-file': 'PAPR_EMU_MANAGER_TOKEN',
+};
+
+// The command line: { unary, tls, platform, values: { '--ca': ..., ... } }; UsageError if bad.
+function parseArgs(argv) {
+  const parsed = { unary: false, tls: false, platform: null, values: {} };
+  for (let n = 0; n < argv.length; n++) {
+    const arg = argv[n];
+    const eq = arg.indexOf('=');
+    const name = arg.startsWith('--') && eq > 0 ? arg.slice(0, eq) : arg;
+    if (name === '--unary' || name === '--tls') {
+      checkUsage(name === arg, `${name} takes no value`);
+      parsed[name.slice(2)] = true;
+    } else if (Object.hasOwn(VALUE_OPTIONS, name)) {
+      const value = name === arg ? argv[++n] : arg.slice(eq + 1);
+      checkUsage(value !== undefined && value !== '', `${name} needs a value`);
+      parsed.values[name] = value;
+    } else {
+      checkUsage(!arg.startsWith('-'), `unknown option ${name}`);
+      checkUsage(parsed.platform === null, `one platform, not ${parsed.platform} and ${arg}`);
+      parsed.platform = arg;
+    }
+  }
+  checkUsage(parsed.platform !== null, 'no platform given');
+  return parsed;
+}
+
+function checkUsage(condition, message) {
+  if (!condition) throw new UsageError(message);
+}
+
+function readFile(file, what) {
+  try {
+    return fs.readFileSync(file);
+  } catch (error) {
+    throw new UsageError(`${what} ${file}: ${error.code || error.message}`);
+  }
+}
+
+// A bearer token, checked without ever being shown: printable ASCII, no spaces (a header value).
+function checkToken(token, what) {
+  checkUsage(token.length > 0, `${what}: empty token`);
+  checkUsage(/^[\x21-\x7e]+$/.test(token), `${what}: the token has characters a gRPC header cannot carry`);
+  return token;
+}
+
+// A plaintext channel may carry a token only to this machine: a unix socket or a loopback host.
+function isLocalTarget(target) {
+  if (/^unix(-abstract)?:/.test(target)) return true;
+  let host = target.replace(/^dns:(\/\/[^/]*\/)?/, '').replace(/^ipv[46]:/, '');
+  host = host.startsWith('[') ? host.slice(1, host.indexOf(']')) : host.replace(/:\d+$/, '');
+  if (host === 'localhost') return true;
+  if (net.isIPv4(host)) return host.startsWith('127.');
+  return net.isIPv6(host) && (host === '::1' || /^(0{0,4}:){7}0{0,3}1$/.test(host));
+}
+
+// How to reach the server, from the options, else the environment (file paths: PEM files and
+// token files on the command line; PEM file paths and the tokens themselves in the environment):
+//   target       --server, PAPR_EMU_HOST (host:port or unix:PATH), else 127.0.0.1:50051
+//   TLS          on with --tls (system roots), --ca/PAPR_EMU_CA (the CA that signed the server's
+//                certificate), or a client certificate
+//   mTLS         --cert and --key (PAPR_EMU_CERT, PAPR_EMU_KEY): the client certificate and key
+//   server name  --server-name, PAPR_EMU_SERVER_NAME: the name the server's certificate must
+//                bear (grpc.ssl_target_name_override), when it is not the target's host
+//   guestToken   --token-file, PAPR_EMU_TOKEN: for RtasService, InterruptService and
+//                PlatformService (GetConnector); an admin token does for everything
+//   managerToken --manager-token-file, PAPR_EMU_MANAGER_TOKEN: for HotplugService (PlugDevice,
+//                UnplugDevice, GetDevice, WatchEvents), which a guest token may not call;
+//                else the guest token
+function connectionFromArgs(parsed, env = process.env) {
+  const option = (name) => parsed.values[name] ?? (env[VALUE_OPTIONS[name]] || undefined);
+  const fromOption = (name) => parsed.values[name] !== undefined;
+  const target = option('--server') || DEFAULT_TARGET;
+  const [ca, cert, key] = ['--ca', '--cert', '--key'].map((name) => {
+    const file = option(name);
+    return file === undefined ? null : readFile(file, fromOption(name) ? name : VALUE_OPTIONS[name]);
+  });
+  checkUsage((cert === null) === (key === null), 'a client certificate and its key go together: give both or neither');
+  const tls = parsed.tls || ca !== null || cert !== null;
+  const token = (name) => {
+    if (fromOption(name)) {
+      return checkToken(readFile(parsed.values[name], name).toString('utf8').trim(), name);
+    }
+    const value = (env[VALUE_OPTIONS[name]] || '').trim();
+    return value ? checkToken(value, VALUE_OPTIONS[name]) : null;
+  };
+  const guestToken = token('--token-file');
+  const managerToken = token('--manager-token-file') || guestToken;
+  checkUsage(
+    tls || guestToken === null || isLocalTarget(target),
+    `a token would cross the network in clear text to ${target}: use TLS (--ca, --tls), or a local target`,
+  );
+  const serverName = option('--server-name') || null;
+  return { target, tls, ca, cert, key, serverName, guestToken, managerToken };
+}
+
+// Call credentials sending `authorization: Bearer <token>` on every call of a TLS channel.
+function bearerCredentials(token) {
+  return grpc.credentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${token}`);
+    callback(null, metadata);
+  });
+}
+
+// The same on a plaintext (local) channel, which grpc-js will not combine with call
+// credentials: a client interceptor adding the metadata to every call it starts.
+function bearerInterceptor(token) {
+  return (options, nextCall) =>
+    new grpc.InterceptingCall(nextCall(options), {
+      start: (metadata, listener, next) => {
+        metadata.set('authorization', `Bearer ${token}`);
+        next(metadata, listener);
+      },
+    });
+}
+
+// Channel credentials and options for one token (or none) over this connection.
+function channelFor(connection, token) {
+  const options = {};
+  if (!connection.tls) return { credentials: grpc.credentials.createInsecure(), options };
+  if (connection.serverName) {
+    options['grpc.ssl_target_name_override'] = connection.serverName;
+    options['grpc.default_authority'] = connection.serverName;
+  }
+  const ssl = grpc.credentials.createSsl(connection.ca, connection.key, connection.cert);
+  const credentials = token === null ? ssl : grpc.credentials.combineChannelCredentials(ssl, bearerCredentials(token));
+  return { credentials, options };
 }
 
 // --- gRPC plumbing ---------------------------------------------------------------------------
@@ -325,7 +481,7 @@ class StreamQueue {
     });
     call.on('error', (error) => {
       if (this.cancelled && error.code === grpc.status.CANCELLED) return;
-      this.error = error;
+      this.error = new RpcFailed(what, error);
       this.flush();
     });
     call.on('end', () => {
@@ -350,7 +506,7 @@ class StreamQueue {
       });
       this.call.once('error', (error) => {
         clearTimeout(timer);
-        reject(error);
+        reject(new RpcFailed(this.what, error));
       });
     });
   }
@@ -388,17 +544,34 @@ class StreamQueue {
 // --- the guest ------------------------------------------------------------------------------
 
 class NodeGuest {
-  constructor(services, target, platform, { useUnary = false } = {}) {
-    const credentials = grpc.credentials.createInsecure();
+  // The guest side (RtasService, InterruptService, PlatformService.GetConnector) uses the
+  // guest token, the management side (HotplugService) the manager token. Over TLS a token is
+  // part of the channel's credentials, so each distinct token has its own channel; a
+  // plaintext channel is shared and each stub's interceptor adds its token.
+  constructor(services, connection, platform, { useUnary = false } = {}) {
     this.platform = platform;
     this.counter = new RpcCounter();
-    const interceptors = { interceptors: [this.counter.interceptor] };
-    this.rtas = new services.RtasService(target, credentials, interceptors);
-    // The other stubs share the first one's channel.
-    const shared = { ...interceptors, channelOverride: this.rtas.getChannel() };
-    this.hotplug = new services.HotplugService(target, credentials, shared);
-    this.interrupts = new services.InterruptService(target, credentials, shared);
-    this.platforms = new services.PlatformService(target, credentials, shared);
+    this.connection = connection;
+    const channels = new Map(); // channel key -> channel
+    const stub = (Service, token) => {
+      const key = connection.tls ? token : null;
+      const { credentials, options } = channelFor(connection, key);
+      const interceptors = [this.counter.interceptor];
+      if (!connection.tls && token !== null) interceptors.push(bearerInterceptor(token));
+      const shared = channels.get(key);
+      const made = new Service(connection.target, credentials, {
+        ...options,
+        interceptors,
+        ...(shared ? { channelOverride: shared } : {}),
+      });
+      if (!shared) channels.set(key, made.getChannel());
+      return made;
+    };
+    this.rtas = stub(services.RtasService, connection.guestToken);
+    this.interrupts = stub(services.InterruptService, connection.guestToken);
+    this.platforms = stub(services.PlatformService, connection.guestToken);
+    this.hotplug = stub(services.HotplugService, connection.managerToken);
+    this.channels = [...channels.values()];
     this.transport = useUnary ? 'unary' : 'session';
     this.rtasCalls = null; // opened by subscribe()
     this.useUnary = useUnary;
@@ -421,7 +594,15 @@ class NodeGuest {
     if (this.pulses) this.pulses.cancel();
     if (this.events) this.events.cancel();
     if (this.rtasCalls) await this.rtasCalls.close();
-    this.rtas.close();
+    for (const channel of this.channels) channel.close();
+  }
+
+  // How the stub connected (never the tokens themselves), for the summary line.
+  security() {
+    const { tls, cert, guestToken, managerToken } = this.connection;
+    let tokens = 'none';
+    if (guestToken !== null) tokens = managerToken === guestToken ? 'one' : 'guest+manager';
+    return { tls, client_cert: cert !== null, tokens, channels: this.channels.length };
   }
 
   // --- RTAS calls
@@ -788,16 +969,17 @@ async function run(guest) {
 }
 
 async function main(argv) {
-  const useUnary = argv[0] === '--unary';
-  const args = useUnary ? argv.slice(1) : argv;
-  if (args.length !== 1 || args[0].startsWith('-')) {
-    process.stderr.write(
-      'usage: node guest.js [--unary] PLATFORM   (server: $PAPR_EMU_HOST, default 127.0.0.1:50051)\n',
-    );
+  let parsed;
+  let connection;
+  try {
+    parsed = parseArgs(argv);
+    connection = connectionFromArgs(parsed);
+  } catch (error) {
+    if (!(error instanceof UsageError)) throw error;
+    process.stderr.write(`guest.js: ${error.message}\n${USAGE}`);
     return 2;
   }
-  const target = process.env.PAPR_EMU_HOST || DEFAULT_TARGET;
-  const guest = new NodeGuest(loadServices(), target, args[0], { useUnary });
+  const guest = new NodeGuest(loadServices(), connection, parsed.platform, { useUnary: parsed.unary });
   const watchdog = setTimeout(() => {
     process.stderr.write(`guest.js: FAILED: not done within ${WATCHDOG_MS} ms\n`);
     process.exit(1);
@@ -814,7 +996,7 @@ async function main(argv) {
   await guest.close();
   clearTimeout(watchdog);
   // The RPCs made, counted once the session is closed: on stdout after a success, else on stderr.
-  const summary = JSON.stringify({ summary: guest.counter.summary(guest.transport) }) + '\n';
+  const summary = JSON.stringify({ summary: { ...guest.counter.summary(guest.transport), security: guest.security() } }) + '\n';
   (code === 0 ? process.stdout : process.stderr).write(summary);
   return code;
 }
@@ -825,4 +1007,4 @@ if (require.main === module) {
   });
 }
 
-module.exports = { parseHotplugLog, cString };
+module.exports = { parseHotplugLog, cString, parseArgs, connectionFromArgs, isLocalTarget };
