@@ -182,6 +182,22 @@ def decide(grant: Grant | None, method: str, platform: str, token_given: bool = 
     return None
 
 
+def parse_role(text: str, where: str) -> tuple[Role, str]:
+    """``"admin"``, ``"manager:P"`` or ``"guest:P"`` -> (role, platform); ValueError naming ``where``.
+
+    >>> parse_role("guest:job7", "x")
+    (<Role.GUEST: 'guest'>, 'job7')
+    """
+    name, _, platform = text.partition(":")
+    try:
+        role = Role(name)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r}: the role is admin, manager:PLATFORM or guest:PLATFORM") from None
+    if (role is Role.ADMIN) != (not platform):
+        raise ValueError(f"{where}: {text!r}: admin takes no platform; manager and guest take one (guest:NAME)")
+    return role, platform
+
+
 def bearer(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
     """The token of an ``authorization: Bearer <token>`` entry, or None."""
     for key, value in metadata or ():

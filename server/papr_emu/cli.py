@@ -87,6 +87,11 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
         "--no-reflection", dest="reflection", action="store_false", default=None, help="do not serve gRPC reflection"
     )
     tls.add_argument(
+        "--certificate-role", action="append", metavar="SUBJECT=ROLE", dest="certificate_roles",
+        help="mTLS: a client certificate of this subject (e.g. CN=job-7) without a token acts as ROLE "
+        "(admin, manager:PLATFORM or guest:PLATFORM); repeatable",
+    )  # fmt: skip
+    tls.add_argument(
         "--unix-socket-mode", type=_octal, metavar="MODE", help="file mode of unix sockets, octal (default 600)"
     )
     defaults = Limits()
@@ -136,6 +141,12 @@ def serve(options: argparse.Namespace) -> int:
         )
         if value is not None
     }  # fmt: skip
+    if options.certificate_roles:
+        pairs = [item.rpartition("=")[::2] for item in options.certificate_roles]  # subjects hold "=", roles not
+        if not all(subject and role for subject, role in pairs):
+            print("papr-emu: --certificate-role takes SUBJECT=ROLE, e.g. CN=job-7=guest:job7", file=sys.stderr)
+            return 2
+        settings["certificate_roles"] = dict(pairs)
     try:
         security = Security.load(**settings)
         server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers, security=security)

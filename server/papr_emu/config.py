@@ -14,6 +14,10 @@ Example file::
     reflection = true
     unix_socket_mode = "600"           # octal
 
+    [security.certificate_roles]       # mTLS: a certificate subject without a token acts as a role
+    "CN=ci-admin" = "admin"
+    "CN=job-7" = "guest:job7"          # manager:PLATFORM or guest:PLATFORM
+
     [limits]             # optional; each also a --max-... flag (see papr-emu serve --help)
     platforms = 16
     queued_event_logs = 1024
@@ -226,7 +230,7 @@ _SECURITY_FLAGS = ("insecure", "reflection")
 def _security(table: object, path: Path) -> dict[str, Any]:
     if not isinstance(table, dict):
         raise ConfigError(f"{path}: security: must be a table")
-    known = {*_SECURITY_PATHS, *_SECURITY_FLAGS, "unix_socket_mode"}
+    known = {*_SECURITY_PATHS, *_SECURITY_FLAGS, "unix_socket_mode", "certificate_roles"}
     unknown = set(table) - known
     if unknown:
         raise ConfigError(f"{path}: security: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
@@ -236,6 +240,10 @@ def _security(table: object, path: Path) -> dict[str, Any]:
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"{path}: security.{key}: {value!r} is not a file name")
             settings[key] = path.parent / value
+        elif key == "certificate_roles":
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ConfigError(f'{path}: security.certificate_roles: must map subjects to roles ("guest:P")')
+            settings[key] = dict(value)
         elif key in _SECURITY_FLAGS:
             if not isinstance(value, bool):
                 raise ConfigError(f"{path}: security.{key}: {value!r} is not true or false")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from .access import TokenStore
+from .access import Grant, TokenStore, parse_role
 
 #: The environment variable that may hold the admin token (instead of --admin-token-file).
 ADMIN_TOKEN_ENV: Final = "PAPR_EMU_ADMIN_TOKEN"
@@ -48,6 +48,8 @@ class Security:
     insecure: bool = False
     reflection: bool = True
     unix_socket_mode: int = DEFAULT_UNIX_SOCKET_MODE
+    #: mTLS client certificates whose subject (``CN=job-7``) stands for a role when they send no token.
+    certificate_roles: dict[str, Grant] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -59,6 +61,7 @@ class Security:
         insecure: bool = False,
         reflection: bool = True,
         unix_socket_mode: int = DEFAULT_UNIX_SOCKET_MODE,
+        certificate_roles: dict[str, str] | None = None,
         environ: dict[str, str] | None = None,
     ) -> Security:
         """Read the files named (SecurityError naming the one that is missing or bad)."""
@@ -87,7 +90,16 @@ class Security:
                 tokens = TokenStore(admin_token)
             except ValueError as error:
                 raise SecurityError(str(error)) from None
-        return cls(tls, tokens, insecure, reflection, unix_socket_mode)
+        subjects: dict[str, Grant] = {}
+        for subject, spec in (certificate_roles or {}).items():
+            if tls is None or tls.client_ca is None or tokens is None:
+                raise SecurityError("--certificate-role needs mTLS (--tls-client-ca) and tokens (--admin-token-file)")
+            try:
+                role, platform = parse_role(spec, f"--certificate-role {subject}")
+            except ValueError as error:
+                raise SecurityError(str(error)) from None
+            subjects[subject] = Grant(f"certificate {subject}", role, platform)
+        return cls(tls, tokens, insecure, reflection, unix_socket_mode, subjects)
 
     def check_listeners(self, addresses: list[str]) -> None:
         """SecurityError for a listener a network peer could reach without TLS and tokens (unless insecure)."""

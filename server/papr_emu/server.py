@@ -113,7 +113,9 @@ class PaprServer:
                 ("grpc.max_receive_message_length", limits.message_bytes),
                 ("grpc.max_send_message_length", limits.message_bytes),
             ],
-            interceptors=[DecodeInHandler(Guard(tokens).check if tokens is not None else None)],
+            interceptors=[
+                DecodeInHandler(Guard(tokens, self.security.certificate_roles).check if tokens is not None else None)
+            ],
         )
         runner = Runner(self._executor)
         slots = StreamSlots(limits)  # the streaming RPCs share the stream limits

@@ -35,8 +35,9 @@ def token_to_pb(grant: Grant, token: str = "") -> access_pb2.AccessToken:
 class Guard:
     """Refuses a call whose bearer token may not make it (see :mod:`papr_emu.access`); off without tokens."""
 
-    def __init__(self, tokens: TokenStore | None) -> None:
+    def __init__(self, tokens: TokenStore | None, certificate_roles: dict[str, Grant] | None = None) -> None:
         self._tokens = tokens
+        self._subjects = certificate_roles or {}
 
     @property
     def enabled(self) -> bool:
@@ -46,14 +47,21 @@ class Guard:
         if self._tokens is None:
             return
         token = bearer(context.invocation_metadata())
-        grant = self._tokens.identify(token) if token is not None else None
+        grant = self._tokens.identify(token) if token is not None else self._by_certificate(context)
         # An empty platform name is let through: the handler refuses it (it names no platform).
         platform = getattr(request, "platform", "")
-        denial = decide(grant, method, platform or (grant.platform if grant else ""), token is not None)
+        denial = decide(grant, method, platform or (grant.platform if grant else ""), token is not None or bool(grant))
         if denial is not None:
             # The token itself is never logged; its id says which one it was.
             log.info("access.denied", method=method, token_id=grant.token_id if grant else None, code=denial.code)
             await context.abort(getattr(grpc.StatusCode, denial.code), denial.message)
+
+    def _by_certificate(self, context: grpc.aio.ServicerContext) -> Grant | None:
+        """The role of the peer's (verified, mTLS) certificate subject, if one is mapped."""
+        if not self._subjects:
+            return None
+        subjects = context.auth_context().get("x509_subject") or []
+        return self._subjects.get(subjects[0].decode(errors="replace")) if subjects else None
 
 
 class AccessServicer(access_pb2_grpc.AccessServiceServicer):
