@@ -1,7 +1,13 @@
-# papr-emu container image: the gRPC server on 0.0.0.0:50051, run as a non-root user.
+# papr-emu container image: the gRPC server on 0.0.0.0:50051, run as a non-root user (10001).
 #
 #   docker build -t papr-emu .
-#   docker run --rm -p 50051:50051 papr-emu
+#   docker run --rm -p 50051:50051 -v "$PWD/secrets:/etc/papr-emu:ro" papr-emu
+#   docker run --rm -p 50051:50051 papr-emu serve --listen 0.0.0.0:50051 --insecure   # throwaway, local
+#
+# `serve` takes TLS and the admin token from /etc/papr-emu (container/entrypoint.sh): tls.crt
+# and tls.key, client-ca.pem (mTLS), admin.token (or PAPR_EMU_ADMIN_TOKEN); readable by uid
+# 10001. Without TLS and tokens the server refuses 0.0.0.0 with a one-line error, unless
+# --insecure. The HEALTHCHECK (container/healthcheck.py) reads the same files.
 #
 # BASE is any Debian-based image with Python 3.11+ and its venv module: the official
 # slim images (python3 in /usr/local) or Debian's own python3 + python3-venv (python3
@@ -48,11 +54,13 @@ ENV PATH=/opt/papr-emu/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PAPR_EMU_HEALTH_TARGET=127.0.0.1:50051
+COPY container/entrypoint.sh container/healthcheck.py /usr/local/lib/papr-emu/
 USER 10001:10001
 EXPOSE 50051
-# The standard gRPC health service (grpcurl is not in the image); PAPR_EMU_HEALTH_TARGET
-# follows a --listen other than the default.
+# The standard gRPC health service (no token needed), over TLS when /etc/papr-emu/tls.crt is
+# there (with healthcheck.crt and .key under mTLS); PAPR_EMU_HEALTH_TARGET follows a --listen
+# other than the default. See container/healthcheck.py.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, sys, grpc; from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; channel = grpc.insecure_channel(os.environ['PAPR_EMU_HEALTH_TARGET']); reply = g.HealthStub(channel).Check(h.HealthCheckRequest(), timeout=4); sys.exit(reply.status != h.HealthCheckResponse.SERVING)"]
-ENTRYPOINT ["papr-emu"]
+    CMD ["python", "/usr/local/lib/papr-emu/healthcheck.py"]
+ENTRYPOINT ["/bin/sh", "/usr/local/lib/papr-emu/entrypoint.sh"]
 CMD ["serve", "--listen", "0.0.0.0:50051", "--log-format", "json"]
