@@ -2,7 +2,10 @@
 
 In the spirit of QMP and virsh. Every command talks to a running server
 (``--server``, else ``$PAPR_EMU_HOST``, else 127.0.0.1:50051) about one platform
-(``--platform``, default ``default``). Errors print one line and exit 1.
+(``--platform``, default ``default``). Errors print one line and exit 1. A server
+with TLS or tokens is reached with ``--ca``, ``--cert``, ``--key``, ``--token`` and
+``--server-name``, else ``$PAPR_EMU_CA``, ``$PAPR_EMU_CERT``, ``$PAPR_EMU_KEY``,
+``$PAPR_EMU_TOKEN`` and ``$PAPR_EMU_SERVER_NAME`` (see :func:`papr_emu_client.connect`).
 
 Example::
 
@@ -11,6 +14,8 @@ Example::
     papr-emu guest --once                  # let the reference guest handle pending events (--unary: no session)
     papr-emu watch                         # events, live
     papr-emu dt > tree.dts                 # the device tree, through dtc
+    papr-emu health                        # exit 0 iff the server is SERVING (no token needed)
+    papr-emu token mint --role guest --platform p   # prints the new token (admin only)
 """
 
 from __future__ import annotations
@@ -21,13 +26,24 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import access_pb2, connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
-from .connect import Client, connect, target_from_env
+from .connect import (
+    CA_VARIABLE,
+    CERT_VARIABLE,
+    KEY_VARIABLE,
+    SERVER_NAME_VARIABLE,
+    TOKEN_VARIABLE,
+    Client,
+    Credentials,
+    connect_with,
+    target_from_env,
+)
 from .connectors import list_all
 from .pci import PCI_MODEL_NAMES, pci_model
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
@@ -105,6 +121,10 @@ def cmd_create(client: Client, options: argparse.Namespace, out: TextIO) -> int:
             setattr(geometry, field, value)
     created = client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=options.name, geometry=geometry))
     print(f"created {created.platform.name}: {created.platform.connector_total} connectors", file=out)
+    # A server that requires tokens returns the platform's own: shown once, here.
+    for token in (created.manager_token, created.guest_token):
+        if token.token:
+            print(f"{_role_name(token.role)} token {token.token_id}: {token.token}", file=out)
     return 0
 
 
@@ -285,6 +305,68 @@ def cmd_guest(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _role_name(role: int) -> str:
+    return access_pb2.Role.Name(role).removeprefix("ROLE_").lower()  # type: ignore[arg-type]
+
+
+_ROLES = {"admin": access_pb2.ROLE_ADMIN, "manager": access_pb2.ROLE_MANAGER, "guest": access_pb2.ROLE_GUEST}
+
+
+def cmd_token_mint(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    """The secret alone on standard output (``TOKEN=$(papr-emu token mint ...)``), what it is on stderr."""
+    platform = "" if options.role == "admin" else options.platform or "default"
+    if options.role == "admin" and options.platform:
+        raise CliError("an admin token is for every platform: drop --platform")
+    minted = client.access.MintToken(access_pb2.MintTokenRequest(role=_ROLES[options.role], platform=platform)).token
+    print(minted.token, file=out)
+    print(f"minted {_role_name(minted.role)} token {minted.token_id}" + (f" of {platform}" if platform else ""),
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def cmd_token_revoke(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    client.access.RevokeToken(access_pb2.RevokeTokenRequest(token_id=options.token_id))
+    print(f"revoked {options.token_id}", file=out)
+    return 0
+
+
+def cmd_token_list(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    tokens = client.access.ListTokens(access_pb2.ListTokensRequest(platform=options.platform or "")).tokens
+    table(("TOKEN_ID", "ROLE", "PLATFORM"), [(t.token_id, _role_name(t.role), t.platform or "-") for t in tokens], out)
+    return 0
+
+
+def check_health(credentials: Credentials, target: str, service: str, timeout: float) -> str:
+    """The health service's status of ``service`` at ``target`` (``SERVING``, ...), or why there is none.
+
+    Needs no token (health is open), but honours TLS.
+
+    Example::
+
+        check_health(Credentials.resolve(), "127.0.0.1:50051", "", 5.0)   # 'SERVING'
+    """
+    with credentials.channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout, wait_for_ready=True
+            )
+        except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"no answer from {target} within {timeout:g} s (not running, or a TLS handshake failing?)"
+            return f"{error.code().name}: {error.details()}"
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def cmd_health(options: argparse.Namespace, credentials: Credentials, target: str, out: TextIO, err: TextIO) -> int:
+    """Exit 0 iff the server says SERVING (for container HEALTHCHECKs); the status, or why not, on one line."""
+    status = check_health(credentials, target, options.service, options.timeout)
+    if status == "SERVING":
+        print(status, file=out)
+        return 0
+    print(f"papr-emu: {status}", file=err)
+    return 1
+
+
 # --- wiring -----------------------------------------------------------------------------------
 
 Command = Callable[[Client, argparse.Namespace, TextIO], int]
@@ -293,14 +375,30 @@ Command = Callable[[Client, argparse.Namespace, TextIO], int]
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add the client commands to the ``papr-emu`` parser (next to ``serve``)."""
 
-    def command(name: str, handler: Command, help: str) -> argparse.ArgumentParser:
-        parser = commands.add_parser(name, help=help, description=help)
-        parser.add_argument("--server", help="host:port or unix:PATH (default: $PAPR_EMU_HOST, else 127.0.0.1:50051)")
-        parser.add_argument("--platform", default="default", help="platform name (default: default)")
+    def command(
+        name: str, handler: Command | None, help: str, platform: bool = True, parent: Any = commands
+    ) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
+        add_connection_options(parser)
+        if platform:
+            parser.add_argument("--platform", default="default", help="platform name (default: default)")
         parser.set_defaults(client_command=handler)
         return parser
 
     command("platforms", cmd_platforms, "list platforms")
+    health = command("health", None, "exit 0 iff the server's health service says SERVING (needs no token)", False)
+    health.add_argument("--service", default="", help="a service's status instead of the server's")
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    health.set_defaults(health_command=True)
+    token = commands.add_parser("token", help="mint, revoke and list bearer tokens (admin token needed)")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    mint = command("mint", cmd_token_mint, "mint a token; prints the secret alone", False, token_commands)
+    mint.add_argument("--role", choices=sorted(_ROLES), required=True)
+    mint.add_argument("--platform", help="its platform (guest, manager; default: default)")
+    revoke = command("revoke", cmd_token_revoke, "revoke a token by its id", False, token_commands)
+    revoke.add_argument("token_id", metavar="ID")
+    listing = command("list", cmd_token_list, "list the tokens in force (ids, never secrets)", False, token_commands)
+    listing.add_argument("--platform", help="only this platform's tokens")
     create = command("create", cmd_create, "create a platform (QEMU-like geometry)")
     create.add_argument("name")
     create.add_argument("--memory", type=size_argument)
@@ -333,8 +431,8 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     for kind in (dimm, cpu, pci, phb):
         kind.add_argument("--id", help="device id (default: papr-emu picks one)")
         # Also accepted after the device kind; SUPPRESS keeps the plug command's values otherwise.
-        kind.add_argument("--server", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
         kind.add_argument("--platform", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_connection_options(kind, hidden=True)
     unplug = command("unplug", cmd_unplug, "request a hot-unplug (device_del)")
     unplug.add_argument("id")
     watch = command("watch", cmd_watch, "print a platform's events as they happen")
@@ -354,15 +452,49 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="one unary RPC per RTAS call (default: one Session stream, calls batched)")  # fmt: skip
 
 
+_CONNECTION_OPTIONS = (
+    ("--ca", "PEM", f"TLS: the CA of the server's certificate (default: ${CA_VARIABLE}; none: plain text)"),
+    ("--cert", "PEM", f"mTLS: this client's certificate (default: ${CERT_VARIABLE})"),
+    ("--key", "PEM", f"mTLS: the key of --cert (default: ${KEY_VARIABLE})"),
+    ("--token", "TOKEN", f"bearer token (default: ${TOKEN_VARIABLE}, which, unlike an option, ps does not show)"),
+    ("--server-name", "NAME", f"the name the server's certificate must have (default: ${SERVER_NAME_VARIABLE})"),
+)
+
+
+def add_connection_options(parser: argparse.ArgumentParser, hidden: bool = False) -> None:
+    """``--server`` and the TLS and token options (each defaulting to its ``PAPR_EMU_*`` variable).
+
+    ``hidden``: also accepted after a sub-command (``plug dimm --token ...``), without help, and
+    without overriding the value given before it.
+    """
+    default: Any = argparse.SUPPRESS if hidden else None
+    parser.add_argument(
+        "--server", default=default,
+        help=argparse.SUPPRESS if hidden else "host:port or unix:PATH (default: $PAPR_EMU_HOST, else 127.0.0.1:50051)",
+    )  # fmt: skip
+    for flag, metavar, text in _CONNECTION_OPTIONS:
+        parser.add_argument(flag, metavar=metavar, default=default, help=argparse.SUPPRESS if hidden else text)
+
+
 def run(options: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run a parsed client command; gRPC and usage errors become one line on ``err`` (default stderr)."""
     out = out or sys.stdout
     err = err or sys.stderr
     target = target_from_env(options.server)
     try:
-        client = connect(target, timeout=5)
+        credentials = Credentials.resolve(options.ca, options.cert, options.key, options.token, options.server_name)
+    except (ValueError, OSError) as error:
+        print(f"papr-emu: {error}", file=err)
+        return 1
+    if getattr(options, "health_command", False):
+        return cmd_health(options, credentials, target, out, err)
+    try:
+        client = connect_with(credentials, target, timeout=5)
     except grpc.FutureTimeoutError:
-        print(f"papr-emu: cannot reach a server at {target} (is `papr-emu serve` running?)", file=err)
+        hint = " (is `papr-emu serve` running?" + (
+            " does it trust this client, and this client it?)" if credentials.tls else ")"
+        )
+        print(f"papr-emu: cannot reach a server at {target}{hint}", file=err)
         return 1
     try:
         handler: Command = options.client_command

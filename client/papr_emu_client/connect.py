@@ -166,7 +166,7 @@ def _pem(value: Pem | None, what: str) -> bytes | None:
     try:
         return path.read_bytes()
     except OSError as error:
-        raise OSError(error.errno, f"{what} {path}: {error.strerror}") from None
+        raise OSError(f"{what} {path}: {error.strerror}") from None
 
 
 class _CallDetails(
@@ -259,7 +259,17 @@ def connect(
         client = connect("127.0.0.1:50051", ca="ca.pem", token=guest_token)
         client.rtas.GetSensorState(rtas_pb2.GetSensorStateRequest(platform="p", ...))
     """
-    channel = Credentials.resolve(ca, cert, key, token, server_name).channel(target_from_env(target))
+    return connect_with(Credentials.resolve(ca, cert, key, token, server_name), target, timeout)
+
+
+def connect_with(credentials: Credentials, target: str | None = None, timeout: float | None = 10.0) -> Client:
+    """:func:`connect` with settings resolved already (the CLI resolves them once, for every command).
+
+    Example::
+
+        client = connect_with(Credentials.resolve(token=guest_token), "unix:/tmp/papr.sock")
+    """
+    channel = credentials.channel(target_from_env(target))
     if timeout is not None:
         try:
             grpc.channel_ready_future(channel).result(timeout=timeout)
