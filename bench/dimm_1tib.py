@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from typing import cast
 
-import grpc
+from baseline import server_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
@@ -82,12 +80,8 @@ def main() -> int:
     if unknown := [t for t in transports if t not in TRANSPORTS]:
         parser.error(f"unknown transport(s): {', '.join(unknown)}")
 
-    scratch = tempfile.mkdtemp(prefix="papr-bench-")
-    target = "127.0.0.1:50778" if options.tcp else f"unix:{scratch}/papr.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "papr_emu.cli", "serve", "--listen", target, "--log-level", "warning"]
-    )
-    try:
+    with server_process(50778 if options.tcp else None) as served:
+        target = served.target
         client = connect(target, timeout=30)
         empty = empty_call_seconds(client)
         times: dict[Transport, list[tuple[float, float]]] = {t: [] for t in transports}
@@ -107,12 +101,6 @@ def main() -> int:
                 f"{'ok' if total <= TARGETS[transport] else 'MISSED'})"
             )
         client.close()
-    except grpc.RpcError as error:
-        print(f"benchmark failed: {error.code()} {error.details()}", file=sys.stderr)
-        return 1
-    finally:
-        server.terminate()
-        server.wait(10)
     return 0
 
 

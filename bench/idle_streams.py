@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
 import grpc
+from baseline import server_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from papr.v1 import hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
@@ -77,11 +76,8 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000, help="calls per latency measurement")
     options = parser.parse_args()
 
-    target = f"unix:{tempfile.mkdtemp(prefix='papr-bench-')}/papr.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "papr_emu.cli", "serve", "--listen", target, "--log-level", "warning"]
-    )
-    try:
+    with server_process() as served:
+        target = served.target
         client = connect(target, timeout=30)
         health = health_pb2_grpc.HealthStub(client.channel)
         sense = rtas_pb2.GetSensorStateRequest(platform="default", sensor_type=9003, sensor_index=0x10000000)
@@ -99,7 +95,7 @@ def main() -> int:
         channels, streams = open_streams(target, client, options.streams)
         opened = time.perf_counter() - start
         during = measure(f"{options.streams} idle streams")
-        rss = _rss_kib(server.pid)
+        rss = _rss_kib(served.pid)
         for stream in streams:
             stream.cancel()
         for channel in channels:
@@ -110,9 +106,6 @@ def main() -> int:
               f"health Check {during[3] / before[3]:.2f}x (target <= 2x); after closing: "
               f"{after[1] / before[1]:.2f}x, {after[3] / before[3]:.2f}x")  # fmt: skip
         client.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     return 0
 
 

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 
-import grpc
+from baseline import server_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from papr.v1 import device_pb2, hotplug_pb2, rtas_pb2
@@ -50,12 +48,8 @@ def main() -> int:
     parser.add_argument("--tcp", action="store_true", help="loopback TCP instead of a unix socket")
     options = parser.parse_args()
 
-    scratch = tempfile.mkdtemp(prefix="papr-bench-")
-    target = "127.0.0.1:50777" if options.tcp else f"unix:{scratch}/papr.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "papr_emu.cli", "serve", "--listen", target, "--log-level", "warning"]
-    )
-    try:
+    with server_process(50777 if options.tcp else None) as served:
+        target = served.target
         client = connect(target, timeout=30)
         health = health_pb2_grpc.HealthStub(client.channel)
         spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20))
@@ -119,12 +113,6 @@ def main() -> int:
             f"(min {min(cc_ratios):.3f}, max {max(cc_ratios):.3f}); target <= 1.15"
         )
         client.close()
-    except grpc.RpcError as error:
-        print(f"benchmark failed: {error.code()} {error.details()}", file=sys.stderr)
-        return 1
-    finally:
-        server.terminate()
-        server.wait(10)
     return 0
 
 

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import queue
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+
+from baseline import server_process
 
 from papr.v1 import device_pb2, hotplug_pb2, rtas_pb2
 from papr_emu_client import Client, connect
@@ -97,11 +97,8 @@ def main() -> int:
     parser.add_argument("--batch", type=int, default=2000, help="calls per batch")
     options = parser.parse_args()
 
-    target = f"unix:{tempfile.mkdtemp(prefix='papr-bench-')}/papr.sock"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "papr_emu.cli", "serve", "--listen", target, "--log-level", "warning"]
-    )
-    try:
+    with server_process() as served:
+        target = served.target
         client = connect(target, timeout=30)
         spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=DIMM_LMBS << 28))
         client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=PLATFORM, id="dimm0", spec=spec))
@@ -140,9 +137,6 @@ def main() -> int:
             )
         pipe.close()
         client.close()
-    finally:
-        server.terminate()
-        server.wait(10)
     print(
         f"one RTAS call per session message / empty ping-pong: median {statistics.median(ratios):.3f} "
         f"(min {min(ratios):.3f}); target >= 0.9"
