@@ -44,11 +44,14 @@ class CountingFactory : public gx::ClientInterceptorFactoryInterface {
 
 }  // namespace
 
-std::shared_ptr<grpc::Channel> RpcCensus::Channel(const std::string& target,
-                                                  const std::shared_ptr<grpc::ChannelCredentials>& credentials) {
+std::shared_ptr<grpc::Channel> RpcCensus::Channel(
+    const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+    const grpc::ChannelArguments& arguments,
+    std::vector<std::unique_ptr<gx::ClientInterceptorFactoryInterface>> interceptors) {
   std::vector<std::unique_ptr<gx::ClientInterceptorFactoryInterface>> factories;
   factories.push_back(std::make_unique<CountingFactory>(*this));
-  return gx::CreateCustomChannelWithInterceptors(target, credentials, grpc::ChannelArguments(), std::move(factories));
+  for (auto& factory : interceptors) factories.push_back(std::move(factory));
+  return gx::CreateCustomChannelWithInterceptors(target, credentials, arguments, std::move(factories));
 }
 
 void RpcCensus::Count(const std::string& method, uint64_t Counts::*field) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <vector>
 
 namespace papr_guest {
 
@@ -23,8 +24,11 @@ class RpcCensus {
   };
 
   // A channel to `target` whose every RPC is counted here; the census must outlive it.
-  std::shared_ptr<grpc::Channel> Channel(const std::string& target,
-                                         const std::shared_ptr<grpc::ChannelCredentials>& credentials);
+  // `interceptors` run after the census's own, in order.
+  std::shared_ptr<grpc::Channel> Channel(
+      const std::string& target, const std::shared_ptr<grpc::ChannelCredentials>& credentials,
+      const grpc::ChannelArguments& arguments = grpc::ChannelArguments(),
+      std::vector<std::unique_ptr<grpc::experimental::ClientInterceptorFactoryInterface>> interceptors = {});
 
   // {"/papr.v1.RtasService/Session":{"calls":1,"sent":9,"received":9},...}
   std::string Json() const;

@@ -1,9 +1,10 @@
-// papr-guest-cpp [--unary] PLATFORM
+// papr-guest-cpp [--unary] [connection options] PLATFORM
 //
-// A guest stub against a papr-emu server ($PAPR_EMU_HOST: host:port or unix:PATH; default
-// 127.0.0.1:50051). On the given platform (default geometry: first hot-pluggable LMB
-// 0x80000004) it plays both sides of three DIMM hot-plug scenarios and checks what the
-// platform does:
+// A guest stub against a papr-emu server ($PAPR_EMU_HOST or --server: host:port or
+// unix:PATH; default 127.0.0.1:50051), in plaintext or over TLS (mTLS), with bearer tokens
+// (connection.h: the options and environment variables). On the given platform (default
+// geometry: first hot-pluggable LMB 0x80000004) it plays both sides of three DIMM
+// hot-plug scenarios and checks what the platform does:
 //   1. CAS with the hot-plug event source; hot-add a 768 MiB DIMM (count-indexed add).
 //   2. hot-remove it (count-indexed remove; every LMB released; device_deleted).
 //   3. plug it again, and refuse its removal as Linux 5.13+ does when LMB 2 of 3 cannot
@@ -26,6 +27,7 @@
 #include <vector>
 
 #include "census.h"
+#include "connection.h"
 #include "dlpar.h"
 #include "papr/v1/guest.grpc.pb.h"
 #include "papr/v1/hotplug.grpc.pb.h"
@@ -40,7 +42,6 @@ namespace {
 
 namespace pb = papr::v1;
 
-constexpr const char* kDefaultTarget = "127.0.0.1:50051";
 constexpr const char* kDeviceId = "dimm-cpp";
 constexpr uint64_t kDimmBytes = uint64_t{768} << 20;  // three LMBs
 constexpr uint32_t kIrqHotplug = 0x1001;              // QEMU's hot-plug event source
@@ -319,27 +320,72 @@ class Scenario {
 }  // namespace
 }  // namespace papr_guest
 
+namespace {
+
+const char* const kUsage =
+    "usage: papr-guest-cpp [--unary] [connection options] PLATFORM\n"
+    "  --unary                    one unary RPC per RTAS call instead of one RtasService.Session\n";
+
+// The options (--flag VALUE or --flag=VALUE) before the platform; UsageError if they do not parse.
+std::string ParseArguments(const std::vector<std::string>& args, bool& unary,
+                           papr_guest::ConnectionOptions& connection) {
+  std::string platform;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& arg = args[i];
+    if (arg.empty() || arg[0] != '-') {
+      if (!platform.empty()) throw papr_guest::UsageError("one platform only: '" + arg + "' after '" + platform + "'");
+      platform = arg;
+      continue;
+    }
+    if (arg == "--unary") {
+      unary = true;
+      continue;
+    }
+    if (arg == "--tls") {
+      connection.tls = true;
+      continue;
+    }
+    const size_t equals = arg.find('=');
+    const std::string flag = arg.substr(0, equals);
+    std::string value;
+    if (equals != std::string::npos) {
+      value = arg.substr(equals + 1);
+    } else if (i + 1 < args.size()) {
+      value = args[++i];
+    } else {
+      throw papr_guest::UsageError(flag + " needs a value");
+    }
+    if (!connection.Set(flag, value)) throw papr_guest::UsageError("unknown option " + flag);
+  }
+  if (platform.empty()) throw papr_guest::UsageError("no platform given");
+  connection.Finish();
+  return platform;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   const std::vector<std::string> args(argv + 1, argv + argc);
-  const bool unary = !args.empty() && args.front() == "--unary";
-  const size_t positional = unary ? 1 : 0;
-  if (args.size() != positional + 1 || args[positional].empty() || args[positional][0] == '-') {
-    std::cerr << "usage: papr-guest-cpp [--unary] PLATFORM   (server: $PAPR_EMU_HOST, host:port or unix:PATH; default "
-              << papr_guest::kDefaultTarget << ")\n";
+  bool unary = false;
+  papr_guest::ConnectionOptions connection;
+  std::string platform;
+  try {
+    platform = ParseArguments(args, unary, connection);
+  } catch (const papr_guest::UsageError& error) {
+    std::cerr << "papr-guest-cpp: " << error.what() << "\n" << kUsage << papr_guest::kConnectionUsage;
     return 2;
   }
-  const char* host = std::getenv("PAPR_EMU_HOST");
-  const std::string target = host != nullptr && *host != '\0' ? host : papr_guest::kDefaultTarget;
   papr_guest::RpcCensus census;  // outlives the channel
   try {
-    const auto channel = census.Channel(target, grpc::InsecureChannelCredentials());
-    if (!channel->WaitForConnected(std::chrono::system_clock::now() + papr_guest::kRpcDeadline)) {
-      throw papr_guest::Failure("cannot reach papr-emu at " + target + " within " +
-                                std::to_string(papr_guest::kRpcDeadline.count()) + " s");
-    }
-    papr_guest::Scenario scenario(channel, args[positional], unary);
+    papr_guest::Log("connecting to " + connection.target + ": " + connection.Describe());
+    const auto channel = papr_guest::Connect(connection, census);
+    papr_guest::WaitUntilConnected(channel, connection.target);
+    papr_guest::Scenario scenario(channel, platform, unary);
     scenario.Run();
     std::cout << "{\"rtas\":" << scenario.transport().Json() << ",\"grpc\":" << census.Json() << "}" << std::endl;
+  } catch (const papr_guest::UsageError& error) {  // a file named in the options that cannot be read
+    std::cerr << "papr-guest-cpp: " << error.what() << std::endl;
+    return 2;
   } catch (const std::exception& error) {
     std::cerr << "papr-guest-cpp: FAIL: " << error.what() << std::endl;
     return 1;
