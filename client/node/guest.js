@@ -583,9 +583,9 @@ class NodeGuest {
       'WatchInterrupts',
     );
     const events = new StreamQueue(this.hotplug.WatchEvents({ platform: this.platform }), 'WatchEvents');
-    await Promise.all([interrupts.subscribed(), events.subscribed()]);
-    this.pulses = interrupts;
+    this.pulses = interrupts; // close() cancels them, even if only one of them was refused
     this.events = events;
+    await Promise.all([interrupts.subscribed(), events.subscribed()]);
     const Transport = this.useUnary ? RtasUnary : RtasSession;
     this.rtasCalls = new Transport(this.rtas, this.platform);
   }
@@ -1001,7 +1001,20 @@ async function main(argv) {
   return code;
 }
 
+// grpc-js gives TLS an IP target's address as the SNI server name, and Node warns about that
+// (DEP0123) on every connection; the certificate is still checked against the IP. Only that
+// warning is dropped.
+function quietIpServerNameWarning() {
+  const emitWarning = process.emitWarning;
+  process.emitWarning = function (warning, ...rest) {
+    const code = rest[0] !== null && typeof rest[0] === 'object' ? rest[0].code : rest[1];
+    if (code === 'DEP0123') return undefined;
+    return emitWarning.call(process, warning, ...rest);
+  };
+}
+
 if (require.main === module) {
+  quietIpServerNameWarning();
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
   });
