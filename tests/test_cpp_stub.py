@@ -1,6 +1,9 @@
 """The C++ guest stub (client/cpp) against a real server: DIMM hot-add, hot-remove and a
 removal refused by unisolate, with the same outcomes as the Python ReferenceGuest, its
-RTAS calls batched over one RtasService.Session (or, with --unary, one unary RPC each).
+RTAS calls batched over one RtasService.Session (or, with --unary, one unary RPC each);
+in plaintext, and over mTLS to a server that requires tokens (the platform's guest token
+for the guest's RPCs, its manager token for HotplugService's), configured by the
+PAPR_EMU_* variables or by options.
 
 The stub is built with CMake in a directory under the system temp dir, reused across
 runs. It needs a C++ compiler, CMake, pkg-config, protoc with the gRPC C++ plugin and the
@@ -18,15 +21,31 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+from pki import Issued, Pki
 
 from conftest import new_platform
 from helpers import connector, events_since, last_sequence
-from papr.v1 import connector_pb2, device_pb2, guest_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import (
+    connector_pb2,
+    device_pb2,
+    guest_pb2,
+    guest_pb2_grpc,
+    hotplug_pb2,
+    hotplug_pb2_grpc,
+    interrupt_pb2_grpc,
+    platform_pb2,
+    platform_pb2_grpc,
+    rtas_pb2_grpc,
+)
 from papr_emu import PaprServer
+from papr_emu.model import Platforms
+from papr_emu.security import Security
 from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "client" / "cpp"
@@ -105,8 +124,13 @@ SESSION = RTAS_SERVICE + "Session"
 EXPECTED_WALKS = 7
 
 
-def run_stub(binary: Path, target: str, platform: str, *flags: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PAPR_EMU_HOST": target}
+def run_stub(
+    binary: Path, target: str | None, platform: str, *flags: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The stub on `platform`, with $PAPR_EMU_HOST = `target` (unset if None), the PAPR_EMU_*
+    variables of `env` and none of the caller's."""
+    clean = {key: value for key, value in os.environ.items() if not key.startswith("PAPR_EMU_")}
+    env = {**clean, **({"PAPR_EMU_HOST": target} if target is not None else {}), **(env or {})}
     return subprocess.run(
         [str(binary), *flags, platform], env=env, capture_output=True, text=True, timeout=STUB_TIMEOUT
     )
@@ -196,19 +220,27 @@ def test_cpp_stub_matches_reference_guest(
     assert target.startswith("unix:") == (transport == "unix")
     boot_events = last_sequence(client, cpp_platform)  # device_added for the coldplugged devices
     result = run_stub(stub_binary, target, cpp_platform, *(["--unary"] if mode == "unary" else []))
+    check_run(result, reference_outcomes, mode)
+    check_platform(client, cpp_platform, boot_events)
+
+
+def check_run(result: subprocess.CompletedProcess[str], reference_outcomes: list[dict[str, Any]], mode: str) -> None:
+    """The stub passed, its event lines match the reference guest's, its last line `mode`."""
     assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
     *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
     keys = ("resource", "action", "result", "drc_indexes")
     assert [{k: line[k] for k in keys} for line in lines] == reference_outcomes, result.stderr
     check_wire(summary, mode)
 
-    # What the platform saw, independently of the stub's own checks.
-    kinds = [e.WhichOneof("kind") for e in events_since(client, cpp_platform, boot_events)]
+
+def check_platform(client: Client, platform: str, boot_events: int) -> None:
+    """What the platform saw, independently of the stub's own checks."""
+    kinds = [e.WhichOneof("kind") for e in events_since(client, platform, boot_events)]
     assert kinds == EXPECTED_EVENT_KINDS
-    device = client.hotplug.GetDevice(hotplug_pb2.GetDeviceRequest(platform=cpp_platform, id=DEVICE_ID)).device
+    device = client.hotplug.GetDevice(hotplug_pb2.GetDeviceRequest(platform=platform, id=DEVICE_ID)).device
     assert not device.unplug_pending
     for index in device.drc_indexes:
-        c = connector(client, cpp_platform, index)
+        c = connector(client, platform, index)
         assert (c.state, c.unplug_pending) == (connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, False)
 
 
@@ -217,3 +249,176 @@ def test_cpp_stub_fails_loudly(server: PaprServer, stub_binary: Path) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert "FAIL: GetPlatform failed: NOT_FOUND" in result.stderr
+
+
+# --- Over mTLS, to a server that requires tokens -------------------------------------------
+
+SERVER_NAME = "localhost"  # in the server certificate's SAN, with 127.0.0.1
+GEOMETRY = platform_pb2.Geometry(memory_bytes=1 << 30, max_memory_bytes=4 << 30, memory_slots=4, cpus=1, max_cpus=4)
+
+
+@dataclass(frozen=True)
+class SecureServer:
+    """A server with TLS, mTLS (client certificates from the test CA) and tokens, and its admin client."""
+
+    server: PaprServer
+    admin: Client
+    pki: Pki
+    client_cert: Issued
+    directory: Path
+
+    def tls_env(self, client_cert: bool = True) -> dict[str, str]:
+        env = {"PAPR_EMU_CA": str(self.pki.ca_path)}
+        if client_cert:
+            env |= {"PAPR_EMU_CERT": str(self.client_cert.cert_path), "PAPR_EMU_KEY": str(self.client_cert.key_path)}
+        return env
+
+    def tls_options(self) -> list[str]:
+        cert, key = self.client_cert.cert_path, self.client_cert.key_path
+        return ["--ca", str(self.pki.ca_path), "--cert", str(cert), "--key", str(key), "--server-name", SERVER_NAME]
+
+    def token_file(self, name: str, token: str) -> Path:
+        path = self.directory / f"{name}.token"
+        path.write_text(token + "\n")
+        return path
+
+    def create_platform(self) -> tuple[str, str, str]:
+        """A fresh platform (the default geometry) and its guest and manager tokens."""
+        name = f"secure{next(_secure_names)}"
+        created = self.admin.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=name, geometry=GEOMETRY))
+        assert created.guest_token.token and created.manager_token.token
+        return name, created.guest_token.token, created.manager_token.token
+
+
+_secure_names = iter(range(1_000_000))
+
+
+def _admin_client(target: str, pki: Pki, cert: Issued, admin_token: str) -> Client:
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(pki.ca_pem, cert.key_pem, cert.cert_pem),
+        grpc.access_token_call_credentials(admin_token),
+    )
+    channel = grpc.secure_channel(target, credentials)
+    grpc.channel_ready_future(channel).result(timeout=10)
+    return Client(
+        channel,
+        rtas_pb2_grpc.RtasServiceStub(channel),
+        platform_pb2_grpc.PlatformServiceStub(channel),
+        hotplug_pb2_grpc.HotplugServiceStub(channel),
+        interrupt_pb2_grpc.InterruptServiceStub(channel),
+        guest_pb2_grpc.GuestServiceStub(channel),
+    )
+
+
+@pytest.fixture(scope="module")
+def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
+    directory = tmp_path_factory.mktemp("cpp-tls")
+    pki = Pki.make(directory)
+    server_cert = pki.issue("server", dns=[SERVER_NAME], ips=["127.0.0.1"])
+    client_cert = pki.issue("cpp-stub", client=True)
+    admin_token = "admin-" + os.urandom(16).hex()
+    admin_file = directory / "admin.token"
+    admin_file.write_text(admin_token)
+    security = Security.load(
+        tls_cert=server_cert.cert_path,
+        tls_key=server_cert.key_path,
+        tls_client_ca=pki.ca_path,
+        admin_token_file=admin_file,
+    )
+    server = PaprServer(Platforms(), ["127.0.0.1:0", f"unix:{directory}/papr.sock"], security=security)
+    server.start()
+    try:
+        admin = _admin_client(server.addresses[0], pki, client_cert, admin_token)
+        try:
+            yield SecureServer(server, admin, pki, client_cert, directory)
+        finally:
+            admin.close()
+    finally:
+        server.stop(grace=0.5)
+
+
+def assert_no_secret(result: subprocess.CompletedProcess[str], *tokens: str) -> None:
+    for token in tokens:
+        assert token not in result.stdout and token not in result.stderr, "the stub printed a token"
+
+
+@pytest.mark.parametrize(("transport", "configured_by"), [("tcp", "env"), ("unix", "options")])
+def test_cpp_stub_over_mtls_with_tokens(
+    secure: SecureServer,
+    stub_binary: Path,
+    reference_outcomes: list[dict[str, Any]],
+    transport: str,
+    configured_by: str,
+) -> None:
+    """The same scenario and outcomes as in plaintext, over mTLS, the guest's RPCs with the
+    platform's guest token and HotplugService's with its manager token (which the server
+    checks: a guest token may not plug, a manager token may not make RTAS calls)."""
+    platform, guest_token, manager_token = secure.create_platform()
+    target = secure.server.addresses[0 if transport == "tcp" else 1]
+    try:
+        boot_events = last_sequence(secure.admin, platform)
+        if configured_by == "env":
+            env = {**secure.tls_env(), "PAPR_EMU_TOKEN": guest_token, "PAPR_EMU_MANAGER_TOKEN": manager_token}
+            result = run_stub(stub_binary, target, platform, env=env)
+        else:
+            options = [
+                *("--server", target),
+                *secure.tls_options(),
+                *("--token-file", str(secure.token_file("guest", guest_token))),
+                *("--manager-token-file", str(secure.token_file("manager", manager_token))),
+            ]
+            result = run_stub(stub_binary, None, platform, *options)
+        assert_no_secret(result, guest_token, manager_token)
+        assert ": mTLS" in result.stderr and "a guest and a manager token" in result.stderr
+        check_run(result, reference_outcomes, "session")
+        check_platform(secure.admin, platform, boot_events)
+    finally:
+        secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+
+
+def test_cpp_stub_without_a_token_is_unauthenticated(secure: SecureServer, stub_binary: Path) -> None:
+    platform = secure.create_platform()[0]
+    try:
+        result = run_stub(stub_binary, secure.server.addresses[0], platform, env=secure.tls_env())
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert "FAIL: GetPlatform failed: UNAUTHENTICATED" in result.stderr
+    finally:
+        secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+
+
+def test_cpp_stub_with_a_guest_token_only_may_not_plug(secure: SecureServer, stub_binary: Path) -> None:
+    """Why the stub takes a manager token: its management side (HotplugService) needs one."""
+    platform, guest_token, _ = secure.create_platform()
+    try:
+        env = {**secure.tls_env(), "PAPR_EMU_TOKEN": guest_token}
+        result = run_stub(stub_binary, secure.server.addresses[0], platform, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert "FAIL: WatchEvents ended: PERMISSION_DENIED: a guest token may not call WatchEvents" in result.stderr
+        assert_no_secret(result, guest_token)
+    finally:
+        secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+
+
+def test_cpp_stub_does_not_trust_another_ca(secure: SecureServer, stub_binary: Path, tmp_path: Path) -> None:
+    """A server certificate from a CA the stub was not told to trust: no connection, and the
+    failure says it is the certificate (after the stub's 10 s wait for the channel)."""
+    other_ca = Pki.make(tmp_path, name="other-ca")
+    platform, guest_token, manager_token = secure.create_platform()
+    try:
+        env = {
+            **secure.tls_env(),
+            "PAPR_EMU_CA": str(other_ca.ca_path),
+            "PAPR_EMU_TOKEN": guest_token,
+            "PAPR_EMU_MANAGER_TOKEN": manager_token,
+        }
+        result = run_stub(stub_binary, secure.server.addresses[0], platform, env=env)
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        failure = next(line for line in result.stderr.splitlines() if "FAIL:" in line)
+        assert f"FAIL: cannot reach papr-emu at {secure.server.addresses[0]} within 10 s: UNAVAILABLE" in failure
+        assert "certificate verify failed" in failure.lower()
+        assert_no_secret(result, guest_token, manager_token)
+    finally:
+        secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))

@@ -190,10 +190,10 @@ std::shared_ptr<grpc::Channel> Connect(const ConnectionOptions& options, RpcCens
   return census.Channel(options.target, credentials, arguments, std::move(factories));
 }
 
-void WaitUntilConnected(const std::shared_ptr<grpc::Channel>& channel, const std::string& target) {
+void WaitUntilConnected(const std::shared_ptr<grpc::Channel>& channel, const ConnectionOptions& options) {
   if (channel->WaitForConnected(std::chrono::system_clock::now() + kRpcDeadline)) return;
   const std::string what =
-      "cannot reach papr-emu at " + target + " within " + std::to_string(kRpcDeadline.count()) + " s";
+      "cannot reach papr-emu at " + options.target + " within " + std::to_string(kRpcDeadline.count()) + " s";
   // An RPC that does not wait for the channel fails at once with the last connection
   // error: that is the reason to report (refused, a TLS handshake the certificate failed).
   grpc::ClientContext context;
@@ -203,7 +203,14 @@ void WaitUntilConnected(const std::shared_ptr<grpc::Channel>& channel, const std
   const grpc::Status status = stub->GetPlatform(&context, papr::v1::GetPlatformRequest(), &response);
   if (status.error_code() == grpc::StatusCode::UNAVAILABLE ||
       status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
-    throw Failure(what + ": " + StatusText(status));
+    std::string hint;
+    // A server that closes the connection during the handshake: most likely one that wants
+    // TLS from a plaintext client, or a client certificate the client did not present.
+    if (status.error_message().find("Socket closed") != std::string::npos) {
+      if (!options.tls) hint = " (a TLS server? give --ca)";
+      else if (options.cert_file.empty()) hint = " (a server that requires a client certificate? give --cert and --key)";
+    }
+    throw Failure(what + ": " + StatusText(status) + hint);
   }
   // It got through after all: the channel is up now.
 }

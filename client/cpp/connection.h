@@ -60,6 +60,6 @@ std::shared_ptr<grpc::Channel> Connect(const ConnectionOptions& options, RpcCens
 
 // Waits until the channel is ready (up to kRpcDeadline); otherwise throws a Failure that
 // says why in gRPC's words (connection refused, the server's certificate not trusted, ...).
-void WaitUntilConnected(const std::shared_ptr<grpc::Channel>& channel, const std::string& target);
+void WaitUntilConnected(const std::shared_ptr<grpc::Channel>& channel, const ConnectionOptions& options);
 
 }  // namespace papr_guest

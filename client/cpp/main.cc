@@ -99,6 +99,8 @@ class Scenario {
     events_ = std::make_unique<StreamWatcher<pb::WatchEventsResponse>>(
         "WatchEvents", [&](grpc::ClientContext* context) { return hotplug_->WatchEvents(context, events_request); });
     const std::string after = events_->InitialMetadata("papr-subscribed-after");
+    // A stream refused at once (PERMISSION_DENIED, say) ends with no metadata: its status is the news.
+    if (after.empty()) events_->Next(kQuietPeriod);
     Check(!after.empty() && after.find_first_not_of("0123456789") == std::string::npos,
           "WatchEvents: papr-subscribed-after is '" + after + "', not a sequence number");
     last_sequence_ = std::stoull(after);
@@ -379,7 +381,7 @@ int main(int argc, char** argv) {
   try {
     papr_guest::Log("connecting to " + connection.target + ": " + connection.Describe());
     const auto channel = papr_guest::Connect(connection, census);
-    papr_guest::WaitUntilConnected(channel, connection.target);
+    papr_guest::WaitUntilConnected(channel, connection);
     papr_guest::Scenario scenario(channel, platform, unary);
     scenario.Run();
     std::cout << "{\"rtas\":" << scenario.transport().Json() << ",\"grpc\":" << census.Json() << "}" << std::endl;
