@@ -293,10 +293,16 @@ class SecureServer:
 _secure_names = iter(range(1_000_000))
 
 
-def _admin_client(target: str, pki: Pki, cert: Issued, admin_token: str) -> Client:
+def _admin_client(target: str, pki: Pki | None, cert: Issued | None, admin_token: str) -> Client:
+    """A client with the admin token: over mTLS, or (no `pki`) over local credentials, which
+    speak plaintext to a loopback server and, unlike an insecure channel, carry call credentials."""
+    channel_credentials = (
+        grpc.ssl_channel_credentials(pki.ca_pem, cert.key_pem, cert.cert_pem)
+        if pki is not None and cert is not None
+        else grpc.local_channel_credentials(grpc.LocalConnectionType.LOCAL_TCP)
+    )
     credentials = grpc.composite_channel_credentials(
-        grpc.ssl_channel_credentials(pki.ca_pem, cert.key_pem, cert.cert_pem),
-        grpc.access_token_call_credentials(admin_token),
+        channel_credentials, grpc.access_token_call_credentials(admin_token)
     )
     channel = grpc.secure_channel(target, credentials)
     grpc.channel_ready_future(channel).result(timeout=10)
@@ -335,6 +341,43 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureServer]:
             admin.close()
     finally:
         server.stop(grace=0.5)
+
+
+@pytest.fixture(scope="module")
+def plaintext_tokens(secure: SecureServer) -> Iterator[SecureServer]:
+    """A server that requires tokens, in plaintext on loopback (which the server allows), and
+    its admin client (the `pki` and `client_cert` fields are the TLS server's, unused here)."""
+    admin_token = "admin-" + os.urandom(16).hex()
+    admin_file = secure.directory / "plaintext-admin.token"
+    admin_file.write_text(admin_token)
+    server = PaprServer(Platforms(), ["127.0.0.1:0"], security=Security.load(admin_token_file=admin_file))
+    server.start()
+    try:
+        admin = _admin_client(server.addresses[0], None, None, admin_token)
+        try:
+            yield SecureServer(server, admin, secure.pki, secure.client_cert, secure.directory)
+        finally:
+            admin.close()
+    finally:
+        server.stop(grace=0.5)
+
+
+def test_cpp_stub_with_tokens_in_plaintext_on_loopback(
+    plaintext_tokens: SecureServer, stub_binary: Path, reference_outcomes: list[dict[str, Any]]
+) -> None:
+    """Tokens without TLS, to a loopback server: the interceptor sends them on an insecure
+    channel too (call credentials would not), here with one unary RPC per RTAS call."""
+    platform, guest_token, manager_token = plaintext_tokens.create_platform()
+    try:
+        boot_events = last_sequence(plaintext_tokens.admin, platform)
+        env = {"PAPR_EMU_TOKEN": guest_token, "PAPR_EMU_MANAGER_TOKEN": manager_token}
+        result = run_stub(stub_binary, plaintext_tokens.server.addresses[0], platform, "--unary", env=env)
+        assert_no_secret(result, guest_token, manager_token)
+        assert ": plaintext, a guest and a manager token" in result.stderr
+        check_run(result, reference_outcomes, "unary")
+        check_platform(plaintext_tokens.admin, platform, boot_events)
+    finally:
+        plaintext_tokens.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 
 
 def assert_no_secret(result: subprocess.CompletedProcess[str], *tokens: str) -> None:
