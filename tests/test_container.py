@@ -1,5 +1,13 @@
 """The container image (Dockerfile): hadolint, then build and run it with podman, list the
-conformance scenarios inside it, and hot-add a DIMM through the container's port from the host.
+conformance scenarios inside it, and run its server the ways the README shows:
+
+- with no TLS, tokens or --insecure it exits at once with the server's one-line refusal;
+- with TLS and an admin token mounted in /etc/papr-emu (certificates from tests/pki.py, files
+  owned by uid 10001, mode 0400): healthy by its HEALTHCHECK, a DIMM hot-added from the host
+  over TLS with the token, a call without the token refused (UNAUTHENTICATED);
+- under mTLS with the token in PAPR_EMU_ADMIN_TOKEN: healthy (the HEALTHCHECK presents
+  healthcheck.crt), a call with a client certificate served, one without refused;
+- with --insecure (a throwaway local run): healthy over plaintext, a call without a token served.
 
 No registry is reachable, so the base image is made locally: mmdebstrap bootstraps a Debian
 bookworm (python3, venv, headers, gcc), podman imports it, and the image is built with
@@ -8,14 +16,16 @@ directory (``--root``/``--runroot``/``--tmpdir``), removed afterwards: the machi
 container storage is never touched. Host networking, as podman works here (no bridge).
 
 Runs when podman is installed, and always when CI=true: there a missing podman,
-mmdebstrap or hadolint fails the test instead of skipping it. Needs root. Takes about a
-minute (mmdebstrap ≈ 20 s, build ≈ 20-80 s); every step has a timeout.
+mmdebstrap or hadolint fails the test instead of skipping it. Needs root. Takes a few
+minutes (mmdebstrap, then the build; each run of the image a few seconds); every step has a timeout.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -25,10 +35,22 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import pytest
+from pki import Pki
 
-from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
-from papr_emu_client import Guest, connect
+from papr.v1 import (
+    connector_pb2,
+    device_pb2,
+    guest_pb2_grpc,
+    hotplug_pb2,
+    hotplug_pb2_grpc,
+    interrupt_pb2_grpc,
+    platform_pb2,
+    platform_pb2_grpc,
+    rtas_pb2_grpc,
+)
+from papr_emu_client import Client, Guest, connect
 
 REPO = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI", "").lower() in ("true", "1", "yes")
@@ -36,6 +58,9 @@ BASE_IMAGE = "localhost/papr-emu-test-base:bookworm"
 IMAGE = "localhost/papr-emu:test"
 CONTAINER = "papr-emu-test"
 DEFAULT_PORT = 50051  # the image's CMD: serve --listen 0.0.0.0:50051
+SECURITY_DIR = "/etc/papr-emu"  # where the image's entrypoint and HEALTHCHECK look for TLS files and the token
+CONTAINER_UID = 10001
+SERVER_NAME = "papr-emu.test"  # the server certificate's only name: the HEALTHCHECK must find it in tls.crt
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")  # handed to pip in the build (TLS-intercepting proxies)
 BASE_PACKAGES = "python3,python3-venv,python3-dev,gcc,libc6-dev"
 ULIMITS = ["--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096"]
@@ -109,6 +134,12 @@ class Podman:
             pytest.fail(f"podman {' '.join(args[:2])} exited {returncode}:\n{output[-4000:]}")
         return stdout
 
+    def result(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*self.prefix, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+
     def succeeds(self, *args: str, timeout: float) -> bool:
         result = subprocess.run(
             [*self.prefix, *args], env=self.env, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout
@@ -162,11 +193,83 @@ def podman() -> Iterator[Podman]:
     try:
         yield tool
     finally:
-        tool("rm", "--force", "--time", "0", CONTAINER, timeout=60, check=False)
+        tool("rm", "--all", "--force", "--time", "0", timeout=60, check=False)  # private storage: only ours
         tool("rmi", "--all", "--force", timeout=120, check=False)
         shutil.rmtree(workdir, ignore_errors=True)  # the vfs storage with it
         if not host_cache_was_there:
             shutil.rmtree(host_cache, ignore_errors=True)
+
+
+def _is_json(line: str) -> bool:
+    try:
+        return isinstance(json.loads(line), dict)
+    except ValueError:
+        return False
+
+
+def _private_dir(path: Path) -> Path:
+    path.mkdir(mode=0o700)
+    return path
+
+
+def _security_dir(path: Path, files: dict[str, bytes]) -> Path:
+    """A directory to mount at /etc/papr-emu: the files owned by the container's user, mode 0400."""
+    path.mkdir(mode=0o500)
+    for name, data in files.items():
+        file = path / name
+        file.write_bytes(data)
+        os.chown(file, CONTAINER_UID, CONTAINER_UID)
+        file.chmod(0o400)
+    os.chown(path, CONTAINER_UID, CONTAINER_UID)
+    return path
+
+
+def _run_until_healthy(podman: Podman, name: str, options: list[str], command: list[str]) -> None:
+    """Start the image detached and wait for its own HEALTHCHECK to pass (60 s at most)."""
+    podman(
+        "run", "--detach", "--name", name, "--network", "host", "--runtime", "runc", *ULIMITS, *options,
+        IMAGE, *command, timeout=120,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while True:
+        state = podman("inspect", "--format", "{{.State.Status}}", name, timeout=30).strip()
+        if state != "running":
+            logs = podman("logs", name, timeout=30, check=False)
+            pytest.fail(f"{name} is {state}:\n{logs[-4000:]}")
+        check = podman.result("healthcheck", "run", name, timeout=30)
+        if check.returncode == 0:
+            return
+        if time.monotonic() > deadline:
+            logs = podman("logs", name, timeout=30, check=False)
+            pytest.fail(f"{name}: not healthy within 60 s ({check.stdout}{check.stderr}):\n{logs[-4000:]}")
+        time.sleep(0.5)
+
+
+def _stop(podman: Podman, name: str) -> None:
+    """SIGTERM: a graceful stop, exit status 0."""
+    podman("stop", "--time", "10", name, timeout=60)
+    status = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", name, timeout=30)
+    assert status.split() == ["exited", "0"], status
+    podman("rm", name, timeout=60)
+
+
+@contextlib.contextmanager
+def _client(port: int, credentials: grpc.ChannelCredentials, token: str | None) -> Iterator[Client]:
+    """The papr.v1 stubs over TLS to 127.0.0.1:port, checking the certificate for SERVER_NAME, with a bearer token."""
+    if token is not None:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(token))
+    channel = grpc.secure_channel(
+        f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
+    )
+    with Client(
+        channel,
+        rtas_pb2_grpc.RtasServiceStub(channel),
+        platform_pb2_grpc.PlatformServiceStub(channel),
+        hotplug_pb2_grpc.HotplugServiceStub(channel),
+        interrupt_pb2_grpc.InterruptServiceStub(channel),
+        guest_pb2_grpc.GuestServiceStub(channel),
+    ) as client:
+        yield client
 
 
 @pytest.mark.timeout(1200)
@@ -228,32 +331,44 @@ def test_image_builds_runs_and_serves_a_dimm_hot_add(podman: Podman) -> None:
 
     # The image's own CMD (0.0.0.0:50051) when that port is free here; else the same server on a free port.
     if _port_is_free(DEFAULT_PORT):
-        port, override, env = DEFAULT_PORT, [], []
+        port, serve, env = DEFAULT_PORT, [], []
     else:
         port = _free_port()
-        override = ["serve", "--listen", f"127.0.0.1:{port}", "--log-format", "json"]
+        serve = ["serve", "--listen", f"0.0.0.0:{port}", "--log-format", "json"]
         env = ["--env", f"PAPR_EMU_HEALTH_TARGET=127.0.0.1:{port}"]
-    with timings.step("run until healthy"):
-        podman(
-            "run", "--detach", "--name", CONTAINER, "--network", "host", "--runtime", "runc",
-            *ULIMITS, *env, IMAGE, *override, timeout=120,
-        )  # fmt: skip
-        deadline = time.monotonic() + 60
-        while True:
-            state = podman("inspect", "--format", "{{.State.Status}}", CONTAINER, timeout=30).strip()
-            if state != "running":
-                logs = podman("logs", CONTAINER, timeout=30, check=False)
-                pytest.fail(f"container is {state}:\n{logs[-4000:]}")
-            if podman.succeeds("healthcheck", "run", CONTAINER, timeout=30):
-                break
-            if time.monotonic() > deadline:
-                logs = podman("logs", CONTAINER, timeout=30, check=False)
-                pytest.fail(f"no healthy container within 60 s:\n{logs[-4000:]}")
-            time.sleep(0.5)
-        user = podman("exec", CONTAINER, "id", "-u", timeout=30).strip()
-        assert user == "10001"
 
-    with timings.step("DIMM hot-add from the host"), connect(f"127.0.0.1:{port}", timeout=10) as client:
+    with timings.step("no TLS, tokens or --insecure: refused"):
+        # Detached, then its logs: only the container's output (podman adds its own lines to a run's stderr).
+        podman(
+            "run", "--detach", "--name", "papr-emu-refused", "--network", "host", "--runtime", "runc", *ULIMITS, IMAGE,
+            timeout=120,
+        )  # fmt: skip
+        exit_code = podman("wait", "papr-emu-refused", timeout=60).strip()
+        logs = podman.result("logs", "papr-emu-refused", timeout=30)
+        output = logs.stdout + logs.stderr
+        assert exit_code == "2", output[-4000:]
+        assert "Traceback" not in output, output[-4000:]
+        # The JSON log lines of start-up, then one line that says why.
+        said = [line for line in output.splitlines() if line.strip() and not _is_json(line)]
+        assert len(said) == 1, output[-4000:]
+        assert said[0].startswith("papr-emu: refusing to listen on 0.0.0.0:50051 without TLS"), said
+        assert "--insecure" in said[0], said
+
+    pki = Pki.make(_private_dir(workdir / "pki"))
+    server = pki.issue("server", dns=[SERVER_NAME])
+    admin_token = "admin-" + secrets.token_hex(16)
+
+    with timings.step("TLS and tokens: run until healthy"):
+        mounted = _security_dir(
+            workdir / "tls",
+            {"tls.crt": server.cert_pem, "tls.key": server.key_pem, "admin.token": admin_token.encode()},
+        )
+        _run_until_healthy(podman, "papr-emu-tls", [*env, "--volume", f"{mounted}:{SECURITY_DIR}:ro"], serve)
+        user = podman("exec", "papr-emu-tls", "id", "-u", timeout=30).strip()
+        assert user == str(CONTAINER_UID)
+
+    credentials = grpc.ssl_channel_credentials(pki.ca_pem)
+    with timings.step("TLS and tokens: DIMM hot-add from the host"), _client(port, credentials, admin_token) as client:
         dimm = client.hotplug.PlugDevice(
             hotplug_pb2.PlugDeviceRequest(
                 platform="default",
@@ -276,9 +391,53 @@ def test_image_builds_runs_and_serves_a_dimm_hot_add(podman: Podman) -> None:
             assert state == connector_pb2.DRC_STATE_LOGICAL_CONFIGURED
         assert names == ["memory@40000000", "memory@50000000"]
 
-    with timings.step("stop"):
-        podman("stop", "--time", "10", CONTAINER, timeout=60)
-        status = podman("inspect", "--format", "{{.State.Status}} {{.State.ExitCode}}", CONTAINER, timeout=30)
-        assert status.split() == ["exited", "0"], status  # SIGTERM: a graceful stop
+    with timings.step("TLS and tokens: no token, refused"), _client(port, credentials, None) as client:
+        with pytest.raises(grpc.RpcError) as refused:
+            client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="default"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
+        with pytest.raises(grpc.RpcError) as refused:
+            client.hotplug.PlugDevice(
+                hotplug_pb2.PlugDeviceRequest(
+                    platform="default", id="dimm2",
+                    spec=device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)),
+                ),
+                timeout=10,
+            )  # fmt: skip
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value
+
+    with timings.step("TLS and tokens: stop"):
+        _stop(podman, "papr-emu-tls")
+
+    with timings.step("mTLS, the token in the environment: run until healthy"):
+        healthcheck = pki.issue("healthcheck", client=True)
+        mounted = _security_dir(
+            workdir / "mtls",
+            {
+                "tls.crt": server.cert_pem, "tls.key": server.key_pem, "client-ca.pem": pki.ca_pem,
+                "healthcheck.crt": healthcheck.cert_pem, "healthcheck.key": healthcheck.key_pem,
+            },
+        )  # fmt: skip
+        volume = ["--volume", f"{mounted}:{SECURITY_DIR}:ro"]
+        _run_until_healthy(
+            podman, "papr-emu-mtls", [*env, *volume, "--env", f"PAPR_EMU_ADMIN_TOKEN={admin_token}"], serve
+        )
+
+    with timings.step("mTLS: a call with a client certificate, one without"):
+        job = pki.issue("job-1", client=True)
+        with _client(port, grpc.ssl_channel_credentials(pki.ca_pem, job.key_pem, job.cert_pem), admin_token) as client:
+            reply = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="default"), timeout=10)
+            assert reply.platform.name == "default", reply
+        with _client(port, credentials, admin_token) as client, pytest.raises(grpc.RpcError) as refused:
+            client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="default"), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE, refused.value  # the handshake fails
+        _stop(podman, "papr-emu-mtls")
+
+    with timings.step("--insecure: run until healthy, a call without a token"):
+        insecure = ["serve", "--listen", f"0.0.0.0:{port}", "--log-format", "json", "--insecure"]
+        _run_until_healthy(podman, "papr-emu-insecure", env, insecure)
+        with connect(f"127.0.0.1:{port}", timeout=10) as client:
+            reply = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform="default"), timeout=10)
+            assert reply.platform.name == "default", reply
+        _stop(podman, "papr-emu-insecure")
 
     print(f"container test: total {timings.total():.1f} s (before clean-up)", flush=True)
