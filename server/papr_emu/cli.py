@@ -120,18 +120,10 @@ def serve(options: argparse.Namespace) -> int:
     listen = options.listen or []
     try:
         config = load_config(options.config) if options.config is not None else ServerConfig()
-        flags = {name: getattr(options, f"limit_{name}") for name in LIMITS}
-        # A flag beats the config file's [limits], which beats the default.
-        platforms = Platforms(Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None})))
-        if options.config is not None:
-            listen = listen or config.listen
-            for platform in config.platforms:
-                platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
-        else:
-            platforms.create(DEFAULT_PLATFORM, default_geometry())
-    except (ConfigError, PlatformError, ValueError) as error:  # ValueError: a limit that is not positive
+    except ConfigError as error:
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
+    listen = listen or config.listen or [DEFAULT_LISTEN]
     settings = config.security | {
         key: value
         for key, value in (
@@ -149,8 +141,18 @@ def serve(options: argparse.Namespace) -> int:
         settings["certificate_roles"] = dict(pairs)
     try:
         security = Security.load(**settings)
-        server = PaprServer(platforms, listen or [DEFAULT_LISTEN], max_workers=options.max_workers, security=security)
-    except (SecurityError, ValueError) as error:  # unsafe or unreadable settings; --max-workers not positive
+        security.check_listeners(listen)  # before anything is built: a refused start says one line only
+        flags = {name: getattr(options, f"limit_{name}") for name in LIMITS}
+        # A flag beats the config file's [limits], which beats the default.
+        platforms = Platforms(Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None})))
+        if options.config is not None:
+            for platform in config.platforms:
+                platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
+        else:
+            platforms.create(DEFAULT_PLATFORM, default_geometry())
+        server = PaprServer(platforms, listen, max_workers=options.max_workers, security=security)
+    except (SecurityError, PlatformError, ValueError) as error:
+        # Unsafe or unreadable security settings, a bad platform, a limit or --max-workers not positive.
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
     try:
