@@ -611,11 +611,6 @@ def test_bad_security_settings_are_one_line_errors(tmp_path: Path, flags: list[s
         assert process.returncode == 2 and "not an octal file mode" in err
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: unreadable PEM contents are not checked at start; grpc's add_secure_port fails and the "
-    "error says 'cannot listen on 127.0.0.1:0: Failed to bind to address', not which file is bad",
-)
 def test_a_certificate_file_that_is_not_pem_is_named(tmp_path: Path) -> None:
     (tmp_path / "garbage.pem").write_text("not a certificate\n")
     (tmp_path / "garbage.key").write_text("not a key\n")

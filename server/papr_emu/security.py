@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
@@ -79,6 +80,7 @@ class Security:
                 _read(tls_key, "--tls-key"),
                 _read(tls_client_ca, "--tls-client-ca") if tls_client_ca is not None else None,
             )
+            _check_pem(tls_cert, tls_key, tls_client_ca)
         admin_token = None
         if admin_token_file is not None:
             admin_token = _read(admin_token_file, "--admin-token-file").decode(errors="replace").strip()
@@ -129,6 +131,22 @@ def is_local(address: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False  # a name other than localhost may resolve to anything
+
+
+def _check_pem(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """SecurityError naming the file unless it holds what its flag says (gRPC would only fail to bind)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as error:
+        raise SecurityError(
+            f"--tls-cert {cert} / --tls-key {key}: not a PEM certificate chain and its private key ({error.reason})"
+        ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except ssl.SSLError as error:
+            raise SecurityError(f"--tls-client-ca {client_ca}: not PEM CA certificates ({error.reason})") from None
 
 
 def _read(path: Path, flag: str) -> bytes:
