@@ -20,13 +20,11 @@ import signal
 import sys
 import threading
 from collections.abc import Callable
-from importlib.metadata import EntryPoint, PackageNotFoundError, entry_points, version
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
-
-from papr_emu_client import cli as client_cli
 
 from .config import ConfigError, ServerConfig, load_config
 from .logs import LOG_LEVELS, configure_logging
@@ -38,8 +36,14 @@ DISTRIBUTION = "papr-emu"
 COMMANDS_GROUP = "papr_emu.commands"
 
 
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
+
 def distribution_version() -> str:
     """The installed distribution's version (what ``--version`` prints)."""
+    from importlib.metadata import PackageNotFoundError, version  # here: a server's start needs none of it
+
     try:
         return version(DISTRIBUTION)
     except PackageNotFoundError:  # run from a checkout that was never installed
@@ -48,13 +52,27 @@ def distribution_version() -> str:
 
 def plugin_commands() -> dict[str, EntryPoint]:
     """The ``papr_emu.commands`` entry points by command name, not loaded yet."""
+    from importlib.metadata import entry_points
+
     return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
 
 
-def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
-    """The `papr-emu` parser; ``plugins`` are listed as commands but not loaded."""
+class _Version(argparse.Action):
+    """``--version``, looked up only when asked for (reading package metadata takes a while)."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> NoReturn:
+        print(f"{parser.prog} {distribution_version()}")
+        parser.exit()
+
+
+def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -> argparse.ArgumentParser:
+    """The `papr-emu` parser; ``plugins`` are listed as commands but not loaded.
+
+    Without ``client_commands`` it knows ``serve`` (and the plugins) only: starting a
+    server then imports nothing of the client's commands.
+    """
     parser = argparse.ArgumentParser(prog="papr-emu", description="PAPR/RTAS DRC platform emulator over gRPC")
-    parser.add_argument("--version", action="version", version=f"%(prog)s {distribution_version()}")
+    parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument(
@@ -100,7 +118,10 @@ def build_parser(plugins: dict[str, EntryPoint]) -> argparse.ArgumentParser:
             option.flag, type=int, metavar="N", dest=f"limit_{option.name}",
             help=f"{option.help} (default {getattr(defaults, option.name)}; TOML {option.key})",
         )  # fmt: skip
-    client_cli.add_commands(commands)
+    if client_commands:
+        from papr_emu_client import cli as client_cli
+
+        client_cli.add_commands(commands)
     for name, entry in sorted(plugins.items()):
         # Listed for --help only: main() hands a plugin its arguments before this parser runs.
         commands.add_parser(name, help=f"from {entry.module.partition('.')[0]}; see `papr-emu {name} --help`")
@@ -176,6 +197,8 @@ def serve(options: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["serve"]:  # the server's start: no entry-point scan, no client commands (faster)
+        return serve(build_parser({}, client_commands=False).parse_args(args))
     plugins = plugin_commands()
     if args and args[0] in plugins:
         # The plugin parses everything after its name itself (its options and --help included).
@@ -184,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     options = build_parser(plugins).parse_args(args)
     if options.command == "serve":
         return serve(options)
+    from papr_emu_client import cli as client_cli
+
     return client_cli.run(options)
 
 
