@@ -89,7 +89,7 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
         def run() -> None:
             batch.run(platform, results, stop_at_nonzero)
 
-        if len(batch.entries) > INLINE_BATCH_CALLS or batch.has_walks:
+        if len(batch) > INLINE_BATCH_CALLS or batch.has_walks:
             await self._run.blocking(lambda: platform.run_exclusive(run))
         else:
             await self._run.quick(platform, run)

@@ -17,7 +17,7 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable, MutableSequence, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from google.protobuf.message import Message
 
@@ -198,6 +198,10 @@ def _response_bytes(kind: str, request: Any, plan: Plan) -> int:
 _SMALL: Final = frozenset({"set_indicator", "get_sensor_state", "set_power_level", "get_power_level", "event_scan"})
 
 
+def _other_platform(n: int, kind: str, named: str, platform: str) -> InvalidArgument:
+    return InvalidArgument(f"calls[{n}].{kind}.platform", named, f"the batch is for platform {platform!r}")
+
+
 class Batch:
     """The checked calls of one ExecuteBatch or Session request for ``platform``.
 
@@ -215,29 +219,35 @@ class Batch:
     def __init__(self, platform: str, calls: Sequence[rtas_pb2.RtasCall], limits: Limits) -> None:
         if len(calls) > limits.batch_calls:
             raise exhausted("batch_calls", limits.batch_calls, f"the batch has {len(calls)} calls")
-        self.entries: list[tuple[str, Any, Plan]] = []
+        # The hot path of a big batch (thousands of typed calls): comprehensions over the calls, a
+        # per-call loop only for the calls that need more checks.
+        kinds: list[str | None] = [call.WhichOneof("call") for call in calls]
+        self.requests: list[Any] = [
+            getattr(call, kind) if kind else None for call, kind in zip(calls, kinds, strict=True)
+        ]
+        self.plans: list[Plan] = [None] * len(calls)
         self.has_walks = False
-        response_bytes = 0
-        for n, call in enumerate(calls):
-            kind = call.WhichOneof("call")
-            if kind is None:
-                raise InvalidArgument(f"calls[{n}]", "", "sets none of the calls of RtasCall")
-            request = getattr(call, kind)
-            named = getattr(request, "platform", "")
-            if named and named != platform:
-                raise InvalidArgument(f"calls[{n}].{kind}.platform", named, f"the batch is for platform {platform!r}")
-            if kind in _SMALL:
-                plan: Plan = None
-                response_bytes += _RESULT_OVERHEAD
-            else:
+        response_bytes = _RESULT_OVERHEAD * len(calls)
+        if not _SMALL.issuperset(kinds):
+            for n, (kind, request) in enumerate(zip(kinds, self.requests, strict=True)):
+                if kind in _SMALL:
+                    continue
+                if kind is None:
+                    raise InvalidArgument(f"calls[{n}]", "", "sets none of the calls of RtasCall")
+                named = getattr(request, "platform", "")
+                if named and named != platform:
+                    raise _other_platform(n, kind, named, platform)
                 try:
-                    plan = check(kind, request)
+                    self.plans[n] = plan = check(kind, request)
                 except InvalidArgument as error:
                     field = f"calls[{n}].{kind}.{error.field}" if error.field else f"calls[{n}].{kind}"
                     raise InvalidArgument(field, error.value, error.reason) from None
-                response_bytes += _response_bytes(kind, request, plan)
+                response_bytes += _response_bytes(kind, request, plan) - _RESULT_OVERHEAD
                 self.has_walks = self.has_walks or kind == "configure_connector_walk"
-            self.entries.append((kind, request, plan))
+        self.kinds = cast(list[str], kinds)  # no None is left: the loop above refuses it
+        for n, (kind, request) in enumerate(zip(self.kinds, self.requests, strict=True)):
+            if kind in _SMALL and request.platform and request.platform != platform:
+                raise _other_platform(n, kind, request.platform, platform)
         if response_bytes > limits.message_bytes:
             raise exhausted(
                 "message_bytes", limits.message_bytes,
@@ -245,10 +255,13 @@ class Batch:
                 f"its {WORK_AREA_SIZE}-byte work area; a walk counts max_calls of them): split it",
             )  # fmt: skip
 
+    def __len__(self) -> int:
+        return len(self.kinds)
+
     def run(self, platform: Platform, results: MutableSequence[rtas_pb2.RtasResult], stop_at_nonzero: bool) -> None:
         """Run the calls in order, adding one result each to ``results`` (the caller holds the platform)."""
         add = results.add  # type: ignore[attr-defined]
-        for kind, request, plan in self.entries:
+        for kind, request, plan in zip(self.kinds, self.requests, self.plans, strict=True):
             status = RUNNERS[kind](platform, request, getattr(add(), kind), plan)
             if stop_at_nonzero and status:
                 break
