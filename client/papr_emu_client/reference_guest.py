@@ -14,7 +14,10 @@ PlatformService.ListConnectors.
 Its RTAS calls go through one RtasService.Session stream by default, and the sequences
 over many connectors (a DIMM's LMBs) travel in batches: a 1 TiB DIMM's 4,096 LMBs take a
 few dozen round trips instead of about 45,000. ``transport="unary"`` makes one RPC per
-RTAS call, as before; the calls, their order, the outcomes and the events are the same.
+RTAS call, as before; the calls, the outcomes and the events are the same. Over unary,
+``unary_concurrency`` (default 8) LMBs' sequences run at once, each LMB's calls in the
+kernel's order (see :class:`~papr_emu_client.guest.Guest`); 1 makes them one LMB after
+another, every call in the kernel's order. CPU, PCI and PHB flows are always sequential.
 
 Example::
 
@@ -54,7 +57,15 @@ from .errorlog import (
     MalformedLog,
     parse_hotplug_event,
 )
-from .guest import DR_INDICATOR, ISOLATION_STATE, SENSE_PRESENT, UNISOLATE, Guest, RtasError
+from .guest import (
+    DEFAULT_UNARY_CONCURRENCY,
+    DR_INDICATOR,
+    ISOLATION_STATE,
+    SENSE_PRESENT,
+    UNISOLATE,
+    Guest,
+    RtasError,
+)
 from .transport import Transport
 from .workarea import DtNode
 
@@ -96,12 +107,13 @@ class ReferenceGuest:
         progress: Callable[[Outcome], None] | None = None,
         step: Callable[[str, int, int], None] | None = None,
         transport: Transport = "session",
+        unary_concurrency: int = DEFAULT_UNARY_CONCURRENCY,
     ) -> None:
         self.client = client
         self.platform = platform
         self.policy = policy or RefusalPolicy()
         self.event_mask = event_mask
-        self.rtas = Guest(client.rtas, platform, transport)
+        self.rtas = Guest(client.rtas, platform, transport, unary_concurrency=unary_concurrency)
         self.outcomes: list[Outcome] = []
         self._progress = progress
         self._step = step or (lambda label, done, total: None)  # per-LMB progress: (label, done, total)
@@ -282,13 +294,15 @@ class ReferenceGuest:
             walk_calls=LMB_WALK_CALLS,
             progress=lambda finished: self._step("memory add", min(finished, wanted), wanted),
         )
-        added = batch.done
-        self.assigned_lmbs.update(added)
+        added = [r.drc_index for r in batch.in_order if r.error is None]
+        # Concurrent unary: LMBs under way when one failed have been added too; rolled back with the others.
+        overrun = [r.drc_index for r in batch.results[len(batch.in_order) :] if r.error is None]
+        self.assigned_lmbs.update(added + overrun)
         self._step("memory add", len(added), wanted)
         if len(added) < wanted:
             # Roll back what was added: remove, then dlpar_release_drc, each; the first release
             # that fails ends the rollback with its error.
-            rollback = self.rtas.release_drcs(added)
+            rollback = self.rtas.release_drcs(added + overrun)
             for result in rollback.results:
                 self._remove_lmb(result.drc_index)
             rollback.raise_first()
