@@ -285,6 +285,7 @@ def test_a_guest_token_runs_its_platform(secure: Secure) -> None:
     """The reference guest, with only a guest token, takes a DIMM the manager plugged (session, interrupts...)."""
     with secure.client(secure.manager("a")) as manager, secure.client(secure.guest("a")) as client:
         events = manager.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform="a"), timeout=20)
+        events.initial_metadata()  # the server sends its headers once subscribed: the plug below is seen
         plugged = manager.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform="a", id="g-dimm", spec=dimm()))
         interrupts = client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform="a"), timeout=10)
         assert next(interrupts).irq
