@@ -59,8 +59,9 @@ MAX_CONFIGURE_CALLS: Final = 100_000
 #: ConfigureConnectorWalk.max_calls per walk: a CPU core's or PHB's fragment fits; a longer one
 #: continues with another walk. A batch's size limit counts each walk as this many work areas.
 DEFAULT_WALK_CALLS: Final = 16
-#: ReferenceGuest's unary_concurrency: connectors whose sequences run at once over ``"unary"``
-#: (1 TiB DIMM add + remove on a 2-core VM: 1 -> 8 is about 4x faster; more adds nothing).
+#: ReferenceGuest's unary_concurrency: connectors whose sequences run at once over ``"unary"``.
+#: On a 2-core VM, a 1 TiB DIMM's add + remove goes from 42-52 s to 27-36 s (the server's CPU per
+#: call is then the limit; 4 to 8 do about as well, 16 no better); 8 also covers a remote server's latency.
 DEFAULT_UNARY_CONCURRENCY: Final = 8
 
 
