@@ -15,8 +15,8 @@ Its RTAS calls go through one RtasService.Session stream by default, and the seq
 over many connectors (a DIMM's LMBs) travel in batches: a 1 TiB DIMM's 4,096 LMBs take a
 few dozen round trips instead of about 45,000. ``transport="unary"`` makes one RPC per
 RTAS call, as before; the calls, the outcomes and the events are the same. Over unary,
-``unary_concurrency`` (default 8) LMBs' sequences run at once, each LMB's calls in the
-kernel's order (see :class:`~papr_emu_client.guest.Guest`); 1 makes them one LMB after
+``unary_concurrency`` LMBs' sequences run at once, each LMB's calls in the kernel's order
+(see :class:`~papr_emu_client.guest.Guest`); the default, 1, makes them one LMB after
 another, every call in the kernel's order. CPU, PCI and PHB flows are always sequential.
 
 Example::
