@@ -17,6 +17,12 @@ from papr_emu_client import Client, Guest, connect
 
 _names = itertools.count()
 
+# The suite starts its own servers and says how to reach them: connection settings of the shell that
+# runs it (a CA, a token, another server) must not leak into its clients.
+for _variable in ("PAPR_EMU_HOST", "PAPR_EMU_CA", "PAPR_EMU_CERT", "PAPR_EMU_KEY", "PAPR_EMU_TOKEN",
+                  "PAPR_EMU_SERVER_NAME", "PAPR_EMU_MANAGER_TOKEN"):  # fmt: skip
+    os.environ.pop(_variable, None)
+
 
 @pytest.fixture(scope="session")
 def server() -> Iterator[PaprServer]:
