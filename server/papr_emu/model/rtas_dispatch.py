@@ -4,7 +4,9 @@ Both the typed RPCs and the raw RtasCall RPC go through :func:`dispatch`, so a s
 that ports the kernel's ``rtas_call()`` line for line sees exactly what a typed
 client sees. As in QEMU, an unknown token, or nargs/nret a call does not take,
 gives status -3. Buffers (the configure-connector work area, the check-exception
-log buffer) are addressed by the argument cells that point at them.
+log buffer) are addressed by the argument cells that point at them. A buffer a
+call names but never touches (event-scan's, which QEMU leaves as it is) may be
+given or left out; given, it must be the named length.
 
 Example::
 
@@ -39,6 +41,10 @@ class GuestMemory:
         """Raise InvalidArgument unless ``length`` bytes at ``address`` can be used for ``what``."""
         raise NotImplementedError
 
+    def check_if_given(self, address: int, length: int, what: str) -> None:
+        """As :meth:`check` for a buffer the call may be given without: none at ``address`` is fine."""
+        raise NotImplementedError
+
     def read(self, address: int, length: int) -> bytes:
         raise NotImplementedError
 
@@ -63,6 +69,10 @@ class Buffers(GuestMemory):
             )
         self.used.add(address)
 
+    def check_if_given(self, address: int, length: int, what: str) -> None:
+        if address in self.regions:
+            self.check(address, length, what)
+
     def read(self, address: int, length: int) -> bytes:
         return bytes(self.regions[address][:length])
 
@@ -82,6 +92,9 @@ class Capture(GuestMemory):
         if data is not None and len(data) != length:
             raise InvalidArgument("work_area", len(data), f"{what} needs exactly {length} bytes")
 
+    def check_if_given(self, address: int, length: int, what: str) -> None:
+        self.check(address, length, what)
+
     def read(self, address: int, length: int) -> bytes:
         return bytes(self.inputs.get(address, b"")[:length])
 
@@ -95,13 +108,19 @@ Needs = Callable[[Sequence[int]], list[tuple[int, int, str]]]
 
 @dataclass(frozen=True, slots=True)
 class RtasFunction:
-    """One RTAS call: the nargs and nret it takes, the buffers it points at, and what it does."""
+    """One RTAS call: the nargs and nret it takes, the buffers it points at, and what it does.
+
+    ``needs`` are the buffers the call reads or writes: a raw call must supply them.
+    ``may_name`` are buffers its arguments name but it never touches: a raw call may
+    supply them or not (a port of the kernel's ``rtas_call()`` passes them).
+    """
 
     name: str
     nargs: frozenset[int]
     nret: int
     run: Run
     needs: Needs = lambda args: []
+    may_name: Needs = lambda args: []
 
 
 def _set_indicator(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
@@ -155,7 +174,11 @@ FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
         "check-exception", frozenset({6, 7}), 1, _check_exception,
         lambda args: [(args[4], args[5], "check-exception's buffer (args[4], length args[5])")],
     ),
-    rtas.TOKEN_EVENT_SCAN: RtasFunction("event-scan", frozenset({4}), 1, _event_scan),
+    # QEMU's event-scan writes nothing into its buffer: it re-pulses interrupts and returns 1.
+    rtas.TOKEN_EVENT_SCAN: RtasFunction(
+        "event-scan", frozenset({4}), 1, _event_scan,
+        may_name=lambda args: [(args[2], args[3], "event-scan's buffer (args[2], length args[3])")],
+    ),
 }  # fmt: skip
 
 
@@ -163,7 +186,8 @@ def run_call(platform: Platform, token: int, args: Sequence[int], memory: GuestM
     """The typed RPCs' entry: a well-formed call (the right cells, from typed fields) of a known token.
 
     The same table and functions as :func:`dispatch`, without re-checking what the
-    typed request already guarantees: it is on the path of every typed RTAS call.
+    typed request already guarantees: it is on the path of every typed RTAS call
+    (typed requests give no buffer the call leaves untouched, so ``may_name`` is skipped).
     """
     function = FUNCTIONS[token]
     for address, length, what in function.needs(args):
@@ -197,7 +221,9 @@ def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Gues
     """Check a raw call without running it (so a batch can check every call before the first runs).
 
     Raises InvalidArgument when the request does not describe a call: args not
-    ``nargs`` long, or buffers that do not match what the call points at.
+    ``nargs`` long, or buffers that do not match what the call points at (a buffer
+    the call needs missing; one it needs or may be given of another length than its
+    arguments name; one at an address it does not name).
     """
     if nargs > MAX_CELLS or nret > MAX_CELLS:
         raise InvalidArgument("nargs" if nargs > MAX_CELLS else "nret", max(nargs, nret), f"at most {MAX_CELLS}")
@@ -210,6 +236,8 @@ def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Gues
         return PreparedCall(None, tuple(args), nret, memory)
     for address, length, what in function.needs(args):
         memory.check(address, length, what)
+    for address, length, what in function.may_name(args):
+        memory.check_if_given(address, length, what)
     if isinstance(memory, Buffers):
         unused = sorted(set(memory.regions) - memory.used)
         if unused:
