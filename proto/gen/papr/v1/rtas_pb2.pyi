@@ -796,7 +796,8 @@ class GuestBuffer(_message.Message):
     """The guest real address the argument cell holds."""
     data: _builtins.bytes
     """The buffer's bytes (exactly as long as the call needs: 4096 for a
-    configure-connector work area, args[5] for a check-exception buffer).
+    configure-connector work area, args[5] for a check-exception buffer,
+    args[3] for an event-scan buffer).
     """
     def __init__(
         self,

@@ -180,11 +180,16 @@ class RtasServiceServicer:
         nret, the argument cells, and the guest buffers the call points at (the
         configure-connector work area at args[0]; the check-exception buffer at
         args[4] with length args[5]). It returns the nret return cells and the
-        buffers after the call. The typed RPCs above go through the same
+        buffers after the call. event-scan's buffer (args[2], length args[3]) is
+        optional: as in QEMU, event-scan writes nothing there, so a buffer given
+        comes back unchanged, and a call without one (as the typed EventScan
+        makes) is accepted too. The typed RPCs above go through the same
         dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
         not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
         INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
-        missing, of the wrong size, or not used by the call); nothing changes then.
+        the call writes or reads missing, a buffer not of the length the
+        arguments name, or one at an address the call does not name); nothing
+        changes then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
