@@ -8,13 +8,16 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from helpers import snapshot
-from papr.v1 import device_pb2, hotplug_pb2, rtas_pb2
+from helpers import plug, snapshot
+from papr.v1 import device_pb2, hotplug_pb2, interrupt_pb2, platform_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, new_work_area
 from papr_emu_client.fdt import read_dtb
 
 WORK_AREA_ADDRESS = 0x1010000
 LOG_ADDRESS = 0x1020000
+EVENT_SCAN = 0x200F  # QEMU 7.2's token, as in /rtas
+ALL_EVENTS, EPOW = 0xFFFFFFFF, 0x40000000
+SCAN_BUFFER = bytes(range(256)) * 8  # 2048 bytes no call would write
 
 
 class RawGuest:
@@ -184,3 +187,100 @@ def test_malformed_calls(client: Client, platform: str) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         client.rtas.Call(rtas_pb2.CallRequest(platform="nope", token=0x201A, nargs=0, nret=1))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+# event-scan's buffer: its args are event mask, critical, buffer address (args[2]), buffer length (args[3]).
+
+
+def raw_event_scan(buffer: bytes | None = None, length: int = len(SCAN_BUFFER)) -> rtas_pb2.CallRequest:
+    """event-scan as the kernel's rtas_call() makes it, with or without its buffer."""
+    given = [] if buffer is None else [rtas_pb2.GuestBuffer(address=LOG_ADDRESS, data=buffer)]
+    return rtas_pb2.CallRequest(
+        token=EVENT_SCAN, nargs=4, nret=1, args=[ALL_EVENTS, 0, LOG_ADDRESS, length], buffers=given
+    )
+
+
+def pending(client: Client, platform: str) -> int:
+    return client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform.pending_rtas_events
+
+
+def with_a_log_queued(client: Client, platform: str) -> None:
+    plug(client, platform, "core", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=1)))
+    assert pending(client, platform) == 1
+
+
+def test_event_scan_takes_its_buffer_and_leaves_it_unchanged(client: Client, platform: str) -> None:
+    with_a_log_queued(client, platform)
+    interrupts = client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=platform), timeout=30)
+    assert next(interrupts).event_class == EPOW  # the log's own pulse (pre-CAS: the EPOW source)
+    before = snapshot(client, platform)
+    typed = client.rtas.EventScan(rtas_pb2.EventScanRequest(platform=platform, event_mask=ALL_EVENTS))
+    assert typed.status == 1
+    assert next(interrupts).event_class == EPOW
+    for request in (raw_event_scan(SCAN_BUFFER), raw_event_scan(), raw_event_scan(b"", length=0)):
+        request.platform = platform
+        reply = client.rtas.Call(request)
+        assert list(reply.rets) == [1]  # no log, as in QEMU
+        assert list(reply.buffers) == list(request.buffers)  # the buffer comes back unchanged (or none)
+        assert next(interrupts).event_class == EPOW  # re-pulsed: a log of that class is still queued
+    interrupts.cancel()
+    assert snapshot(client, platform) == before and pending(client, platform) == 1  # the log is still there
+
+
+@pytest.mark.parametrize(
+    ("label", "buffers", "details"),
+    [
+        ("short", {LOG_ADDRESS: SCAN_BUFFER[:-1]}, f"buffers[{LOG_ADDRESS:#x}].data"),
+        ("long", {LOG_ADDRESS: SCAN_BUFFER + b"x"}, "event-scan's buffer (args[2], length args[3])"),
+        ("elsewhere", {0x5000: SCAN_BUFFER}, "event-scan does not use a buffer there"),
+        ("one too many", {LOG_ADDRESS: SCAN_BUFFER, 0x5000: b"x"}, "0x5000"),
+    ],
+)
+def test_event_scan_buffer_must_be_the_one_its_args_name(
+    client: Client, platform: str, label: str, buffers: dict[int, bytes], details: str
+) -> None:
+    with_a_log_queued(client, platform)
+    before = snapshot(client, platform)
+    with pytest.raises(grpc.RpcError) as refused:
+        RawGuest(client, platform).call("event-scan", 1, ALL_EVENTS, 0, LOG_ADDRESS, 2048, buffers=buffers)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details in refused.value.details()
+    assert snapshot(client, platform) == before and pending(client, platform) == 1
+
+
+def test_event_scan_buffer_in_batches(client: Client, platform: str) -> None:
+    with_a_log_queued(client, platform)
+    check = rtas_pb2.CallRequest(
+        token=0x200E, nargs=6, nret=1, args=[0x500, 0, ALL_EVENTS, 0, WORK_AREA_ADDRESS, 128],
+        buffers=[rtas_pb2.GuestBuffer(address=WORK_AREA_ADDRESS, data=bytes(128))],
+    )  # fmt: skip
+    calls = [
+        rtas_pb2.RtasCall(raw=raw_event_scan(SCAN_BUFFER)),
+        rtas_pb2.RtasCall(raw=raw_event_scan()),
+        rtas_pb2.RtasCall(event_scan=rtas_pb2.EventScanRequest(event_mask=ALL_EVENTS, buffer_length=2048)),
+        rtas_pb2.RtasCall(raw=check),
+        rtas_pb2.RtasCall(raw=raw_event_scan(SCAN_BUFFER)),
+    ]
+    # A wrong-length buffer anywhere refuses the whole batch, naming the call, before anything runs.
+    bad = rtas_pb2.RtasCall(raw=raw_event_scan(SCAN_BUFFER[:100]))
+    with pytest.raises(grpc.RpcError) as refused:
+        client.rtas.ExecuteBatch(rtas_pb2.ExecuteBatchRequest(platform=platform, calls=[*calls, bad]))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"calls[5].raw.buffers[{LOG_ADDRESS:#x}].data" in refused.value.details()
+    assert pending(client, platform) == 1  # the check-exception of calls[3] did not run
+
+    results = client.rtas.ExecuteBatch(rtas_pb2.ExecuteBatchRequest(platform=platform, calls=calls)).results
+    assert [r.WhichOneof("result") for r in results] == ["raw", "raw", "event_scan", "raw", "raw"]
+    assert [list(r.raw.rets) for r in results if r.HasField("raw")] == [[1], [1], [0], [1]]
+    assert results[2].event_scan.status == 1
+    for n in (0, 4):
+        assert list(results[n].raw.buffers) == [rtas_pb2.GuestBuffer(address=LOG_ADDRESS, data=SCAN_BUFFER)]
+    assert list(results[1].raw.buffers) == []
+    assert results[3].raw.buffers[0].data[:4] == b"\x06\x34\x60\xe5"  # the log went to check-exception
+    assert pending(client, platform) == 0
+
+    # The same call in a session.
+    session = client.rtas.Session(iter([rtas_pb2.SessionRequest(platform=platform, calls=calls[:1])]), timeout=30)
+    [response] = list(session)
+    assert list(response.results[0].raw.rets) == [1]
+    assert response.results[0].raw.buffers[0].data == SCAN_BUFFER
