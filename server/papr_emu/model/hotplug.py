@@ -158,8 +158,12 @@ class Hotplug:
 
     def fragment(self, drc: Drc[Any]) -> Node:
         """The node configure-connector hands out for ``drc``."""
-        assert isinstance(drc.device, Device)  # configurable states always have a device
-        return drc.device.fragment(drc.index, self.fragment_view())
+        device = drc.device
+        assert isinstance(device, Device)  # configurable states always have a device
+        # A PHB's node holds its functions: every one attached now, unplug pending or not (QEMU walks
+        # the bus as it is). Built at the start of each sequence, so a replay shows the bus of now.
+        nested = tuple(self._inventory) if device.children_path() is not None else ()
+        return device.fragment(drc.index, self.fragment_view(nested))
 
     def _release(self, drc: Drc[Device], released_by: int) -> None:
         device = drc.device
@@ -264,8 +268,9 @@ class Hotplug:
             drc.reset()
         return self._rtas_events.drop()
 
-    def fragment_view(self) -> FragmentView:
-        return FragmentView(self.hpt_shift, self.options.drc_info, tuple(self._drcs.ranges()))
+    def fragment_view(self, devices: tuple[Device, ...] = ()) -> FragmentView:
+        """What fragments are built from; ``devices``: those whose nodes nest under other nodes' (a PHB's)."""
+        return FragmentView(self.hpt_shift, self.options.drc_info, tuple(self._drcs.ranges()), devices)
 
     def _queue_logs(self, logs: Iterable[HotplugLog]) -> None:
         event_class = EVENT_CLASS_HOTPLUG if self.options.hotplug_events else EVENT_CLASS_EPOW

@@ -291,7 +291,8 @@ class Platform:
         with self._lock:
             present = tuple(self._inventory.present())
             extents = tuple((d.address, d.size) for d in dimms_by_address(self._inventory) if not d.unplug_pending)
-            return PlatformView(self.geometry, self.options, self._hotplug.fragment_view(), present, extents)
+            fragments = self._hotplug.fragment_view(present)  # the boot tree: pending unplugs completed
+            return PlatformView(self.geometry, self.options, fragments, present, extents)
 
     def device_tree(self) -> Node:
         """The full device tree the guest would boot with now."""

@@ -135,15 +135,7 @@ def _dynamic_reconfiguration_memory(view: PlatformView) -> Node:
 
 def _boot_nodes(view: PlatformView, parent_path: str) -> list[Node]:
     """The nodes of the present devices under ``parent_path``, each with the devices under it."""
-    devices = sorted((d for d in view.present if d.parent_path == parent_path), key=lambda d: d.boot_order)
-    nodes: list[Node] = []
-    for device in devices:
-        node = device.fragment(device.drc_indexes[0], view.fragments, hotplugged=False)
-        children_path = device.children_path()
-        if children_path is not None:
-            node.children = _boot_nodes(view, children_path)
-        nodes.append(node)
-    return nodes
+    return view.fragments.nodes_under(parent_path, hotplugged=False)
 
 
 def build_device_tree(view: PlatformView) -> Node:

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from .cas import CasOptions
 from .devices import Device
-from .devicetree import PropertyList
+from .devicetree import Node, PropertyList
 from .dr_properties import dr_properties
 from .drc_table import DrcRange
 from .geometry import Geometry
@@ -31,6 +31,7 @@ class FragmentView:
     hpt_shift: int  # log2 of the hash page table size, fixed at reset
     drc_info: bool  # the guest negotiated ibm,drc-info at CAS
     drc_ranges: tuple[DrcRange, ...]  # every connector range, ascending
+    devices: tuple[Device, ...] = ()  # the devices whose nodes sit under other nodes (a PHB's functions)
 
     def ranges_under(self, parent_path: str) -> list[DrcRange]:
         """The connector ranges listed under the node at ``parent_path`` ("/", "/cpus", a PHB)."""
@@ -38,6 +39,15 @@ class FragmentView:
 
     def dr_properties(self, path: str) -> PropertyList:
         return dr_properties(self.ranges_under(path), self.drc_info)
+
+    def nodes_under(self, path: str, hotplugged: bool = True) -> list[Node]:
+        """The nodes of ``devices`` under the node at ``path``, in boot order, each with the nodes under it.
+
+        The one builder of nested nodes: the boot tree's ("/", "/cpus", a PHB's bus) and a
+        PHB fragment's functions.
+        """
+        under = sorted((d for d in self.devices if d.parent_path == path), key=lambda d: d.boot_order)
+        return [d.fragment(d.drc_indexes[0], self, hotplugged) for d in under]
 
 
 @dataclass(frozen=True, slots=True)

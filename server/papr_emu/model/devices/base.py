@@ -65,6 +65,9 @@ class FragmentContext(Protocol):
     def dr_properties(self, path: str) -> PropertyList:
         """The DR properties (ibm,drc-* arrays or ibm,drc-info) of the node at ``path``."""
 
+    def nodes_under(self, path: str, hotplugged: bool = True) -> list[Node]:
+        """The nodes of the devices under the node at ``path`` (a PHB's functions), each with its own."""
+
 
 @dataclass(frozen=True, slots=True)
 class PlugContext:

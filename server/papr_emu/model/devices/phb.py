@@ -93,4 +93,8 @@ class Phb(Device):
         return sorted((d for d in inventory if d.parent_path == bus), key=lambda d: d.boot_order)
 
     def fragment(self, drc_index: int, context: FragmentContext, hotplugged: bool = True) -> Node:
-        return phb_node(self.index, drc_index, context.dr_properties(self.children_path()), hotplugged)
+        """The PHB node with, as children, the node of every function on its bus (QEMU's spapr_dt_phb)."""
+        bus = self.children_path()
+        node = phb_node(self.index, drc_index, context.dr_properties(bus), hotplugged)
+        node.children = context.nodes_under(bus, hotplugged)
+        return node
