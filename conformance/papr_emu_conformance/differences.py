@@ -301,6 +301,46 @@ def _missing_bus(m: Mismatch, pair: Pair) -> bool:
     )
 
 
+# --- #16: a PHB fragment's functions at a replay --------------------------------------------------
+
+
+def _whole_walk(record: Record) -> list[dict[str, Any]] | None:
+    """The calls of a configure record that walked a fragment from its top to status 0, else None."""
+    calls = record.data.get("calls")
+    if not isinstance(calls, list) or len(calls) < 2 or calls[0].get("rc") != 2 or calls[-1].get("rc") != 0:
+        return None
+    return calls
+
+
+def _bus_start(calls: list[dict[str, Any]]) -> int:
+    """Position of the first call after the PHB node's own name and properties (a child, or the end)."""
+    return next((n for n, call in enumerate(calls) if n and call.get("rc") != 3), len(calls))
+
+
+def _phb_replay(m: Mismatch, pair: Pair) -> bool:
+    index = _index_of(pair)
+    if pair.qemu.kind != "configure" or _drc_kind(index) != "phb":
+        return False
+    theirs, ours = _whole_walk(pair.qemu), _whole_walk(pair.papr)
+    if theirs is None or ours is None:
+        return False
+    # QEMU replays the walk it built at the first configure-connector: the last whole walk of this
+    # connector, unchanged (were it rebuilt, the PHB node would be the same and this rule not needed).
+    earlier = [
+        p.qemu for p in pair.history
+        if p.qemu.kind == "configure" and _index_of(p) == index and _whole_walk(p.qemu) is not None
+    ]  # fmt: skip
+    if not earlier or earlier[-1].data.get("node") != pair.qemu.data.get("node"):
+        return False
+    if m.path in ("work_area_sha256", "calls.length") or m.path.startswith("node.children"):
+        return True
+    # Only the calls from the first function on: the PHB node's own name and properties are compared.
+    if m.path.startswith("calls["):
+        position = int(m.path[len("calls[") : m.path.index("]")])
+        return position >= min(_bus_start(theirs), _bus_start(ours))
+    return False
+
+
 # --- #2: refusal after a partial release ----------------------------------------------------------
 
 
@@ -493,6 +533,17 @@ ALLOWED: tuple[AllowedDifference, ...] = (
         "at most --max-queued-event-logs per platform; a plug or unplug that would overflow is refused",
         None,
         "not observable: no scenario queues anywhere near 4096 logs",
+    ),
+    AllowedDifference(
+        16,
+        "A PHB fragment's functions at a replay",
+        "the fragment built at the first configure-connector, replayed until the PHB is released: functions "
+        "plugged later are missing, deleted ones still there",
+        "built at the start of each sequence: the functions on the bus now",
+        _phb_replay,
+        "whole configure-connector walks of a PHB connector whose QEMU walk repeats that connector's previous "
+        "whole walk unchanged: the calls from the first function on, the node's children and the work-area "
+        "digest (the PHB node's own name and properties are still compared)",
     ),
 )
 
