@@ -72,6 +72,8 @@ from papr_emu.model.rtas_log import (
     HotplugLog,
 )
 from papr_emu.model.view import FragmentView
+from papr_emu_client.guest import build_node
+from papr_emu_client.workarea import CcItem, DtNode, new_work_area, read_item
 
 MiB: Final = 1 << 20
 GiB: Final = 1 << 30
@@ -601,6 +603,22 @@ def test_phb_fragment_lists_its_bus_connectors() -> None:
         assert props["ibm,drc-indexes"] == cells(256, *range(0x40010000, 0x40010100))
 
 
+def test_phb_fragment_holds_the_functions_on_its_bus() -> None:
+    bridge = phb(1)
+    on_bus = [function("b", 3, 0, phb=1), function("a", 2, 1, phb=1), function("c", 2, 0, phb=1, model=VIRTIO)]
+    elsewhere = function("phb0-nic", 2, 0)  # same devfn, on PHB 0's bus
+    view = FragmentView(24, False, tuple(bridge.connector_ranges()), (*on_bus, elsewhere, core(0)))
+    for hotplugged in (True, False):
+        node = bridge.fragment(0x20000001, view, hotplugged)
+        # In devfn order, as QEMU's spapr_dt_pci_bus; each child is the function's own fragment.
+        assert [child.name for child in node.children] == ["ethernet@2", "ethernet@2,1", "ethernet@3"]
+        expected = sorted(on_bus, key=lambda f: f.devfn)
+        assert node.children == [f.fragment(f.drc_indexes[0], view, hotplugged) for f in expected]
+        assert properties(node.children[0])["ibm,my-drc-index"] == cells(0x40010010)
+    # Without devices to nest (a view for a core or an LMB), the PHB node stands alone.
+    assert bridge.fragment(0x20000001, fragment_view(*bridge.connector_ranges())).children == []
+
+
 # --- in-process platform: orchestration ------------------------------------------------------------------
 
 
@@ -897,3 +915,86 @@ def test_mailbox_put_wakes_a_waiting_reader() -> None:
     box.put(7)
     reader.join(timeout=10)
     assert outcome == [7]
+
+
+# --- a PHB's fragment through ibm,configure-connector -----------------------------------------------------
+
+
+def walk_items(platform: Platform, index: int, calls: int = 10_000, area: bytes | None = None) -> list[CcItem]:
+    """Up to ``calls`` configure-connector calls (stopping after status 0 or an error), decoded."""
+    area = new_work_area(index) if area is None else area
+    items: list[CcItem] = []
+    for _ in range(calls):
+        status, area = platform.configure_connector(area)
+        items.append(read_item(status, area))
+        if status <= 0:
+            break
+    return items
+
+
+def as_dt(node: Any) -> DtNode:
+    """A model Node as the client's DtNode, to compare with what a walk built."""
+    return DtNode(
+        node.name,
+        dict(node.properties),
+        [name for name, _ in node.properties],
+        [as_dt(child) for child in node.children],
+    )
+
+
+def boot_node(platform: Platform, name: str) -> Any:
+    return next(child for child in platform.device_tree().children if child.name == name)
+
+
+PHB1, PHB1_NODE = PHB.index(1), "pci@800000020000001"
+
+
+def test_phb_configure_connector_walks_the_functions_on_its_bus() -> None:
+    platform = new_platform()
+    platform.plug("phb1", PhbParams(1))
+    platform.plug("nic3", PciFunctionParams(1, 3, 0, PciModel.VIRTIO_NET))
+    platform.plug("nic2", PciFunctionParams(1, 2, 0, E1000))
+    platform.plug("phb0-nic", PciFunctionParams(0, 2, 0, E1000))
+    assert platform.set_indicator(rtas.ALLOCATION_STATE, PHB1, rtas.ALLOCATION_USABLE) == 0
+    assert platform.set_indicator(rtas.ISOLATION_STATE, PHB1, rtas.UNISOLATE) == 0
+
+    items = walk_items(platform, PHB1)
+    # QEMU 7.2's sequence: the PHB node, each function as a child closed by 4, then 0 (60 calls).
+    assert len(items) == 27 + 16 + 17
+    assert [(i.status, i.name) for i in items if i.status != 3] == [
+        (2, PHB1_NODE), (2, "ethernet@2"), (4, ""), (2, "ethernet@3"), (4, ""), (0, ""),
+    ]  # fmt: skip
+    assert platform.connector(PHB1).state == DrcState.LOGICAL_CONFIGURED
+    node = build_node(items)
+    assert node.children[0].properties["ibm,my-drc-index"] == cells(0x40010010)
+    # One source of truth: the boot tree's PHB node holds the same functions, property for property.
+    booted = as_dt(boot_node(platform, PHB1_NODE))
+    assert node.children == booted.children
+    assert {k: v for k, v in node.properties.items() if k != "name"} == booted.properties  # "name": hot-plugged
+
+
+def test_phb_fragment_is_built_per_sequence() -> None:
+    """A sequence keeps the copy it started with; the next one (a replay) shows the bus of now (compat #16)."""
+    platform = new_platform()
+    platform.plug("phb1", PhbParams(1))
+    platform.plug("nic2", PciFunctionParams(1, 2, 0, E1000))
+    acquire_and_configure(platform, PHB1)
+
+    def children(items: list[CcItem]) -> list[str]:
+        return [i.name for i in items if i.status == 2][1:]
+
+    first = walk_items(platform, PHB1, calls=30)  # stopped inside ethernet@2
+    platform.plug("nic4", PciFunctionParams(1, 4, 0, E1000))
+    rest = walk_items(platform, PHB1)
+    assert children(first + rest) == ["ethernet@2"] and rest[-1].status == 0
+    assert children(walk_items(platform, PHB1)) == ["ethernet@2", "ethernet@4"]  # QEMU: ["ethernet@2"]
+
+    assert platform.unplug("nic4").deleted  # never unisolated: gone at once
+    assert children(walk_items(platform, PHB1)) == ["ethernet@2"]  # QEMU: still ["ethernet@2", "ethernet@4"]
+
+    # A function whose unplug is pending is still on the bus: in the fragment, not in the boot tree.
+    nic2 = PCI.index(0x10010)
+    assert platform.set_indicator(rtas.ISOLATION_STATE, nic2, rtas.UNISOLATE) == 0
+    assert not platform.unplug("nic2").deleted
+    assert children(walk_items(platform, PHB1)) == ["ethernet@2"]
+    assert boot_node(platform, PHB1_NODE).children == []
