@@ -139,6 +139,7 @@ def test_phb_cycle(client: Client, platform: str, guest: Guest) -> None:
     node = guest.configure_connector(0x20000001)
     assert node.name == "pci@800000020000001"
     assert node.properties["ibm,my-drc-index"] == (0x20000001).to_bytes(4, "big")
+    assert [child.name for child in node.children] == ["ethernet@1"]  # the function on its bus
 
     watcher = Watcher(client, platform)
     assert not unplug(client, platform, "phb1").deleted
@@ -150,6 +151,34 @@ def test_phb_cycle(client: Client, platform: str, guest: Guest) -> None:
     devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=platform)).devices
     assert [d.id for d in devices] == ["core0", "phb0"]
     watcher.close()
+
+
+def test_phb_fragment_holds_its_functions(client: Client, platform: str, guest: Guest) -> None:
+    """QEMU's spapr_dt_phb: the PHB node and, as children, the functions on its bus (as in the boot tree)."""
+    plug(client, platform, "phb2", device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=2)))
+    for device_id, slot, model in (
+        ("nic3", 3, device_pb2.PCI_MODEL_VIRTIO_NET),
+        ("nic2", 2, device_pb2.PCI_MODEL_E1000),
+    ):
+        spec = device_pb2.PciFunctionSpec(phb_index=2, slot=slot, model=model)
+        plug(client, platform, device_id, device_pb2.DeviceSpec(pci_function=spec))
+    guest.acquire_drc(0x20000002)
+    items = guest.configure_items(0x20000002)
+    assert [(i.status, i.name) for i in items if i.status != 3] == [
+        (2, "pci@800000020000002"), (2, "ethernet@2"), (4, ""), (2, "ethernet@3"), (4, ""), (0, ""),
+    ]  # fmt: skip
+    node = guest.configure_connector(0x20000002)  # a replay: the same nodes
+    assert [c.properties["ibm,my-drc-index"].hex() for c in node.children] == ["40020010", "40020018"]
+    assert "ibm,req#msi-x" in node.children[1].properties  # virtio-net-pci's own node
+
+    spec = device_pb2.PciFunctionSpec(phb_index=2, slot=4, model=device_pb2.PCI_MODEL_E1000)
+    plug(client, platform, "nic4", device_pb2.DeviceSpec(pci_function=spec))
+    # Built anew at each sequence (compat #16; QEMU replays its first copy): nic4 is in the next replay.
+    names = [c.name for c in guest.configure_connector(0x20000002).children]
+    assert names == ["ethernet@2", "ethernet@3", "ethernet@4"]
+    # The function's own fragment is the node the PHB's holds.
+    assert guest.set_indicator(ISOLATION, 0x40020010, 1) == 0  # physical: present at once, unisolate
+    assert guest.configure_connector(0x40020010) == node.children[0]
 
 
 def test_platform_counts(client: Client, platform: str) -> None:
