@@ -119,6 +119,37 @@ def test_lmb_address_is_allowed_only_as_declared() -> None:
     assert not result.ok and {m.path for m in result.steps[0].differing} >= {"calls[0].name", "node.name"}
 
 
+def phb_walk(step: int, children: list[str], compatible: str = "IBM,Logical_PHB") -> Record:
+    """A whole configure-connector walk of PHB 1 whose node holds ``children`` (each an empty node)."""
+    calls: list[dict[str, object]] = [{"rc": 2, "name": "pci@800000020000001"}]
+    calls.append({"rc": 3, "name": "compatible", "value": compatible.encode().hex()})
+    for child in children:
+        calls += [{"rc": 2, "name": child}, {"rc": 4}]
+    calls.append({"rc": 0})
+    node = {"name": "pci@800000020000001", "properties": {"compatible": compatible.encode().hex()}}
+    if children:
+        node["children"] = [{"name": child, "properties": {}} for child in children]
+    data = {"drc_index": "0x20000001", "calls": calls, "node": node, "work_area_sha256": "".join(children) or "-"}
+    return Record(step, "configure 0x20000001", "configure", data)
+
+
+def test_phb_replay_is_allowed_only_as_declared() -> None:
+    first = phb_walk(1, ["ethernet@2"])
+    # QEMU replays its first copy; papr-emu's replay has the function plugged since: compat #16.
+    q = trace("qemu", first, phb_walk(2, ["ethernet@2"]))
+    result = compare(q, trace("papr", first, phb_walk(2, ["ethernet@2", "ethernet@4"])))
+    assert result.ok and {c for _, c in result.steps[1].allowed} == {16}
+    # Not on a first walk: there QEMU builds the fragment as papr-emu does.
+    assert not compare(trace("qemu", first), trace("papr", phb_walk(1, ["ethernet@2", "ethernet@4"]))).ok
+    # Not when QEMU's walk is not a replay of its previous one.
+    q = trace("qemu", first, phb_walk(2, ["ethernet@3"]))
+    assert not compare(q, trace("papr", first, phb_walk(2, ["ethernet@2", "ethernet@4"]))).ok
+    # Nor for the PHB node's own properties.
+    q = trace("qemu", first, phb_walk(2, ["ethernet@2"]))
+    result = compare(q, trace("papr", first, phb_walk(2, ["ethernet@2", "ethernet@4"], compatible="x")))
+    assert not result.ok and "calls[1].value" in {m.path for m in result.steps[1].differing}
+
+
 def test_refusal_events_allow_exactly_one_extra_guest_error() -> None:
     scenario = parse_scenario("s", {"steps": [{"set_indicator": [9001, 0x80000005, 1]}]})
     mem, guest = "MEM_UNPLUG_ERROR:dimm1", "DEVICE_UNPLUG_GUEST_ERROR:dimm1"
