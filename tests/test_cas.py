@@ -223,3 +223,36 @@ def test_bad_vectors(client: Client, platform: str, ov5: bytes) -> None:
     with pytest.raises(grpc.RpcError) as missing:
         cas(client, "nope", vector(HP_EVT))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("bits", "refused"),
+    [
+        (None, False),  # no CAS yet: the guest will learn of it at CAS
+        ([HP_EVT, DRCONF], False),  # the hot-plug event source: the guest is told
+        ([DRCONF], True),  # a guest without it cannot be told (QEMU's spapr_memory_hot_unplug_supported)
+        ([], False),  # an empty vector: QEMU treats it as no CAS
+    ],
+)
+def test_dimm_unplug_needs_the_hot_plug_event_source_after_cas(
+    client: Client, platform: str, bits: list[tuple[int, int]] | None, refused: bool
+) -> None:
+    spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=2 << 28))
+    client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="d", spec=spec))
+    if bits is not None:
+        cas(client, platform, vector(*bits))
+    before = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform
+    request = hotplug_pb2.UnplugDeviceRequest(platform=platform, id="d")
+    if refused:
+        with pytest.raises(grpc.RpcError) as caught:
+            client.hotplug.UnplugDevice(request)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert caught.value.details() == "Memory hot unplug not supported for this guest"
+        after = client.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=platform)).platform
+        assert after == before  # nothing changed, nothing queued
+        # A CPU core unplugs either way (QEMU checks memory only).
+        core = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=1))
+        client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="c", spec=core))
+        client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id="c"))
+    else:
+        client.hotplug.UnplugDevice(request)

@@ -40,6 +40,13 @@ class CasOptions:
     dynamic_memory_v2: bool = False  # ibm,dynamic-memory-v2 instead of ibm,dynamic-memory
     drc_info: bool = False  # ibm,drc-info instead of the four ibm,drc-* arrays
 
+    @property
+    def hotplug_events_or_none(self) -> bool:
+        """QEMU's ``spapr_memory_hot_unplug_supported``: the hot-plug event source was negotiated, or
+        nothing was (before CAS, or a vector of none of the options QEMU offers), so a guest can still
+        be told of an unplug. Else QEMU refuses a DIMM's device_del."""
+        return self.hotplug_events or not (self.drconf_memory or self.dynamic_memory_v2 or self.drc_info)
+
     @classmethod
     def from_vector(cls, vector: bytes) -> CasOptions:
         if len(vector) < 2:

@@ -27,6 +27,7 @@ from .devices import Device, Inventory, PlugRequest
 from .devicetree import Node
 from .drc import Drc, RefusalSignal
 from .drc_table import DrcTable
+from .errors import FailedPrecondition
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
 from .geometry import Geometry
 from .limits import Budget, Limits, exhausted
@@ -114,6 +115,8 @@ class Hotplug:
 
     def unplug(self, device: Device) -> UnplugOutcome:
         """Request the device's unplug (QMP device_del): QEMU's refusals, then mark, release and announce."""
+        if device.unplug_needs_hotplug_events is not None and not self.options.hotplug_events_or_none:
+            raise FailedPrecondition(device.unplug_needs_hotplug_events)
         device.check_unplug()
         # Marking only takes logs away (a function the guest never acquired goes at once): an upper bound.
         self._check_room(device, len(device.unplug_logs(self._inventory)), "unplugging")

@@ -92,6 +92,9 @@ class Device:
     request_type: ClassVar[builtins.type]
     #: QEMU's refusal of a second device_del while one is pending; None: QEMU re-sends the request.
     unplug_in_progress: ClassVar[str | None] = None
+    #: QEMU's refusal of a device_del when the guest negotiated CAS without the hot-plug event source
+    #: (:attr:`CasOptions.hotplug_events_or_none` false); None: the type unplugs either way.
+    unplug_needs_hotplug_events: ClassVar[str | None] = None
 
     id: str
     hotplugged: bool

@@ -46,6 +46,7 @@ class Dimm(Device):
     drc_type: ClassVar[DrcType] = LMB
     request_type: ClassVar[builtins.type] = DimmRequest
     unplug_in_progress: ClassVar[str | None] = "Memory unplug already in progress for device {id}"
+    unplug_needs_hotplug_events: ClassVar[str | None] = "Memory hot unplug not supported for this guest"
 
     size: int = 0
     slot: int = 0
