@@ -42,13 +42,8 @@ from pki import Pki
 from papr.v1 import (
     connector_pb2,
     device_pb2,
-    guest_pb2_grpc,
     hotplug_pb2,
-    hotplug_pb2_grpc,
-    interrupt_pb2_grpc,
     platform_pb2,
-    platform_pb2_grpc,
-    rtas_pb2_grpc,
 )
 from papr_emu_client import Client, Guest, connect
 
@@ -261,14 +256,7 @@ def _client(port: int, credentials: grpc.ChannelCredentials, token: str | None) 
     channel = grpc.secure_channel(
         f"127.0.0.1:{port}", credentials, options=[("grpc.ssl_target_name_override", SERVER_NAME)]
     )
-    with Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    ) as client:
+    with Client.over(channel) as client:
         yield client
 
 

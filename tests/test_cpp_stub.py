@@ -35,13 +35,8 @@ from papr.v1 import (
     connector_pb2,
     device_pb2,
     guest_pb2,
-    guest_pb2_grpc,
     hotplug_pb2,
-    hotplug_pb2_grpc,
-    interrupt_pb2_grpc,
     platform_pb2,
-    platform_pb2_grpc,
-    rtas_pb2_grpc,
 )
 from papr_emu import PaprServer
 from papr_emu.model import Platforms
@@ -306,14 +301,7 @@ def _admin_client(target: str, pki: Pki | None, cert: Issued | None, admin_token
     )
     channel = grpc.secure_channel(target, credentials)
     grpc.channel_ready_future(channel).result(timeout=10)
-    return Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    )
+    return Client.over(channel)
 
 
 @pytest.fixture(scope="module")

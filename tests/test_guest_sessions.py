@@ -15,13 +15,8 @@ from helpers import connectors, events_since, last_sequence, plug, unplug
 from papr.v1 import (
     connector_pb2,
     device_pb2,
-    guest_pb2_grpc,
     hotplug_pb2,
-    hotplug_pb2_grpc,
-    interrupt_pb2_grpc,
     platform_pb2,
-    platform_pb2_grpc,
-    rtas_pb2_grpc,
 )
 from papr_emu import PaprServer
 from papr_emu_client import Client, Guest, ReferenceGuest, RefusalPolicy, Transport
@@ -198,14 +193,7 @@ class Census(grpc.UnaryUnaryClientInterceptor, grpc.StreamStreamClientIntercepto
 def census(server: PaprServer) -> Iterator[tuple[Client, Census]]:
     census = Census()
     channel = grpc.intercept_channel(grpc.insecure_channel(server.addresses[1]), census)
-    client = Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    )
+    client = Client.over(channel)
     with client:
         yield client, census
 

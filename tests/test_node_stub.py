@@ -32,13 +32,8 @@ from helpers import connector, events_since, last_sequence
 from papr.v1 import (
     connector_pb2,
     device_pb2,
-    guest_pb2_grpc,
     hotplug_pb2,
-    hotplug_pb2_grpc,
-    interrupt_pb2_grpc,
     platform_pb2,
-    platform_pb2_grpc,
-    rtas_pb2_grpc,
 )
 from papr_emu import PaprServer
 from papr_emu.model import Platforms
@@ -298,14 +293,7 @@ class SecuredServer:
 
 
 def _client(channel: grpc.Channel) -> Client:
-    return Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    )
+    return Client.over(channel)
 
 
 def _secured_server(tls: bool) -> Iterator[SecuredServer]:

@@ -25,13 +25,8 @@ from papr.v1 import (
     connector_pb2,
     device_pb2,
     guest_pb2,
-    guest_pb2_grpc,
     hotplug_pb2,
-    hotplug_pb2_grpc,
-    interrupt_pb2_grpc,
     platform_pb2,
-    platform_pb2_grpc,
-    rtas_pb2_grpc,
 )
 from papr_emu import PaprServer
 from papr_emu_client import Client, Guest, ReferenceGuest, RefusalPolicy, Transport
@@ -81,14 +76,7 @@ class InFlight(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
 def counted(server: PaprServer) -> Iterator[tuple[Client, InFlight]]:
     census = InFlight()
     channel = grpc.intercept_channel(grpc.insecure_channel(server.addresses[1]), census)
-    client = Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    )
+    client = Client.over(channel)
     with client:
         yield client, census
 

@@ -72,6 +72,18 @@ class Client:
     def __post_init__(self) -> None:
         self.access = access_pb2_grpc.AccessServiceStub(self.channel)
 
+    @classmethod
+    def over(cls, channel: grpc.Channel) -> Client:
+        """The stubs on a channel made elsewhere (an intercepted one, say)."""
+        return cls(
+            channel,
+            rtas_pb2_grpc.RtasServiceStub(channel),
+            platform_pb2_grpc.PlatformServiceStub(channel),
+            hotplug_pb2_grpc.HotplugServiceStub(channel),
+            interrupt_pb2_grpc.InterruptServiceStub(channel),
+            guest_pb2_grpc.GuestServiceStub(channel),
+        )
+
     def device_tree(self, platform: str) -> bytes:
         """The platform's device tree as a DTB (GetDeviceTree's chunks, joined)."""
         chunks = self.platforms.GetDeviceTree(platform_pb2.GetDeviceTreeRequest(platform=platform))
@@ -276,11 +288,4 @@ def connect_with(credentials: Credentials, target: str | None = None, timeout: f
         except grpc.FutureTimeoutError:
             channel.close()
             raise
-    return Client(
-        channel,
-        rtas_pb2_grpc.RtasServiceStub(channel),
-        platform_pb2_grpc.PlatformServiceStub(channel),
-        hotplug_pb2_grpc.HotplugServiceStub(channel),
-        interrupt_pb2_grpc.InterruptServiceStub(channel),
-        guest_pb2_grpc.GuestServiceStub(channel),
-    )
+    return Client.over(channel)
