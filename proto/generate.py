@@ -4,11 +4,14 @@ One command regenerates everything; ``--check`` fails if anything committed is
 stale. Code goes to ``proto/gen/papr/v1`` (import name ``papr.v1``), beside the
 .proto files it comes from: the server and the client library both depend on it,
 neither owns it. The API reference, rendered from the comments in the .proto
-files, goes to ``docs/api.md``.
+files, goes to ``docs/api.md``. A FileDescriptorSet of the .proto files with their
+comments (source info) and imports goes beside the code as package data,
+``papr/v1/descriptor_set.binpb``: server reflection serves it, so ``grpcurl describe``
+shows the comments.
 
 Example::
 
-    python proto/generate.py          # rewrite proto/gen/papr/v1/*_pb2*.py(i) and docs/api.md
+    python proto/generate.py          # rewrite proto/gen/papr/v1/*_pb2*.py(i), descriptor_set.binpb, docs/api.md
     python proto/generate.py --check  # exit 1 and list stale files
 """
 
@@ -27,6 +30,8 @@ PROTO_ROOT = ROOT / "proto"
 OUT_ROOT = PROTO_ROOT / "gen"
 PACKAGE_DIR = Path("papr") / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
+#: The FileDescriptorSet (with source info and imports) that server reflection serves.
+DESCRIPTOR_SET = "descriptor_set.binpb"
 
 
 def _plugin(name: str) -> str:
@@ -133,23 +138,25 @@ def render_api_doc(descriptor_set: bytes) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def _api_doc(out_root: Path) -> str:
+def descriptor_set(out_root: Path) -> bytes:
+    """A FileDescriptorSet of every .proto file, with comments (source info) and the files they import."""
     from grpc_tools import protoc
 
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
     include = Path(protoc.__file__).parent / "_proto"
-    target = out_root / "descriptors.pb"
+    target = out_root / DESCRIPTOR_SET
     args = [
         "protoc",
         f"-I{PROTO_ROOT}",
         f"-I{include}",
         "--include_source_info",
+        "--include_imports",
         f"--descriptor_set_out={target}",
         *protos,
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed (descriptor set)")
-    return render_api_doc(target.read_bytes())
+    return target.read_bytes()
 
 
 def _generated_files(root: Path) -> dict[str, str]:
@@ -165,7 +172,8 @@ def main(argv: list[str] | None = None) -> int:
         scratch_root = Path(scratch)
         generate(scratch_root)
         fresh = _generated_files(scratch_root)
-        api_doc = _api_doc(scratch_root)
+        descriptors = descriptor_set(scratch_root)
+        api_doc = render_api_doc(descriptors)
         target = OUT_ROOT / PACKAGE_DIR
         target.mkdir(parents=True, exist_ok=True)
         current = _generated_files(OUT_ROOT)
@@ -181,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
                     n=1,
                 )
                 print("\n".join(list(diff)[:40]))
+            if not (target / DESCRIPTOR_SET).exists() or (target / DESCRIPTOR_SET).read_bytes() != descriptors:
+                stale.append(DESCRIPTOR_SET)
             if not API_DOC.exists() or API_DOC.read_text() != api_doc:
                 stale.append(str(API_DOC.relative_to(ROOT)))
             if stale:
@@ -192,8 +202,9 @@ def main(argv: list[str] | None = None) -> int:
             (target / name).unlink()
         for name, text in fresh.items():
             (target / name).write_text(text)
+        (target / DESCRIPTOR_SET).write_bytes(descriptors)
         API_DOC.write_text(api_doc)
-        print(f"wrote {len(fresh)} files to {target.relative_to(ROOT)} and {API_DOC.relative_to(ROOT)}")
+        print(f"wrote {len(fresh) + 1} files to {target.relative_to(ROOT)} and {API_DOC.relative_to(ROOT)}")
         return 0
 
 
