@@ -34,6 +34,10 @@ from papr_emu_conformance.scenario import ScenarioError, parse_scenario
         ("1 G", 1 << 30),  # whitespace between number and suffix
         ("  2T ", 2 << 40),  # and around it all
         ("15E", 15 << 60),
+        ("1.5G", 3 << 29),  # a fraction, when it is whole bytes (QEMU's -m 1.5G)
+        ("0.25k", 256),
+        ("1.50 GiB", 3 << 29),
+        ("15.9375E", MAX_SIZE + 1 - (1 << 56)),
     ],
 )
 def test_accepted_forms(value: object, size: int) -> None:
@@ -50,7 +54,14 @@ def test_accepted_forms(value: object, size: int) -> None:
         ("", "is not a size: bytes"),
         ("G", "is not a size: bytes"),  # no number
         ("-1G", "is not a size: bytes"),
-        ("1.5G", "is not a size: bytes"),
+        ("1.3G", "not a whole number of bytes"),  # QEMU truncates; papr-emu refuses
+        ("0.1K", "not a whole number of bytes"),
+        ("1.5", "a fraction needs a suffix"),  # a fraction of bytes
+        ("1.5B", "a fraction needs a suffix"),
+        ("1.G", "is not a size: bytes"),
+        (".5G", "is not a size: bytes"),
+        ("15.99E", "not a whole number of bytes"),
+        ("16.0E", "more than 2**64 - 1"),
         ("0x100", "is not a size: bytes"),
         ("1X", "is not a size: bytes"),  # unknown suffix
         ("1iB", "is not a size: bytes"),  # iB only after a suffix
@@ -71,11 +82,11 @@ def test_rejections_say_why(value: object, reason: str) -> None:
 def test_every_user_reads_the_same_sizes() -> None:
     # config.py: ConfigError naming the key; the CLI: argparse's error type; scenarios: the step.
     assert config_size("1 P", "platform[0].memory") == size_argument("1 P") == 1 << 50
-    with pytest.raises(ConfigError, match=r"^platform\[0\]\.memory: '1\.5G' is not a size"):
-        config_size("1.5G", "platform[0].memory")
-    with pytest.raises(argparse.ArgumentTypeError, match=r"'1\.5G' is not a size"):
-        size_argument("1.5G")
+    with pytest.raises(ConfigError, match=r"^platform\[0\]\.memory: '1\.3G' is not a size"):
+        config_size("1.3G", "platform[0].memory")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"'1\.3G' is not a size"):
+        size_argument("1.3G")
     steps = [{"plug": {"id": "d", "dimm": {"size": "512 MiB"}}}]
     assert parse_scenario("s", {"steps": steps}).steps[0].step.spec.size == 512 << 20  # type: ignore[union-attr]
-    with pytest.raises(ScenarioError, match=r"steps\[0\]\.plug\.dimm\.size: '1\.5G' is not a size"):
-        parse_scenario("s", {"steps": [{"plug": {"id": "d", "dimm": {"size": "1.5G"}}}]})
+    with pytest.raises(ScenarioError, match=r"steps\[0\]\.plug\.dimm\.size: '1\.3G' is not a size"):
+        parse_scenario("s", {"steps": [{"plug": {"id": "d", "dimm": {"size": "1.3G"}}}]})
