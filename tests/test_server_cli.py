@@ -164,7 +164,12 @@ def test_listen_failure_is_reported(tmp_path: Path) -> None:
         timeout=30,
         env={**os.environ},
     )
-    assert result.returncode == 2 and "cannot listen on 256.1.1.1:1" in result.stderr.decode()
+    stderr = result.stderr.decode()
+    assert (
+        result.returncode == 2
+        and stderr.startswith("papr-emu: cannot listen on 256.1.1.1:1")
+        and stderr.count("\n") == 1
+    )
 
 
 def test_version_and_entry_point_commands() -> None:
@@ -184,3 +189,16 @@ def test_version_and_entry_point_commands() -> None:
         "print('papr_emu_conformance' in sys.modules)"
     )
     assert subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, timeout=60).stdout == "False\n"
+
+
+def test_busy_port_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = subprocess.run([*PAPR_EMU, "serve", "--listen", address], capture_output=True, text=True, timeout=30)
+    # Checked before gRPC binds: none of its C-core log lines, nor the platforms' startup logs.
+    assert result.returncode == 2
+    assert result.stderr == f"papr-emu: cannot listen on {address}: address already in use\n"

@@ -16,7 +16,9 @@ suite, which depends on this package, adds ``conformance`` without this package 
 from __future__ import annotations
 
 import argparse
+import errno
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -89,6 +91,13 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
         help="threads for model calls that may block (streams and RTAS calls need none)",
     )  # fmt: skip
     serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    serve.add_argument(
+        "--metrics-listen", metavar="HOST:PORT",
+        help="serve Prometheus metrics (GET /metrics, plain HTTP) here; off by default; off loopback needs --insecure",
+    )  # fmt: skip
+    serve.add_argument(
+        "--access-log", action="store_true", default=None, help="log one event per RPC (method, platform, code, ms)"
+    )
     tls = serve.add_argument_group("security (see docs/security.md; each also a key of the config's [security])")
     tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
@@ -135,6 +144,41 @@ def _octal(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an octal file mode (e.g. 600)") from None
 
 
+def unbindable(address: str) -> str | None:
+    """Why ``address`` (``host:port``) cannot be listened on now, or None (also for unix: and port 0).
+
+    Checked before anything is built: a port in use is then one line of error, not gRPC's
+    C-core log lines (which it prints to stderr, whatever Python's logging says) and the
+    startup's. Like gRPC, an address is good when any of its resolved addresses binds.
+    """
+    host, colon, port = address.rpartition(":")
+    if not colon or "://" in address or address.startswith(("unix:", "unix-abstract:", "vsock:")):
+        return None
+    try:
+        number = int(port)
+    except ValueError:
+        return None
+    if number == 0:
+        return None
+    host = host.removeprefix("[").removesuffix("]")
+    try:
+        resolved = socket.getaddrinfo(host or None, number, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except (socket.gaierror, UnicodeError) as error:
+        return f"cannot listen on {address}: {getattr(error, 'strerror', None) or error}"
+    reasons = []
+    for family, kind, protocol, _, where in resolved:
+        try:
+            with socket.socket(family, kind, protocol) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is no obstacle
+                probe.bind(where)
+            return None
+        except OSError as error:
+            reasons.append(error)
+    in_use = [r for r in reasons if r.errno == errno.EADDRINUSE]
+    reason = (in_use or reasons)[0] if reasons else None
+    return f"cannot listen on {address}: {reason.strerror.lower() if reason and reason.strerror else 'no address'}"
+
+
 def serve(options: argparse.Namespace) -> int:
     configure_logging(options.log_format, options.log_level)
     log = structlog.get_logger("papr_emu.cli")
@@ -163,6 +207,10 @@ def serve(options: argparse.Namespace) -> int:
     try:
         security = Security.load(**settings)
         security.check_listeners(listen)  # before anything is built: a refused start says one line only
+        for address in listen:
+            if (reason := unbindable(address)) is not None:
+                print(f"papr-emu: {reason}", file=sys.stderr)
+                return 2
         flags = {name: getattr(options, f"limit_{name}") for name in LIMITS}
         # A flag beats the config file's [limits], which beats the default.
         platforms = Platforms(Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None})))
@@ -171,7 +219,11 @@ def serve(options: argparse.Namespace) -> int:
                 platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
         else:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
-        server = PaprServer(platforms, listen, max_workers=options.max_workers, security=security)
+        server = PaprServer(
+            platforms, listen, max_workers=options.max_workers, security=security,
+            metrics_listen=options.metrics_listen or config.metrics_listen,
+            access_log=bool(options.access_log if options.access_log is not None else config.access_log),
+        )  # fmt: skip
     except (SecurityError, PlatformError, ValueError) as error:
         # Unsafe or unreadable security settings, a bad platform, a limit or --max-workers not positive.
         print(f"papr-emu: {error}", file=sys.stderr)
