@@ -63,3 +63,122 @@ def test_secure_fixture_speaks_tls_with_the_admin_token(papr_emu_secure: PaprEmu
     # Plain text does not reach it.
     with pytest.raises(grpc.FutureTimeoutError):
         connect_with(Credentials(token=papr_emu_secure.admin_token), papr_emu_secure.address, timeout=1)
+
+
+def test_fixtures_export_papr_emu_host_while_they_live(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A test run with variables of its own: the fixture's test sees its server (and no TLS or token
+    # variable), so connect() with no arguments reaches it; the next test sees the run's own again.
+    monkeypatch.setenv("PAPR_EMU_HOST", "elsewhere:1")
+    monkeypatch.setenv("PAPR_EMU_TOKEN", "not-for-this-server")
+    monkeypatch.delenv("PAPR_EMU_CA", raising=False)
+    inner = """
+        import os
+
+        from papr.v1 import platform_pb2
+        from papr_emu_client import connect
+
+        def test_inside(papr_emu):
+            assert os.environ["PAPR_EMU_HOST"] == papr_emu.address
+            assert "PAPR_EMU_TOKEN" not in os.environ
+            with connect() as client:
+                listed = client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
+            assert [p.name for p in listed] == ["default"]
+
+        def test_inside_secure(papr_emu_secure):
+            assert os.environ["PAPR_EMU_HOST"] == papr_emu_secure.address
+            assert os.environ["PAPR_EMU_CA"] == str(papr_emu_secure.ca_path)
+            assert os.environ["PAPR_EMU_TOKEN"] == papr_emu_secure.admin_token
+            with connect() as client:  # TLS with the CA, and the admin token
+                listed = client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
+            assert [p.name for p in listed] == ["default"]
+
+        def test_after():
+            assert os.environ["PAPR_EMU_HOST"] == "elsewhere:1"
+            assert os.environ["PAPR_EMU_TOKEN"] == "not-for-this-server"
+            assert "PAPR_EMU_CA" not in os.environ
+    """
+    pytester.makepyfile(test_inner=inner)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=3)
+
+
+def test_session_scope_and_the_platform_factory(pytester: pytest.Pytester) -> None:
+    # papr_emu_scope = session: every test gets the same server; the platforms papr_emu_platform
+    # made (by geometry, with coldplugged devices, or from a config file) are gone after their test.
+    pytester.makeini("[pytest]\npapr_emu_scope = session\n")
+    pytester.makefile(
+        ".toml",
+        platforms="""
+            [[platform]]
+            name = "from-config"
+            memory = "2G"
+            max_memory = "4G"
+            slots = 2
+
+            [[platform.device]]
+            type = "pci-function"
+            slot = 3
+            model = "virtio-net-pci"
+        """,
+    )
+    inner = """
+        import os
+
+        import pytest
+        from papr.v1 import hotplug_pb2, platform_pb2
+
+        ADDRESSES = []
+
+        def names(client):
+            return [p.name for p in client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms]
+
+        def devices(client, platform):
+            request = hotplug_pb2.ListDevicesRequest(platform=platform)
+            return [(d.id, d.hotplugged) for d in client.hotplug.ListDevices(request).devices]
+
+        def test_factory(papr_emu, papr_emu_platform):
+            ADDRESSES.append(papr_emu.address)
+            first = papr_emu_platform()  # the default platform's geometry under a new name
+            assert first.startswith("pytest-") and devices(papr_emu, first) == [("core0", False), ("phb0", False)]
+            name = papr_emu_platform(
+                name="big",
+                memory="2G",
+                max_memory=8 << 30,
+                slots=2,
+                cpus=2,
+                max_cpus=8,
+                coldplug=[{"type": "dimm", "id": "dimm0", "size": "512M"}, {"type": "cpu-core", "core_id": 4}],
+                unplug_timeouts={"cpu_core": 5},
+            )
+            platform = papr_emu.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=name)).platform
+            assert (platform.geometry.memory_bytes, platform.geometry.max_memory_bytes) == (2 << 30, 8 << 30)
+            assert (platform.geometry.memory_slots, platform.geometry.cpus, platform.geometry.max_cpus) == (2, 2, 8)
+            assert platform.unplug_timeouts.cpu_core_seconds == 5
+            assert ("dimm0", False) in devices(papr_emu, name) and ("core4", False) in devices(papr_emu, name)
+            assert papr_emu_platform.from_config("platforms.toml") == ["from-config"]
+            assert ("pci0.3.0", False) in devices(papr_emu, "from-config")
+            papr_emu.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=first))  # also fine
+            assert sorted(names(papr_emu)) == ["big", "default", "from-config"]
+            with pytest.raises(ValueError, match="papr_emu_platform.device.0.: unknown keys for dimm: colour"):
+                papr_emu_platform(coldplug=[{"type": "dimm", "size": "1G", "colour": "red"}])
+
+        def test_same_server_without_them(papr_emu):
+            assert ADDRESSES == [papr_emu.address] and os.environ["PAPR_EMU_HOST"] == papr_emu.address
+            assert names(papr_emu) == ["default"]
+
+        def test_the_session_fixture_is_it(papr_emu_session):
+            assert ADDRESSES == [papr_emu_session.address]
+    """
+    pytester.makepyfile(test_inner=inner)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.assert_outcomes(passed=3)
+
+
+def test_an_unknown_scope_is_a_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makeini("[pytest]\npapr_emu_scope = module\n")
+    pytester.makepyfile(test_inner="def test_one(papr_emu):\n    pass\n")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
+    result.stdout.fnmatch_lines(["*papr_emu_scope = 'module': must be 'function' or 'session'*"])
+    assert result.ret != 0
