@@ -146,7 +146,9 @@ RULES: Final[dict[str, dict[str, Rule]]] = {
     "papr.v1.AccessService": {"*": _ADMIN_ONLY},
 }
 #: Services anyone may call: load balancers and tools need them without a token.
-OPEN_SERVICES: Final = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"})
+OPEN_SERVICES: Final = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"}
+)
 
 
 def rule_of(method: str) -> Rule | None:

@@ -25,7 +25,6 @@ from typing import Any, TypeVar
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from papr.v1 import (
     access_pb2,
@@ -43,6 +42,7 @@ from papr.v1 import (
 )
 
 from .model import Platforms
+from .reflection import add_reflection
 from .security import Security
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 from .service.access import AccessServicer, Guard
@@ -129,7 +129,7 @@ class PaprServer:
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self.security.reflection:
-            reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+            add_reflection(server, (*SERVICE_NAMES, health.SERVICE_NAME))  # v1 and v1alpha, with the .proto comments
         return server
 
     def _credentials(self) -> grpc.ServerCredentials | None:
