@@ -130,6 +130,7 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     if client_commands:
         from papr_emu_client import cli as client_cli
 
+        client_cli.add_global_options(parser)
         client_cli.add_commands(commands)
     for name, entry in sorted(plugins.items()):
         # Listed for --help only: main() hands a plugin its arguments before this parser runs.
@@ -207,6 +208,9 @@ def serve(options: argparse.Namespace) -> int:
     try:
         security = Security.load(**settings)
         security.check_listeners(listen)  # before anything is built: a refused start says one line only
+        metrics_listen = options.metrics_listen or config.metrics_listen
+        if metrics_listen is not None:
+            security.check_metrics_listener(metrics_listen)
         for address in listen:
             if (reason := unbindable(address)) is not None:
                 print(f"papr-emu: {reason}", file=sys.stderr)
@@ -221,7 +225,7 @@ def serve(options: argparse.Namespace) -> int:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
         server = PaprServer(
             platforms, listen, max_workers=options.max_workers, security=security,
-            metrics_listen=options.metrics_listen or config.metrics_listen,
+            metrics_listen=metrics_listen,
             access_log=bool(options.access_log if options.access_log is not None else config.access_log),
         )  # fmt: skip
     except (SecurityError, PlatformError, ValueError) as error:

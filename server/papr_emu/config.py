@@ -4,6 +4,8 @@ Example file::
 
     [server]
     listen = ["127.0.0.1:50051", "unix:/tmp/papr.sock"]
+    metrics_listen = "127.0.0.1:9100"  # optional: Prometheus metrics (GET /metrics); off by default
+    access_log = true                  # optional: one log event per RPC; off by default
 
     [security]           # optional; each also a flag (--tls-cert, ...); paths relative to this file
     tls_cert = "server.pem"
@@ -91,6 +93,8 @@ class ServerConfig:
     platforms: list[PlatformConfig] = field(default_factory=list)
     limits: dict[str, int] = field(default_factory=dict)  # [limits]: only the keys the file sets
     security: dict[str, Any] = field(default_factory=dict)  # [security]: Security.load's arguments it sets
+    metrics_listen: str | None = None  # [server] metrics_listen: HOST:PORT for Prometheus metrics
+    access_log: bool | None = None  # [server] access_log
 
 
 def parse_size(value: object, where: str) -> int:
@@ -214,9 +218,17 @@ def load_config(path: Path) -> ServerConfig:
         listen = [listen]
     if not isinstance(listen, list) or not all(isinstance(a, str) for a in listen):
         raise ConfigError(f"{path}: server.listen: must be an address or a list of addresses")
+    metrics_listen = server.get("metrics_listen")
+    if metrics_listen is not None and not isinstance(metrics_listen, str):
+        raise ConfigError(f"{path}: server.metrics_listen: {metrics_listen!r} is not HOST:PORT")
+    access_log = server.get("access_log")
+    if access_log is not None and not isinstance(access_log, bool):
+        raise ConfigError(f"{path}: server.access_log: {access_log!r} is not true or false")
     platforms = [_platform(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
     return ServerConfig(
         listen=listen,
+        metrics_listen=metrics_listen,
+        access_log=access_log,
         platforms=platforms,
         limits=_limits(document.get("limits", {}), path),
         security=_security(document.get("security", {}), path),

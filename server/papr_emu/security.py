@@ -118,6 +118,15 @@ class Security:
                     "control every platform; add them, listen on loopback or a unix socket, or say --insecure"
                 )
 
+    def check_metrics_listener(self, address: str) -> None:
+        """SecurityError for a metrics address off loopback unless insecure: the metrics are plain HTTP,
+        need no token, and show platform names (TLS and tokens do not cover them)."""
+        if not self.insecure and not is_local(address):
+            raise SecurityError(
+                f"refusing to serve metrics on {address}: they are plain HTTP without tokens and show platform "
+                "names; serve them on loopback, or say --insecure"
+            )
+
 
 def is_local(address: str) -> bool:
     """True for a unix socket or a loopback host (``127.0.0.1:50051``, ``[::1]:1``, ``localhost:1``)."""

@@ -47,6 +47,7 @@ from .security import Security
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 from .service.access import AccessServicer, Guard
 from .service.decoding import DecodeInHandler
+from .service.metrics import MetricsHttp, ModelCollector, RpcMetrics, observer, split_address
 from .service.running import Runner
 from .service.streams import StreamSlots
 
@@ -82,8 +83,12 @@ class PaprServer:
         listen: Sequence[str] = (DEFAULT_LISTEN,),
         max_workers: int = DEFAULT_MAX_WORKERS,
         security: Security | None = None,
+        metrics_listen: str | None = None,
+        access_log: bool = False,
     ) -> None:
         """``security``: TLS, tokens and the rest (none by default: fit for loopback and unix sockets).
+        ``metrics_listen``: HOST:PORT to serve Prometheus metrics on (off by default); ``access_log``:
+        one log event per RPC (see :mod:`papr_emu.service.metrics`).
 
         Raises SecurityError for a listener a network peer could reach unprotected.
         """
@@ -91,6 +96,15 @@ class PaprServer:
             raise ValueError(f"--max-workers must be a positive integer, not {max_workers}")
         self.security = security or Security()
         self.security.check_listeners(list(listen))
+        if metrics_listen is not None:
+            split_address(metrics_listen)  # ValueError unless HOST:PORT
+            self.security.check_metrics_listener(metrics_listen)
+        self._metrics_listen = metrics_listen
+        self._metrics = RpcMetrics() if metrics_listen is not None else None
+        self._metrics_http: MetricsHttp | None = None
+        self.metrics_address: str | None = None  # HOST:PORT bound, once started
+        self._access_log = access_log
+        self._observe = observer(self._metrics, access_log)
         self.platforms = platforms
         self._listen = list(listen)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
@@ -114,11 +128,16 @@ class PaprServer:
                 ("grpc.max_send_message_length", limits.message_bytes),
             ],
             interceptors=[
-                DecodeInHandler(Guard(tokens, self.security.certificate_roles).check if tokens is not None else None)
+                DecodeInHandler(
+                    Guard(tokens, self.security.certificate_roles).check if tokens is not None else None,
+                    self._observe,
+                )
             ],
         )
         runner = Runner(self._executor)
         slots = StreamSlots(limits)  # the streaming RPCs share the stream limits
+        if self._metrics is not None:
+            self._metrics.registry.register(ModelCollector(self.platforms, slots))
         platforms = self.platforms
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots, runner), server)
         platform_pb2_grpc.add_PlatformServiceServicer_to_server(PlatformServicer(platforms, runner, tokens), server)
@@ -170,6 +189,12 @@ class PaprServer:
             else:
                 host = address.rsplit(":", 1)[0]
                 self.addresses.append(f"{host}:{port}")
+        if self._metrics is not None and self._metrics_listen is not None:
+            try:
+                self._metrics_http = MetricsHttp(self._metrics.registry, self._metrics_listen)
+            except OSError as error:
+                raise ListenError(f"cannot serve metrics on {self._metrics_listen}: {error.strerror}") from None
+            self.metrics_address = self._metrics_http.address
         # The socket files are made when the server starts: made private from the first instant (no
         # window in which another user could connect), then given the mode asked for.
         previous = os.umask(0o177)
@@ -190,6 +215,7 @@ class PaprServer:
         try:
             self._on_loop(self._start())
         except BaseException:
+            self._stop_metrics()
             self._close_loop()
             raise
         self._ticker.start()
@@ -198,6 +224,7 @@ class PaprServer:
             "server.serving", addresses=self.addresses, platforms=[p.name for p in self.platforms.list()],
             tls=tls is not None, mtls=tls is not None and tls.client_ca is not None,
             tokens=self.security.tokens is not None, reflection=self.security.reflection,
+            metrics=self.metrics_address, access_log=self._access_log,
         )  # fmt: skip
 
     async def _stop(self, grace: float | None) -> None:
@@ -213,8 +240,14 @@ class PaprServer:
         self._stopping.set()
         if self._server is not None:
             self._on_loop(self._stop(grace))
+        self._stop_metrics()
         self._close_loop()
         log.info("server.stopped")
+
+    def _stop_metrics(self) -> None:
+        if self._metrics_http is not None:
+            self._metrics_http.stop()
+            self._metrics_http = None
 
     def _close_loop(self) -> None:
         if self._loop_thread.is_alive():

@@ -48,7 +48,7 @@ from .mailbox import SubscriptionClosed
 from .platform import Platform
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
 from .rtas_events import Interrupt, InterruptWatch
-from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
+from .snapshots import ConnectorInfo, PlatformGauges, PlatformInfo, UnplugOutcome
 from .unplug_timeouts import TIMEOUT_KEYS, UnplugTimeouts, timeout_key
 
 __all__ = [
@@ -85,6 +85,7 @@ __all__ = [
     "PhbParams",
     "Platform",
     "PlatformError",
+    "PlatformGauges",
     "PlatformInfo",
     "Platforms",
     "PlugRequest",

@@ -58,7 +58,7 @@ from .geometry import MAX_PHBS, Geometry
 from .hotplug import Hotplug
 from .limits import Budget, Limits
 from .rtas_events import InterruptWatch, RtasEventQueue
-from .snapshots import ConnectorInfo, PlatformInfo, UnplugOutcome
+from .snapshots import ConnectorInfo, PlatformGauges, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
 from .unplug_timeouts import UnplugTimeouts
 from .view import PlatformView
@@ -140,6 +140,15 @@ class Platform:
                 self.name, self.geometry, tuple(self._drcs.counts()), len(self._inventory),
                 self._events.last_sequence, self.unplug_timeouts, len(self._rtas_events), self.options,
             )  # fmt: skip
+
+    def gauges(self) -> PlatformGauges:
+        """Attached LMBs, pending unplugs and queued event logs now (read-only; for metrics)."""
+        with self._lock:
+            return PlatformGauges(
+                attached_lmbs=sum(len(d.attached) for d in self._inventory if d.drc_type is LMB),
+                pending_unplugs=sum(1 for d in self._inventory if d.unplug_pending),
+                queued_event_logs=len(self._rtas_events),
+            )
 
     def connector(self, index: int) -> ConnectorInfo:
         with self._lock:

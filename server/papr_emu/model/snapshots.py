@@ -70,6 +70,15 @@ class PlatformInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class PlatformGauges:
+    """A platform's counts now, for the metrics read at scrape time."""
+
+    attached_lmbs: int  # LMB connectors with a DIMM attached
+    pending_unplugs: int  # devices whose unplug was requested and has not completed
+    queued_event_logs: int  # RTAS event logs waiting for check-exception
+
+
+@dataclass(frozen=True, slots=True)
 class UnplugOutcome:
     """What an unplug request did: deleted at once, or now waiting for the guest."""
 

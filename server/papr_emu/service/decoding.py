@@ -7,6 +7,11 @@ each handler the raw bytes instead (no request_deserializer) and parses them its
 with the message type's own parser: a request that does not parse ends with
 INVALID_ARGUMENT naming the message type, like any other malformed request.
 
+It also offers the one per-RPC hook the metrics and the access log need
+(:mod:`papr_emu.service.metrics`): ``observe`` is told each RPC's method, first
+request, gRPC code and duration once it ends. Without it the handlers are not
+timed at all.
+
 Example::
 
     server = grpc.aio.server(interceptors=[DecodeInHandler()])
@@ -14,7 +19,9 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -24,6 +31,29 @@ Decode = Callable[[bytes], Any]
 Parse = Callable[[bytes, grpc.aio.ServicerContext], Awaitable[Any]]
 #: Called with each parsed request (the first of a stream): may abort the call (the token check).
 Check = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
+#: Told of each RPC once it ended: method, its (first) request or None, its code, its duration in seconds.
+Observe = Callable[[str, Any, grpc.StatusCode, float], None]
+
+
+class _Call:
+    """One observed RPC: its first request, once parsed."""
+
+    __slots__ = ("request",)
+
+    def __init__(self) -> None:
+        self.request: Any = None
+
+
+def status_of(error: BaseException | None, context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    """The code an RPC ended with: the one set or aborted with, CANCELLED, UNKNOWN for an exception, else OK."""
+    if isinstance(error, asyncio.CancelledError):
+        return grpc.StatusCode.CANCELLED
+    code = context.code()
+    if isinstance(code, grpc.StatusCode):
+        return code
+    if error is None or isinstance(error, grpc.aio.AbortError):
+        return grpc.StatusCode.OK if error is None else grpc.StatusCode.UNKNOWN
+    return grpc.StatusCode.UNKNOWN
 
 
 def _type_name(decode: Decode, method: str) -> str:
@@ -45,7 +75,12 @@ def _decoder(decode: Decode, type_name: str) -> Parse:
 
 
 def _responses(
-    behavior: Callable[..., Any], parse: Parse, streamed_requests: bool, method: str, check: Check | None
+    behavior: Callable[..., Any],
+    parse: Parse,
+    streamed_requests: bool,
+    method: str,
+    check: Check | None,
+    observe: Observe | None = None,
 ) -> Callable[..., Any]:
     """The handler ``behavior`` with its request (or each streamed request) parsed first.
 
@@ -57,24 +92,46 @@ def _responses(
     wrapper is of the same type as what it wraps.
     """
 
-    async def requests(raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def requests(
+        raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, call: _Call | None
+    ) -> AsyncIterator[Any]:
         first = True
         async for raw in raw_requests:
             request = await parse(raw, context)
-            if first and check is not None:
-                await check(method, request, context)
+            if first:
+                if call is not None:
+                    call.request = request
+                if check is not None:
+                    await check(method, request, context)
             first = False
             yield request
 
-    async def request_of(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def request_of(raw: Any, context: grpc.aio.ServicerContext, call: _Call | None = None) -> Any:
         if streamed_requests:
-            return requests(raw, context)
+            return requests(raw, context, call)
         request = await parse(raw, context)
+        if call is not None:
+            call.request = request
         if check is not None:
             await check(method, request, context)
         return request
 
     if inspect.isasyncgenfunction(behavior):
+        if observe is not None:
+
+            async def generate_observed(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+                call, start, error = _Call(), time.perf_counter(), None
+                try:
+                    request = await request_of(raw, context, call)
+                    async for response in behavior(request, context):
+                        yield response
+                except BaseException as raised:
+                    error = raised
+                    raise
+                finally:
+                    observe(method, call.request, status_of(error, context), time.perf_counter() - start)
+
+            return generate_observed
 
         async def generate(raw: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             request = await request_of(raw, context)  # before the first response: a bad request sends none
@@ -83,20 +140,36 @@ def _responses(
 
         return generate
 
+    if observe is not None:
+
+        async def answer_observed(raw: Any, context: grpc.aio.ServicerContext) -> Any:
+            call, start, error = _Call(), time.perf_counter(), None
+            try:
+                return await behavior(await request_of(raw, context, call), context)
+            except BaseException as raised:
+                error = raised
+                raise
+            finally:
+                observe(method, call.request, status_of(error, context), time.perf_counter() - start)
+
+        return answer_observed
+
     async def answer(raw: Any, context: grpc.aio.ServicerContext) -> Any:
         return await behavior(await request_of(raw, context), context)
 
     return answer
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, check: Check | None) -> grpc.RpcMethodHandler:
+def _wrap(
+    handler: grpc.RpcMethodHandler, method: str, check: Check | None, observe: Observe | None = None
+) -> grpc.RpcMethodHandler:
     parse = _decoder(handler.request_deserializer, _type_name(handler.request_deserializer, method))
     for kind, streamed_requests in (
         ("unary_unary", False), ("unary_stream", False), ("stream_unary", True), ("stream_stream", True)
     ):  # fmt: skip
         behavior = getattr(handler, kind)
         if behavior is not None:
-            wrapped = _responses(behavior, parse, streamed_requests, method, check)
+            wrapped = _responses(behavior, parse, streamed_requests, method, check, observe)
             return handler._replace(request_deserializer=None, **{kind: wrapped})
     return handler
 
@@ -104,11 +177,13 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, check: Check | None) -> g
 class DecodeInHandler(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Parses every request in its handler (see the module docstring), then runs ``check`` on it.
 
-    Wrapped handlers are cached.
+    ``observe``, if given, is told of every RPC as it ends (see :data:`Observe`). Wrapped
+    handlers are cached.
     """
 
-    def __init__(self, check: Check | None = None) -> None:
+    def __init__(self, check: Check | None = None, observe: Observe | None = None) -> None:
         self._check = check
+        self._observe = observe
         self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(
@@ -122,5 +197,5 @@ class DecodeInHandler(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             handler = await continuation(handler_call_details)
             if handler is None or handler.request_deserializer is None:
                 return handler  # unknown method (UNIMPLEMENTED), or one that takes bytes already
-            wrapped = self._wrapped.setdefault(method, _wrap(handler, method, self._check))
+            wrapped = self._wrapped.setdefault(method, _wrap(handler, method, self._check, self._observe))
         return wrapped

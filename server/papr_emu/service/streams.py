@@ -92,6 +92,11 @@ class StreamSlots:
         self._total = 0
         self._by_platform: dict[str, int] = {}
 
+    def counts(self) -> tuple[int, dict[str, int]]:
+        """Open streams now: in all, and per platform (a copy; read-only, for metrics)."""
+        with self._lock:
+            return self._total, dict(self._by_platform)
+
     @contextmanager
     def hold(self, platform: str) -> Iterator[None]:
         with self._lock:
