@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import grpc
 import pytest
 
 from papr.v1 import device_pb2, hotplug_pb2, platform_pb2
-from papr_emu.pytest_plugin import PaprEmuFixture, PaprEmuSecureFixture
+from papr_emu import config
+from papr_emu.model import LIMITS, TIMEOUT_KEYS
+from papr_emu.pytest_plugin import PaprEmuFixture, PaprEmuSecureFixture, PlatformFactory
 from papr_emu_client import Credentials, Guest, connect_with
 
 pytest_plugins = ["pytester"]
@@ -182,3 +187,19 @@ def test_an_unknown_scope_is_a_usage_error(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=60)
     result.stdout.fnmatch_lines(["*papr_emu_scope = 'module': must be 'function' or 'session'*"])
     assert result.ret != 0
+
+
+def test_docs_config_example_and_keys(
+    papr_emu: PaprEmuFixture, papr_emu_platform: PlatformFactory, tmp_path: Path
+) -> None:
+    # docs/config.md's example is a valid file (its platform built through papr_emu_platform), and
+    # the page names every key config.py reads.
+    page = (Path(__file__).resolve().parent.parent / "docs" / "config.md").read_text()
+    (tmp_path / "example.toml").write_text(re.findall(r"```toml\n(.*?)```", page, re.S)[0])
+    assert papr_emu_platform.from_config(tmp_path / "example.toml") == ["job7"]
+    devices = papr_emu.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform="job7")).devices
+    assert sorted(d.id for d in devices) == ["core0", "core2", "dimm0", "net0", "phb0", "phb1"]
+    keys = {*config._PLATFORM_KEYS, *LIMITS, *TIMEOUT_KEYS, *config._SECURITY_PATHS, *config._SECURITY_FLAGS}
+    keys |= {"listen", "unix_socket_mode", "certificate_roles", "size", "slot", "address", "core_id", "index"}
+    keys |= {"phb", "function", "model", "type", "id"}
+    assert {k for k in keys if not re.search(rf"[`.]{k}[`\]]", page)} == set()  # a key, or a table
