@@ -2,7 +2,9 @@
 
 In the spirit of QMP and virsh. Every command talks to a running server
 (``--server``, else ``$PAPR_EMU_HOST``, else 127.0.0.1:50051) about one platform
-(``--platform``, default ``default``). Errors print one line and exit 1. A server
+(``--platform``, default ``default``); these and the connection options below go before
+or after the command. ``-o json`` prints JSON instead of text (one JSON line per event for
+``watch``). Errors print one line and exit 1. A server
 with TLS or tokens is reached with ``--ca``, ``--cert``, ``--key``, ``--token`` and
 ``--server-name``, else ``$PAPR_EMU_CA``, ``$PAPR_EMU_CERT``, ``$PAPR_EMU_KEY``,
 ``$PAPR_EMU_TOKEN`` and ``$PAPR_EMU_SERVER_NAME`` (see :func:`papr_emu_client.connect`).
@@ -11,6 +13,8 @@ Example::
 
     papr-emu connectors --type lmb --attached
     papr-emu plug dimm --size 1G --id dimm1
+    papr-emu unplug dimm1 --wait --timeout 30   # exit 0 deleted, 3 refused by the guest, 4 timed out
+    papr-emu -o json --platform p devices  # for scripts
     papr-emu guest --once                  # let the reference guest handle pending events (--unary: no session)
     papr-emu watch                         # events, live
     papr-emu dt > tree.dts                 # the device tree, through dtc
@@ -21,6 +25,8 @@ Example::
 from __future__ import annotations
 
 import argparse
+import json
+import re
 import shutil
 import subprocess
 import sys
@@ -29,6 +35,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 import grpc
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from papr.v1 import access_pb2, connector_pb2, device_pb2, hotplug_pb2, platform_pb2
@@ -58,14 +66,33 @@ _DRC_TYPES = {
 }
 
 
+# Exit statuses of ``unplug --wait`` (1 is any error, 2 a usage error, as everywhere).
+EXIT_REJECTED = 3
+EXIT_TIMEOUT = 4
+
+
 class CliError(Exception):
     """A usage problem worth one line."""
+
+
+class Given(int):
+    """A number from the command line that remembers how it was written (``300M``, ``0x10``, ``16``).
+
+    Messages echo it in the user's form: a server's ``0x12c00000`` is ``300M`` again.
+    """
+
+    text: str
+
+    def __new__(cls, value: int, text: str) -> Given:
+        given = super().__new__(cls, value)
+        given.text = text.strip()
+        return given
 
 
 def size_argument(text: str) -> int:
     """An argparse type: ``"1G"`` -> 1073741824, as :func:`papr_emu_client.sizes.parse_size` reads it."""
     try:
-        return parse_size(text)
+        return Given(parse_size(text), text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
 
@@ -73,9 +100,38 @@ def size_argument(text: str) -> int:
 def parse_int(text: str) -> int:
     """Decimal or 0x-prefixed hexadecimal (DRC indexes are usually written in hex)."""
     try:
-        return int(text, 0)
+        return Given(int(text, 0), text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+
+def as_given(message: str, options: argparse.Namespace) -> str:
+    """``message`` with the numbers the user gave written as they were given.
+
+    A server writes sizes and indexes in hex: ``0x12c00000`` becomes ``300M`` (or
+    ``314572800``) when that is what was typed; a hex number typed for a decimal echo
+    likewise (from 256 up, so that small counts in a message stay what they are).
+    """
+    numbers: list[Given] = []
+    for value in vars(options).values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Given):
+                numbers.append(item)
+    for number in numbers:
+        hex_form = re.compile(rf"(?<![\w.])0x0*{int(number):x}(?![\w.])", re.IGNORECASE)
+        message = hex_form.sub(lambda _, text=number.text: text, message)  # type: ignore[misc]
+        if int(number) >= 256 and number.text.lower().startswith("0x"):
+            message = re.sub(rf"(?<![\w.]){int(number)}(?![\w.])", number.text, message)
+    return message
+
+
+def emit(value: object, out: TextIO) -> None:
+    """One line of JSON (``-o json``)."""
+    print(json.dumps(value), file=out, flush=True)
+
+
+def _json(options: argparse.Namespace) -> bool:
+    return getattr(options, "output", "text") == "json"
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[object]], out: TextIO) -> None:
@@ -99,7 +155,17 @@ def _device_kind(device: device_pb2.Device) -> str:
 
 def cmd_platforms(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     rows = []
-    for p in client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms:
+    listed = client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms
+    if _json(options):
+        emit([{
+            "name": p.name, "memory_bytes": p.geometry.memory_bytes, "memory_slots": p.geometry.memory_slots,
+            "max_memory_bytes": p.geometry.max_memory_bytes, "cpus": p.geometry.cpus,
+            "max_cpus": p.geometry.max_cpus, "threads_per_core": p.geometry.threads_per_core,
+            "connectors": p.connector_total, "devices": p.device_count, "last_event_sequence": p.last_event_sequence,
+            "negotiated": p.options.negotiated,
+        } for p in listed], out)  # fmt: skip
+        return 0
+    for p in listed:
         g = p.geometry
         geometry = (
             f"-m {g.memory_bytes >> 20}M,slots={g.memory_slots},maxmem={g.max_memory_bytes >> 20}M "
@@ -111,8 +177,25 @@ def cmd_platforms(client: Client, options: argparse.Namespace, out: TextIO) -> i
     return 0
 
 
+DEFAULT_MEMORY = 1 << 30
+DEFAULT_MAX_MEMORY = 4 << 30
+DEFAULT_SLOTS = 4
+DEFAULT_MAX_CPUS = 4
+
+
 def cmd_create(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    """The default platform's geometry (``-m 1G,slots=4,maxmem=4G -smp 1,maxcpus=4``) for what is not given."""
     geometry = platform_pb2.Geometry()
+    memory = DEFAULT_MEMORY if options.memory is None else options.memory
+    cpus = 1 if options.cpus is None else options.cpus
+    if options.max_memory is None:
+        # The default platform's 3G of room for DIMMs, above --memory when that is 4G or more.
+        options.max_memory = DEFAULT_MAX_MEMORY if memory < DEFAULT_MAX_MEMORY else memory + 3 * DEFAULT_MEMORY
+    if options.max_cpus is None:
+        options.max_cpus = max(DEFAULT_MAX_CPUS, cpus)
+    options.memory, options.cpus = memory, cpus
+    if options.slots is None:
+        options.slots = DEFAULT_SLOTS
     for field, value in (
         ("memory_bytes", options.memory), ("max_memory_bytes", options.max_memory), ("memory_slots", options.slots),
         ("cpus", options.cpus), ("max_cpus", options.max_cpus), ("threads_per_core", options.threads),
@@ -120,6 +203,12 @@ def cmd_create(client: Client, options: argparse.Namespace, out: TextIO) -> int:
         if value is not None:
             setattr(geometry, field, value)
     created = client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=options.name, geometry=geometry))
+    tokens = [t for t in (created.manager_token, created.guest_token) if t.token]
+    if _json(options):
+        emit({"name": created.platform.name, "connectors": created.platform.connector_total,
+              "tokens": [{"role": _role_name(t.role), "token_id": t.token_id, "token": t.token} for t in tokens]},
+             out)  # fmt: skip
+        return 0
     print(f"created {created.platform.name}: {created.platform.connector_total} connectors", file=out)
     # A server that requires tokens returns the platform's own: shown once, here.
     for token in (created.manager_token, created.guest_token):
@@ -130,12 +219,22 @@ def cmd_create(client: Client, options: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_delete(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=options.name))
+    if _json(options):
+        emit({"deleted": options.name}, out)
+        return 0
     print(f"deleted {options.name}", file=out)
     return 0
 
 
 def cmd_connectors(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     drc_type = _DRC_TYPES[options.type] if options.type else connector_pb2.DRC_TYPE_UNSPECIFIED
+    if _json(options):
+        emit([{
+            "index": c.index, "name": c.name, "type": c.type_name, "state": _state_name(c.state),
+            "entity_sense": c.entity_sense, "device_id": c.device_id or None, "unplug_pending": c.unplug_pending,
+        } for c in list_all(client.platforms, options.platform, type=drc_type, attached_only=options.attached)],
+            out)  # fmt: skip
+        return 0
     rows = [
         (f"{c.index:#010x}", c.name, c.type_name, _state_name(c.state), c.entity_sense, c.device_id or "-",
          "yes" if c.unplug_pending else "")
@@ -147,6 +246,9 @@ def cmd_connectors(client: Client, options: argparse.Namespace, out: TextIO) -> 
 
 def cmd_devices(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     devices = client.hotplug.ListDevices(hotplug_pb2.ListDevicesRequest(platform=options.platform)).devices
+    if _json(options):
+        emit([_device_json(d) for d in devices], out)
+        return 0
     rows = []
     for d in devices:
         indexes = list(d.drc_indexes)
@@ -156,6 +258,13 @@ def cmd_devices(client: Client, options: argparse.Namespace, out: TextIO) -> int
         )
     table(("ID", "TYPE", "CONNECTORS", "PLUGGED", "UNPLUG"), rows, out)
     return 0
+
+
+def _device_json(device: device_pb2.Device) -> dict[str, object]:
+    return {
+        "id": device.id, "type": _device_kind(device), "drc_indexes": list(device.drc_indexes),
+        "hotplugged": device.hotplugged, "unplug_pending": device.unplug_pending,
+    }  # fmt: skip
 
 
 def _spec(options: argparse.Namespace) -> device_pb2.DeviceSpec:
@@ -181,6 +290,9 @@ def cmd_plug(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     device = client.hotplug.PlugDevice(
         hotplug_pb2.PlugDeviceRequest(platform=options.platform, id=options.id or "", spec=_spec(options))
     ).device
+    if _json(options):
+        emit(_device_json(device), out)
+        return 0
     indexes = list(device.drc_indexes)
     print(f"plugged {device.id} ({_device_kind(device)}) on {len(indexes)} connector(s) from {indexes[0]:#010x}",
           file=out)  # fmt: skip
@@ -188,9 +300,99 @@ def cmd_plug(client: Client, options: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_unplug(client: Client, options: argparse.Namespace, out: TextIO) -> int:
-    reply = client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=options.platform, id=options.id))
-    print(f"{options.id}: {'deleted' if reply.deleted else 'unplug requested, waiting for the guest'}", file=out)
-    return 0
+    """Request the unplug; with ``--wait``, also its outcome: exit 0 deleted, 3 refused, 4 timed out."""
+    if not options.wait:
+        if options.timeout is not None:
+            raise CliError("--timeout is for --wait")
+        reply = client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=options.platform, id=options.id))
+        _unplug_report(options, out, "deleted" if reply.deleted else "requested")
+        return 0
+    # Subscribe before asking: WatchEvents sends its headers once subscribed, so the outcome
+    # cannot happen between the request and the watch.
+    stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=options.platform),
+                                        timeout=options.timeout)  # fmt: skip
+    try:
+        stream.initial_metadata()
+        reply = client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=options.platform, id=options.id))
+        if reply.deleted:
+            _unplug_report(options, out, "deleted")
+            return 0
+        try:
+            for response in stream:
+                event = response.event
+                kind = event.WhichOneof("kind")
+                if kind in ("device_deleted", "unplug_rejected", "unplug_timed_out"):
+                    if getattr(event, kind).device_id != options.id:
+                        continue
+                    if kind == "device_deleted":
+                        _unplug_report(options, out, "deleted", event)
+                        return 0
+                    _unplug_report(options, out, "rejected" if kind == "unplug_rejected" else "timeout", event)
+                    return EXIT_REJECTED if kind == "unplug_rejected" else EXIT_TIMEOUT
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            _unplug_report(options, out, "timeout")
+            return EXIT_TIMEOUT
+        raise CliError(f"the event stream of {options.platform} ended before {options.id}'s unplug did")
+    except grpc.RpcError as error:
+        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise CliError(f"no answer within {options.timeout:g} s") from None
+        raise
+    finally:
+        stream.cancel()
+
+
+_UNPLUG_TEXT = {
+    "deleted": "deleted",
+    "requested": "unplug requested, waiting for the guest",
+    "rejected": "the guest refused the unplug",
+    "timeout": "still not unplugged",
+}
+
+
+def _unplug_report(options: argparse.Namespace, out: TextIO, outcome: str, event: Any = None) -> None:
+    if _json(options):
+        emit({"id": options.id, "outcome": outcome, "event": None if event is None else event_json(event)}, out)
+        return
+    text = _UNPLUG_TEXT[outcome]
+    if event is not None and outcome != "deleted":
+        # "#7 unplug_rejected mem: the guest refused by ...", "#8 unplug_timed_out mem after 12 s"
+        text = describe_event(event).split(" ", 2)[2].removeprefix(options.id).removeprefix(":").strip()
+        text = text if outcome == "rejected" else f"the unplug timed out on the server {text}"
+    elif outcome == "timeout":
+        text += f" after {options.timeout:g} s"
+    print(f"{options.id}: {text}", file=out)
+
+
+def event_json(event: hotplug_pb2.Event) -> dict[str, Any]:
+    """An event as JSON: sequence, kind, platform, time and the kind's fields (enums by name)."""
+    kind = event.WhichOneof("kind") or ""
+    return {
+        "sequence": event.sequence, "kind": kind, "platform": event.platform,
+        "time": event.time.ToJsonString() if event.HasField("time") else None,
+        **(message_json(getattr(event, kind)) if kind else {}),
+    }  # fmt: skip
+
+
+def message_json(message: Message) -> dict[str, Any]:
+    """Every field of ``message``, defaults included, 64-bit integers as numbers (unlike MessageToDict)."""
+    result: dict[str, Any] = {}
+    for field in message.DESCRIPTOR.fields:
+        value = getattr(message, field.name)
+        repeated = field.is_repeated
+        if field.type == FieldDescriptor.TYPE_MESSAGE:
+            if repeated:
+                result[field.name] = [message_json(v) for v in value]
+            else:
+                result[field.name] = message_json(value) if message.HasField(field.name) else None
+        elif field.type == FieldDescriptor.TYPE_ENUM:
+            names = field.enum_type.values_by_number if field.enum_type else {}
+            result[field.name] = [names[v].name if v in names else v for v in value] if repeated else (
+                names[value].name if value in names else value)  # fmt: skip
+        else:
+            result[field.name] = list(value) if repeated else value
+    return result
 
 
 def describe_event(event: hotplug_pb2.Event) -> str:
@@ -225,7 +427,10 @@ def cmd_watch(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     seen = 0
     try:
         for response in stream:
-            print(describe_event(response.event), file=out, flush=True)
+            if _json(options):
+                emit(event_json(response.event), out)
+            else:
+                print(describe_event(response.event), file=out, flush=True)
             seen += 1
             if options.count is not None and seen >= options.count:
                 stream.cancel()
@@ -277,6 +482,10 @@ def cmd_guest(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     def report(outcome: Outcome) -> None:
         event = outcome.event
         indexes = outcome.drc_indexes
+        if _json(options):
+            emit({"resource": event.resource, "action": event.action, "result": outcome.result,
+                  "drc_indexes": list(indexes), "detail": outcome.detail}, out)  # fmt: skip
+            return
         span = f" {indexes[0]:#010x}" + (f"..{indexes[-1]:#010x}" if len(indexes) > 1 else "") if indexes else ""
         print(f"resource {event.resource} action {event.action}: {outcome.result}{span} {outcome.detail}".rstrip(),
               file=out, flush=True)  # fmt: skip
@@ -318,6 +527,10 @@ def cmd_token_mint(client: Client, options: argparse.Namespace, out: TextIO) -> 
     if options.role == "admin" and options.platform:
         raise CliError("an admin token is for every platform: drop --platform")
     minted = client.access.MintToken(access_pb2.MintTokenRequest(role=_ROLES[options.role], platform=platform)).token
+    if _json(options):
+        emit({"token": minted.token, "token_id": minted.token_id, "role": _role_name(minted.role),
+              "platform": platform or None}, out)  # fmt: skip
+        return 0
     print(minted.token, file=out)
     print(f"minted {_role_name(minted.role)} token {minted.token_id}" + (f" of {platform}" if platform else ""),
           file=sys.stderr)  # fmt: skip
@@ -326,12 +539,20 @@ def cmd_token_mint(client: Client, options: argparse.Namespace, out: TextIO) -> 
 
 def cmd_token_revoke(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     client.access.RevokeToken(access_pb2.RevokeTokenRequest(token_id=options.token_id))
+    if _json(options):
+        emit({"revoked": options.token_id}, out)
+        return 0
     print(f"revoked {options.token_id}", file=out)
     return 0
 
 
 def cmd_token_list(client: Client, options: argparse.Namespace, out: TextIO) -> int:
     tokens = client.access.ListTokens(access_pb2.ListTokensRequest(platform=options.platform or "")).tokens
+    if _json(options):
+        emit(
+            [{"token_id": t.token_id, "role": _role_name(t.role), "platform": t.platform or None} for t in tokens], out
+        )
+        return 0
     table(("TOKEN_ID", "ROLE", "PLATFORM"), [(t.token_id, _role_name(t.role), t.platform or "-") for t in tokens], out)
     return 0
 
@@ -360,6 +581,10 @@ def check_health(credentials: Credentials, target: str, service: str, timeout: f
 def cmd_health(options: argparse.Namespace, credentials: Credentials, target: str, out: TextIO, err: TextIO) -> int:
     """Exit 0 iff the server says SERVING (for container HEALTHCHECKs); the status, or why not, on one line."""
     status = check_health(credentials, target, options.service, options.timeout)
+    if _json(options):
+        emit({"status": status if status.isupper() else None, "serving": status == "SERVING",
+              "error": None if status.isupper() else status}, out)  # fmt: skip
+        return 0 if status == "SERVING" else 1
     if status == "SERVING":
         print(status, file=out)
         return 0
@@ -376,69 +601,104 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     """Add the client commands to the ``papr-emu`` parser (next to ``serve``)."""
 
     def command(
-        name: str, handler: Command | None, help: str, platform: bool = True, parent: Any = commands
+        name: str,
+        handler: Command | None,
+        help: str,
+        platform: bool = True,
+        parent: Any = commands,
+        output: bool = True,
+        epilog: str | None = None,
     ) -> argparse.ArgumentParser:
-        parser: argparse.ArgumentParser = parent.add_parser(name, help=help, description=help)
-        add_connection_options(parser)
+        parser: argparse.ArgumentParser = parent.add_parser(
+            name, help=help, description=help, epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter
+        )
+        add_connection_options(parser, before=False)
         if platform:
-            parser.add_argument("--platform", default="default", help="platform name (default: default)")
-        parser.set_defaults(client_command=handler)
+            add_platform_option(parser)
+        if output:
+            add_output_option(parser)
+        parser.set_defaults(client_command=handler, default_platform=platform)
         return parser
 
     command("platforms", cmd_platforms, "list platforms")
     health = command("health", None, "exit 0 iff the server's health service says SERVING (needs no token)", False)
     health.add_argument("--service", default="", help="a service's status instead of the server's")
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    health.epilog = "-o json prints {status, serving, error}, with the same exit status."
     health.set_defaults(health_command=True)
     token = commands.add_parser("token", help="mint, revoke and list bearer tokens (admin token needed)")
     token_commands = token.add_subparsers(dest="token_command", required=True)
     mint = command("mint", cmd_token_mint, "mint a token; prints the secret alone", False, token_commands)
-    mint.add_argument("--role", choices=sorted(_ROLES), required=True)
-    mint.add_argument("--platform", help="its platform (guest, manager; default: default)")
+    mint.add_argument("--role", choices=sorted(_ROLES), required=True, help="what the token may do")
+    mint.add_argument("--platform", default=argparse.SUPPRESS, help="its platform (guest, manager; default: default)")
     revoke = command("revoke", cmd_token_revoke, "revoke a token by its id", False, token_commands)
-    revoke.add_argument("token_id", metavar="ID")
+    revoke.add_argument("token_id", metavar="ID", help="the token's id (token list shows them)")
     listing = command("list", cmd_token_list, "list the tokens in force (ids, never secrets)", False, token_commands)
-    listing.add_argument("--platform", help="only this platform's tokens")
-    create = command("create", cmd_create, "create a platform (QEMU-like geometry)")
-    create.add_argument("name")
-    create.add_argument("--memory", type=size_argument)
-    create.add_argument("--max-memory", type=size_argument)
-    create.add_argument("--slots", type=int)
-    create.add_argument("--cpus", type=int)
-    create.add_argument("--max-cpus", type=int)
-    create.add_argument("--threads", type=int)
-    delete = command("delete", cmd_delete, "delete a platform")
-    delete.add_argument("name")
+    listing.add_argument("--platform", default=argparse.SUPPRESS, help="only this platform's tokens")
+    create = command(
+        "create", cmd_create, "create a platform (QEMU-like geometry)", False,
+        epilog="Without options: the default platform's geometry, -m 1G,slots=4,maxmem=4G -smp 1,maxcpus=4.\n"
+        "Sizes as QEMU writes them: 512M, 1.5G, 4GiB, or bytes.",
+    )  # fmt: skip
+    create.add_argument("name", help="lower-case letters, digits and dashes")
+    create.add_argument("--memory", type=size_argument, metavar="SIZE", help="boot memory, -m SIZE (default 1G)")
+    create.add_argument(
+        "--max-memory",
+        type=size_argument,
+        metavar="SIZE",
+        help="-m maxmem=SIZE: memory hot-plug reaches up to it (default 4G; --memory + 3G from --memory 4G on)",
+    )
+    create.add_argument("--slots", type=parse_int, metavar="N", help="-m slots=N: DIMM slots (default 4)")
+    create.add_argument("--cpus", type=parse_int, metavar="N", help="-smp N: boot CPU cores (default 1)")
+    create.add_argument(
+        "--max-cpus",
+        type=parse_int,
+        metavar="N",
+        help="-smp maxcpus=N: CPU hot-plug reaches up to it (default 4, or --cpus if more)",
+    )
+    create.add_argument("--threads", type=parse_int, metavar="N", help="-smp threads=N: threads per core (default 1)")
+    delete = command("delete", cmd_delete, "delete a platform", False)
+    delete.add_argument("name", help="the platform")
     connectors = command("connectors", cmd_connectors, "list a platform's connectors")
-    connectors.add_argument("--type", choices=sorted(_DRC_TYPES))
+    connectors.add_argument("--type", choices=sorted(_DRC_TYPES), help="only connectors of this type")
     connectors.add_argument("--attached", action="store_true", help="only connectors with a device")
     command("devices", cmd_devices, "list a platform's devices")
     plug = command("plug", cmd_plug, "hot-plug a device (device_add)")
     kinds = plug.add_subparsers(dest="kind", required=True)
     dimm = kinds.add_parser("dimm", help="a DIMM")
-    dimm.add_argument("--size", type=size_argument, required=True)
-    dimm.add_argument("--slot", type=int)
-    dimm.add_argument("--address", type=size_argument)
+    dimm.add_argument("--size", type=size_argument, required=True, metavar="SIZE",
+                      help="a multiple of 256M, as QEMU writes sizes (512M, 1.5G, bytes)")  # fmt: skip
+    dimm.add_argument("--slot", type=parse_int, metavar="N", help="the DIMM slot (default: the first free one)")
+    dimm.add_argument("--address", type=size_argument, metavar="ADDR",
+                      help="guest physical address (default: the first free one)")  # fmt: skip
     cpu = kinds.add_parser("cpu", help="a CPU core")
-    cpu.add_argument("--core-id", type=int, required=True)
+    cpu.add_argument("--core-id", type=parse_int, required=True, metavar="N", help="the core's id (QEMU's core-id)")
     pci = kinds.add_parser("pci", help="a PCI function")
-    pci.add_argument("--slot", type=int, required=True)
-    pci.add_argument("--function", type=int, default=0)
-    pci.add_argument("--phb", type=int, default=0)
-    pci.add_argument("--model", choices=PCI_MODEL_NAMES, default="e1000")
+    pci.add_argument("--slot", type=parse_int, required=True, metavar="N", help="the slot on the PHB's bus")
+    pci.add_argument("--function", type=parse_int, default=0, metavar="N", help="the function (default 0)")
+    pci.add_argument("--phb", type=parse_int, default=0, metavar="N", help="the PHB's index (default 0)")
+    pci.add_argument("--model", choices=PCI_MODEL_NAMES, default="e1000", help="the device model (default e1000)")
     phb = kinds.add_parser("phb", help="a PCI host bridge")
-    phb.add_argument("--index", type=int, required=True)
+    phb.add_argument("--index", type=parse_int, required=True, metavar="N", help="the PHB's index")
     for kind in (dimm, cpu, pci, phb):
         kind.add_argument("--id", help="device id (default: papr-emu picks one)")
         # Also accepted after the device kind; SUPPRESS keeps the plug command's values otherwise.
-        kind.add_argument("--platform", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+        add_platform_option(kind, hidden=True)
+        add_output_option(kind, hidden=True)
         add_connection_options(kind, hidden=True)
-    unplug = command("unplug", cmd_unplug, "request a hot-unplug (device_del)")
-    unplug.add_argument("id")
-    watch = command("watch", cmd_watch, "print a platform's events as they happen")
-    watch.add_argument("--after", type=int, help="replay retained events after this sequence number first")
-    watch.add_argument("--count", type=int, help="stop after this many events")
-    dt = command("dt", cmd_dt, "dump the device tree (DTS through dtc, or the DTB)")
+    unplug = command(
+        "unplug", cmd_unplug, "request a hot-unplug (device_del); --wait for its outcome",
+        epilog=f"Exit status: 0 requested (with --wait: the device is deleted), {EXIT_REJECTED} the guest refused "
+        f"the unplug,\n{EXIT_TIMEOUT} no outcome within --timeout (or the server's unplug timeout), 1 any error.",
+    )  # fmt: skip
+    unplug.add_argument("id", help="the device's id")
+    unplug.add_argument("--wait", action="store_true", help="wait until the device is deleted or the guest refuses")
+    unplug.add_argument("--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 4)")
+    watch = command("watch", cmd_watch, "print a platform's events as they happen (-o json: one JSON line each)")
+    watch.add_argument("--after", type=parse_int, metavar="N",
+                       help="replay retained events after this sequence number first")  # fmt: skip
+    watch.add_argument("--count", type=parse_int, metavar="N", help="stop after this many events")
+    dt = command("dt", cmd_dt, "dump the device tree (DTS through dtc, or the DTB)", output=False)
     dt.add_argument("--dtb", metavar="FILE", help="write the binary DTB to FILE ('-': standard output)")
     guest = command("guest", cmd_guest, "run the reference guest (Linux-like DLPAR) against a platform")
     guest.add_argument("--once", action="store_true", help="handle the pending events, then exit")
@@ -461,13 +721,39 @@ _CONNECTION_OPTIONS = (
 )
 
 
-def add_connection_options(parser: argparse.ArgumentParser, hidden: bool = False) -> None:
+def add_global_options(parser: argparse.ArgumentParser) -> None:
+    """The options every client command takes, on the ``papr-emu`` parser itself: given before the command.
+
+    Each command accepts them after its name too (without overriding a value given before).
+    """
+    group = parser.add_argument_group("client options (before or after a command)")
+    add_connection_options(group, before=True)  # type: ignore[arg-type]
+    add_platform_option(group, before=True)  # type: ignore[arg-type]
+    add_output_option(group, before=True)  # type: ignore[arg-type]
+
+
+def add_platform_option(parser: argparse.ArgumentParser, hidden: bool = False, before: bool = False) -> None:
+    parser.add_argument(
+        "--platform", default=None if before else argparse.SUPPRESS,
+        help=argparse.SUPPRESS if hidden else "platform name (default: default)",
+    )  # fmt: skip
+
+
+def add_output_option(parser: argparse.ArgumentParser, hidden: bool = False, before: bool = False) -> None:
+    parser.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text" if before else argparse.SUPPRESS,
+        help=argparse.SUPPRESS if hidden else "text (default) or json, for scripts",
+    )  # fmt: skip
+
+
+def add_connection_options(parser: argparse.ArgumentParser, hidden: bool = False, before: bool = False) -> None:
     """``--server`` and the TLS and token options (each defaulting to its ``PAPR_EMU_*`` variable).
 
-    ``hidden``: also accepted after a sub-command (``plug dimm --token ...``), without help, and
-    without overriding the value given before it.
+    ``before``: on the ``papr-emu`` parser, where they hold the defaults. Otherwise on a command
+    (``hidden``: a sub-command such as ``plug dimm``, without help), where they override the
+    value given before the command only when given.
     """
-    default: Any = argparse.SUPPRESS if hidden else None
+    default: Any = None if before else argparse.SUPPRESS
     parser.add_argument(
         "--server", default=default,
         help=argparse.SUPPRESS if hidden else "host:port or unix:PATH (default: $PAPR_EMU_HOST, else 127.0.0.1:50051)",
@@ -480,6 +766,8 @@ def run(options: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
     """Run a parsed client command; gRPC and usage errors become one line on ``err`` (default stderr)."""
     out = out or sys.stdout
     err = err or sys.stderr
+    if getattr(options, "default_platform", False) and options.platform is None:
+        options.platform = "default"
     target = target_from_env(options.server)
     try:
         credentials = Credentials.resolve(options.ca, options.cert, options.key, options.token, options.server_name)
@@ -500,10 +788,12 @@ def run(options: argparse.Namespace, out: TextIO | None = None, err: TextIO | No
         handler: Command = options.client_command
         return handler(client, options, out)
     except grpc.RpcError as error:
-        print(f"papr-emu: {error.code().name}: {error.details()}", file=err)
+        print(as_given(f"papr-emu: {error.code().name}: {error.details()}", options), file=err)
         return 1
     except (CliError, OSError) as error:
-        print(f"papr-emu: {error}", file=err)
+        print(as_given(f"papr-emu: {error}", options), file=err)
         return 1
+    except KeyboardInterrupt:
+        return 130
     finally:
         client.close()

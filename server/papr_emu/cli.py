@@ -130,6 +130,7 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     if client_commands:
         from papr_emu_client import cli as client_cli
 
+        client_cli.add_global_options(parser)
         client_cli.add_commands(commands)
     for name, entry in sorted(plugins.items()):
         # Listed for --help only: main() hands a plugin its arguments before this parser runs.
