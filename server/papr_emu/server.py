@@ -20,7 +20,7 @@ import os
 import threading
 from collections.abc import Coroutine, Sequence
 from concurrent import futures
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 import structlog
@@ -46,8 +46,7 @@ from .reflection import add_reflection
 from .security import Security
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
 from .service.access import AccessServicer, Guard
-from .service.decoding import DecodeInHandler
-from .service.metrics import MetricsHttp, ModelCollector, RpcMetrics, observer, split_address
+from .service.decoding import DecodeInHandler, Observe
 from .service.running import Runner
 from .service.streams import StreamSlots
 
@@ -65,6 +64,9 @@ SERVICE_NAMES = (
 )
 #: How often pending unplugs are checked against their platform's timeout policy.
 TIMEOUT_TICK_SECONDS = 0.1
+
+if TYPE_CHECKING:
+    from .service.metrics import MetricsHttp, RpcMetrics
 
 log = structlog.get_logger("papr_emu.server")
 T = TypeVar("T")
@@ -96,15 +98,21 @@ class PaprServer:
             raise ValueError(f"--max-workers must be a positive integer, not {max_workers}")
         self.security = security or Security()
         self.security.check_listeners(list(listen))
-        if metrics_listen is not None:
-            split_address(metrics_listen)  # ValueError unless HOST:PORT
-            self.security.check_metrics_listener(metrics_listen)
         self._metrics_listen = metrics_listen
-        self._metrics = RpcMetrics() if metrics_listen is not None else None
+        self._metrics: RpcMetrics | None = None
         self._metrics_http: MetricsHttp | None = None
         self.metrics_address: str | None = None  # HOST:PORT bound, once started
         self._access_log = access_log
-        self._observe = observer(self._metrics, access_log)
+        self._observe: Observe | None = None
+        if metrics_listen is not None or access_log:
+            # Imported only when asked for: prometheus_client adds about 50 ms to every cold start.
+            from .service.metrics import RpcMetrics, observer, split_address
+
+            if metrics_listen is not None:
+                split_address(metrics_listen)  # ValueError unless HOST:PORT
+                self.security.check_metrics_listener(metrics_listen)
+                self._metrics = RpcMetrics()
+            self._observe = observer(self._metrics, access_log)
         self.platforms = platforms
         self._listen = list(listen)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
@@ -137,6 +145,8 @@ class PaprServer:
         runner = Runner(self._executor)
         slots = StreamSlots(limits)  # the streaming RPCs share the stream limits
         if self._metrics is not None:
+            from .service.metrics import ModelCollector
+
             self._metrics.registry.register(ModelCollector(self.platforms, slots))
         platforms = self.platforms
         rtas_pb2_grpc.add_RtasServiceServicer_to_server(RtasServicer(platforms, slots, runner), server)
@@ -191,6 +201,8 @@ class PaprServer:
                 self.addresses.append(f"{host}:{port}")
         if self._metrics is not None and self._metrics_listen is not None:
             try:
+                from .service.metrics import MetricsHttp
+
                 self._metrics_http = MetricsHttp(self._metrics.registry, self._metrics_listen)
             except OSError as error:
                 raise ListenError(f"cannot serve metrics on {self._metrics_listen}: {error.strerror}") from None
