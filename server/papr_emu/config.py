@@ -160,7 +160,8 @@ def _device(table: dict[str, Any], where: str) -> tuple[str, PlugRequest]:
     return device_id, request
 
 
-def _platform(table: dict[str, Any], where: str) -> PlatformConfig:
+def platform_config(table: dict[str, Any], where: str) -> PlatformConfig:
+    """One ``[[platform]]`` table, checked (ConfigError naming ``where``); the pytest plugin's factory uses it too."""
     unknown = set(table) - _PLATFORM_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
@@ -224,7 +225,7 @@ def load_config(path: Path) -> ServerConfig:
     access_log = server.get("access_log")
     if access_log is not None and not isinstance(access_log, bool):
         raise ConfigError(f"{path}: server.access_log: {access_log!r} is not true or false")
-    platforms = [_platform(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
+    platforms = [platform_config(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
     return ServerConfig(
         listen=listen,
         metrics_listen=metrics_listen,

@@ -322,7 +322,7 @@ class PlatformFactory:
         }
         try:
             # The config file's own reading of a [[platform]] table: the same keys, defaults and errors.
-            parsed = config._platform(table, "papr_emu_platform")
+            parsed = config.platform_config(table, "papr_emu_platform")
         except config.ConfigError as error:
             raise ValueError(str(error)) from None
         return self._create(parsed, messages)
