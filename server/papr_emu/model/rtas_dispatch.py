@@ -1,8 +1,9 @@
 """The RTAS dispatcher: token, nargs, nret, argument cells and guest buffers in; return cells out.
 
-Both the typed RPCs and the raw RtasCall RPC go through :func:`dispatch`, so a stub
-that ports the kernel's ``rtas_call()`` line for line sees exactly what a typed
-client sees. As in QEMU, an unknown token, or nargs/nret a call does not take,
+The raw ``RtasService.Call`` goes through :func:`dispatch`; its table calls the same
+``Platform`` methods the typed RPCs call (``service/rtas_calls.py``), so a stub that
+ports the kernel's ``rtas_call()`` line for line sees exactly what a typed client
+sees. As in QEMU, an unknown token, or nargs/nret a call does not take,
 gives status -3. Buffers (the configure-connector work area, the check-exception
 log buffer) are addressed by the argument cells that point at them. A buffer a
 call names but never touches (event-scan's, which QEMU leaves as it is) may be
@@ -34,32 +35,15 @@ if TYPE_CHECKING:
 MAX_CELLS: Final = 255  # nargs and nret are bytes in practice; bounds what a request can allocate
 
 
-class GuestMemory:
-    """What a call may read and write in guest memory."""
-
-    def check(self, address: int, length: int, what: str) -> None:
-        """Raise InvalidArgument unless ``length`` bytes at ``address`` can be used for ``what``."""
-        raise NotImplementedError
-
-    def check_if_given(self, address: int, length: int, what: str) -> None:
-        """As :meth:`check` for a buffer the call may be given without: none at ``address`` is fine."""
-        raise NotImplementedError
-
-    def read(self, address: int, length: int) -> bytes:
-        raise NotImplementedError
-
-    def write(self, address: int, data: bytes) -> None:
-        raise NotImplementedError
-
-
 @dataclass
-class Buffers(GuestMemory):
-    """The buffers a raw call supplied, by guest real address; each must be used, whole."""
+class Buffers:
+    """The guest buffers a raw call supplied, by guest real address; each must be used, whole."""
 
     regions: dict[int, bytearray]
     used: set[int] = field(default_factory=set)
 
     def check(self, address: int, length: int, what: str) -> None:
+        """Raise InvalidArgument unless exactly ``length`` bytes were given at ``address`` for ``what``."""
         region = self.regions.get(address)
         if region is None:
             raise InvalidArgument("buffers", f"{address:#x}", f"{what} needs a buffer at this address")
@@ -70,6 +54,7 @@ class Buffers(GuestMemory):
         self.used.add(address)
 
     def check_if_given(self, address: int, length: int, what: str) -> None:
+        """As :meth:`check` for a buffer the call may be given without: none at ``address`` is fine."""
         if address in self.regions:
             self.check(address, length, what)
 
@@ -80,29 +65,7 @@ class Buffers(GuestMemory):
         self.regions[address][: len(data)] = data
 
 
-@dataclass
-class Capture(GuestMemory):
-    """For typed RPCs: reads come from given bytes, writes are captured (no buffer is allocated)."""
-
-    inputs: Mapping[int, bytes] = field(default_factory=dict)
-    written: dict[int, bytes] = field(default_factory=dict)
-
-    def check(self, address: int, length: int, what: str) -> None:
-        data = self.inputs.get(address)
-        if data is not None and len(data) != length:
-            raise InvalidArgument("work_area", len(data), f"{what} needs exactly {length} bytes")
-
-    def check_if_given(self, address: int, length: int, what: str) -> None:
-        self.check(address, length, what)
-
-    def read(self, address: int, length: int) -> bytes:
-        return bytes(self.inputs.get(address, b"")[:length])
-
-    def write(self, address: int, data: bytes) -> None:
-        self.written[address] = data
-
-
-Run = Callable[["Platform", Sequence[int], GuestMemory], list[int]]
+Run = Callable[["Platform", Sequence[int], Buffers], list[int]]
 Needs = Callable[[Sequence[int]], list[tuple[int, int, str]]]
 
 
@@ -123,15 +86,15 @@ class RtasFunction:
     may_name: Needs = lambda args: []
 
 
-def _set_indicator(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _set_indicator(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     return [p.set_indicator(args[0], args[1], args[2])]
 
 
-def _get_sensor_state(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _get_sensor_state(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     return list(p.get_sensor_state(args[0], args[1]))
 
 
-def _configure_connector(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _configure_connector(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     # args[1] is LoPAR's memory extent, not the high half of the address (QEMU's reading).
     status, area = p.configure_connector(memory.read(args[0], WORK_AREA_SIZE))
     memory.write(args[0], area)
@@ -142,22 +105,22 @@ def _signed(cell: int) -> int:
     return cell - (1 << 32) if cell & 0x80000000 else cell
 
 
-def _set_power_level(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _set_power_level(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     return list(p.set_power_level(_signed(args[0]), args[1]))
 
 
-def _get_power_level(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _get_power_level(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     return list(p.get_power_level(_signed(args[0])))
 
 
-def _check_exception(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _check_exception(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     status, log = p.check_exception(args[2], args[5])
     if status == rtas.SUCCESS:
         memory.write(args[4], log)
     return [status]
 
 
-def _event_scan(p: Platform, args: Sequence[int], memory: GuestMemory) -> list[int]:
+def _event_scan(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
     return [p.event_scan(args[0], args[3])]
 
 
@@ -182,19 +145,6 @@ FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
 }  # fmt: skip
 
 
-def run_call(platform: Platform, token: int, args: Sequence[int], memory: GuestMemory) -> list[int]:
-    """The typed RPCs' entry: a well-formed call (the right cells, from typed fields) of a known token.
-
-    The same table and functions as :func:`dispatch`, without re-checking what the
-    typed request already guarantees: it is on the path of every typed RTAS call
-    (typed requests give no buffer the call leaves untouched, so ``may_name`` is skipped).
-    """
-    function = FUNCTIONS[token]
-    for address, length, what in function.needs(args):
-        memory.check(address, length, what)
-    return function.run(platform, args, memory)
-
-
 @dataclass(frozen=True, slots=True)
 class PreparedCall:
     """A raw call checked against its function (see :func:`prepare`): running it raises nothing new."""
@@ -202,7 +152,7 @@ class PreparedCall:
     function: RtasFunction | None  # None: an unknown token, or cells the call does not take
     args: tuple[int, ...]
     nret: int
-    memory: GuestMemory
+    memory: Buffers
 
     def run(self, platform: Platform) -> list[int]:
         """The call's ``nret`` return cells (status first, signed)."""
@@ -217,7 +167,7 @@ class PreparedCall:
         return rets
 
 
-def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory) -> PreparedCall:
+def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers) -> PreparedCall:
     """Check a raw call without running it (so a batch can check every call before the first runs).
 
     Raises InvalidArgument when the request does not describe a call: args not
@@ -238,16 +188,13 @@ def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Gues
         memory.check(address, length, what)
     for address, length, what in function.may_name(args):
         memory.check_if_given(address, length, what)
-    if isinstance(memory, Buffers):
-        unused = sorted(set(memory.regions) - memory.used)
-        if unused:
-            raise InvalidArgument("buffers", f"{unused[0]:#x}", f"{function.name} does not use a buffer there")
+    unused = sorted(set(memory.regions) - memory.used)
+    if unused:
+        raise InvalidArgument("buffers", f"{unused[0]:#x}", f"{function.name} does not use a buffer there")
     return PreparedCall(function, tuple(args), nret, memory)
 
 
-def dispatch(
-    platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: GuestMemory
-) -> list[int]:
+def dispatch(platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers) -> list[int]:
     """Run one RTAS call; returns its ``nret`` return cells (status first, signed).
 
     Raises InvalidArgument (changing nothing) when the request does not describe a call
@@ -256,7 +203,7 @@ def dispatch(
     return prepare(token, nargs, nret, args, memory).run(platform)
 
 
-#: The most calls one configure-connector walk makes (and what max_calls 0 means).
+#: The most calls one configure-connector walk makes, and what max_calls 0 means.
 MAX_WALK_CALLS: Final = 512
 DEFAULT_WALK_CALLS: Final = 64
 #: The statuses after which a guest's configure-connector loop calls again.

@@ -24,16 +24,13 @@ from google.protobuf.message import Message
 from papr.v1 import rtas_pb2
 
 from ..model import InvalidArgument, Platform
-from ..model import rtas as t
 from ..model.limits import Limits, exhausted
 from ..model.rtas_dispatch import (
     DEFAULT_WALK_CALLS,
     MAX_WALK_CALLS,
     Buffers,
-    Capture,
     PreparedCall,
     prepare,
-    run_call,
     walk_configure_connector,
 )
 from ..model.work_area import WORK_AREA_SIZE
@@ -43,7 +40,6 @@ Plan = PreparedCall | int | None
 Runner = Callable[[Platform, Any, Any, Plan], int]
 #: What a result costs in a response besides its buffers (tags, lengths, status, a few cells).
 _RESULT_OVERHEAD: Final = 32
-_NO_BUFFERS: Final = Capture()
 
 
 def _set_indicator(p: Platform, r: rtas_pb2.SetIndicatorRequest, out: rtas_pb2.SetIndicatorResponse, _: Plan) -> int:
@@ -87,17 +83,14 @@ def _get_power_level(
 def _check_exception(
     p: Platform, r: rtas_pb2.CheckExceptionRequest, out: rtas_pb2.CheckExceptionResponse, _: Plan
 ) -> int:
-    memory = Capture()
-    args = (r.vector_offset, r.additional_info, r.event_mask, r.critical, 0, r.buffer_length)
-    (status,) = run_call(p, t.TOKEN_CHECK_EXCEPTION, args, memory)
+    # The other cells (vector offset, additional information, critical) are not used, as in QEMU.
+    status, out.buffer = p.check_exception(r.event_mask, r.buffer_length)
     out.status = status
-    out.buffer = memory.written.get(0, b"")
     return status
 
 
 def _event_scan(p: Platform, r: rtas_pb2.EventScanRequest, out: rtas_pb2.EventScanResponse, _: Plan) -> int:
-    (status,) = run_call(p, t.TOKEN_EVENT_SCAN, (r.event_mask, r.critical, 0, r.buffer_length), _NO_BUFFERS)
-    out.status = status
+    out.status = status = p.event_scan(r.event_mask, r.buffer_length)
     return status
 
 
@@ -105,7 +98,6 @@ def _raw(p: Platform, r: rtas_pb2.CallRequest, out: rtas_pb2.CallResponse, plan:
     assert isinstance(plan, PreparedCall)
     rets = plan.run(p)
     out.rets.extend(rets)
-    assert isinstance(plan.memory, Buffers)
     for address, data in plan.memory.regions.items():
         out.buffers.add(address=address, data=bytes(data))
     out.SetInParent()  # nret 0 and no buffers still answer with a (empty) raw result
@@ -189,7 +181,7 @@ def _response_bytes(kind: str, request: Any, plan: Plan) -> int:
     if kind == "check_exception":
         return int(request.buffer_length) + _RESULT_OVERHEAD
     if kind == "raw":
-        assert isinstance(plan, PreparedCall) and isinstance(plan.memory, Buffers)
+        assert isinstance(plan, PreparedCall)
         return sum(len(d) + 16 for d in plan.memory.regions.values()) + 5 * plan.nret + _RESULT_OVERHEAD
     return _RESULT_OVERHEAD
 
