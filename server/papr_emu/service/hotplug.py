@@ -69,7 +69,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
             platform = await call_or_abort(context, inline(lambda: self._platforms.get(request.platform)))
             after = request.after_sequence if request.HasField("after_sequence") else None
             subscription, subscribed_after = await call_or_abort(
-                context, self._run.blocking(lambda: platform.subscribe_events(after))
+                context, self._run.quick(platform, lambda: platform.subscribe_events(after))
             )
             stack.callback(platform.unsubscribe_events, subscription)
             reader = AsyncReader(subscription)

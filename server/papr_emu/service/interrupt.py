@@ -27,7 +27,7 @@ class InterruptServicer(interrupt_pb2_grpc.InterruptServiceServicer):
         with contextlib.ExitStack() as stack:
             await call_or_abort(context, inline(lambda: stack.enter_context(self._slots.hold(request.platform))))
             platform = await call_or_abort(context, inline(lambda: self._platforms.get(request.platform)))
-            watch = await self._run.blocking(platform.watch_interrupts)
+            watch = await self._run.quick(platform, platform.watch_interrupts)
             stack.callback(platform.unwatch_interrupts, watch)
             reader = AsyncReader(watch)
             stack.callback(reader.close)

@@ -123,7 +123,7 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
                 await abort(context, error)
             # The platform's interrupt watch is closed when the platform is deleted (or the server
             # stops): its waker ends a session that is waiting for its next request.
-            watch = platform.watch_interrupts()
+            watch = await self._run.quick(platform, platform.watch_interrupts)  # never waits on the loop
             stack.callback(platform.unwatch_interrupts, watch)
             ending = EndOnClose(watch)
             stack.callback(ending.close)

@@ -218,7 +218,6 @@ class Batch:
             getattr(call, kind) if kind else None for call, kind in zip(calls, kinds, strict=True)
         ]
         self.plans: list[Plan] = [None] * len(calls)
-        self.has_walks = False
         response_bytes = _RESULT_OVERHEAD * len(calls)
         if not _SMALL.issuperset(kinds):
             for n, (kind, request) in enumerate(zip(kinds, self.requests, strict=True)):
@@ -235,7 +234,6 @@ class Batch:
                     field = f"calls[{n}].{kind}.{error.field}" if error.field else f"calls[{n}].{kind}"
                     raise InvalidArgument(field, error.value, error.reason) from None
                 response_bytes += _response_bytes(kind, request, plan) - _RESULT_OVERHEAD
-                self.has_walks = self.has_walks or kind == "configure_connector_walk"
         self.kinds = cast(list[str], kinds)  # no None is left: the loop above refuses it
         for n, (kind, request) in enumerate(zip(self.kinds, self.requests, strict=True)):
             if kind in _SMALL and request.platform and request.platform != platform:
@@ -249,6 +247,10 @@ class Batch:
 
     def __len__(self) -> int:
         return len(self.kinds)
+
+    @property
+    def has_walks(self) -> bool:
+        return "configure_connector_walk" in self.kinds
 
     def run(self, platform: Platform, results: MutableSequence[rtas_pb2.RtasResult], stop_at_nonzero: bool) -> None:
         """Run the calls in order, adding one result each to ``results`` (the caller holds the platform)."""

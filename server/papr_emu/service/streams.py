@@ -31,6 +31,19 @@ class Watched(Protocol[T_co]):
     def set_waker(self, waker: Callable[[], None] | None) -> None: ...
 
 
+def _on_loop(callback: Callable[[], None]) -> Callable[[], None]:
+    """A waker for a watcher's queue: runs ``callback`` on the running event loop, from any thread."""
+    loop = asyncio.get_running_loop()
+
+    def wake() -> None:
+        try:
+            loop.call_soon_threadsafe(callback)
+        except RuntimeError:  # the loop is closed: the server stopped, nobody reads any more
+            pass
+
+    return wake
+
+
 class AsyncReader(Generic[T]):
     """Takes items from a watcher's queue on the event loop; no thread waits.
 
@@ -44,17 +57,9 @@ class AsyncReader(Generic[T]):
     """
 
     def __init__(self, watched: Watched[T]) -> None:
-        loop = asyncio.get_running_loop()
         self._ready = asyncio.Event()
         self._watched = watched
-
-        def wake() -> None:
-            try:
-                loop.call_soon_threadsafe(self._ready.set)
-            except RuntimeError:  # the loop is closed: the server stopped, nobody reads any more
-                pass
-
-        watched.set_waker(wake)
+        watched.set_waker(_on_loop(self._ready.set))
 
     async def next(self) -> T:
         """The next item; raises what the queue raises (closed, overflow)."""
@@ -136,18 +141,10 @@ class EndOnClose:
     """
 
     def __init__(self, watched: Watched[object]) -> None:
-        loop = asyncio.get_running_loop()
         self.closed: SubscriptionClosed | None = None
         self._watched = watched
         self._waiting: asyncio.Task[object] | None = None
-
-        def wake() -> None:
-            try:
-                loop.call_soon_threadsafe(self._check)
-            except RuntimeError:  # the loop is closed: the server stopped
-                pass
-
-        watched.set_waker(wake)
+        watched.set_waker(_on_loop(self._check))
 
     def _check(self) -> None:
         try:
