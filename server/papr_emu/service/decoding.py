@@ -92,6 +92,13 @@ def _responses(
     wrapper is of the same type as what it wraps.
     """
 
+    async def admit(request: Any, context: grpc.aio.ServicerContext, call: _Call | None) -> None:
+        """What the call's (first) request goes through: recorded for ``observe``, then checked."""
+        if call is not None:
+            call.request = request
+        if check is not None:
+            await check(method, request, context)
+
     async def requests(
         raw_requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext, call: _Call | None
     ) -> AsyncIterator[Any]:
@@ -99,21 +106,15 @@ def _responses(
         async for raw in raw_requests:
             request = await parse(raw, context)
             if first:
-                if call is not None:
-                    call.request = request
-                if check is not None:
-                    await check(method, request, context)
-            first = False
+                await admit(request, context, call)
+                first = False
             yield request
 
     async def request_of(raw: Any, context: grpc.aio.ServicerContext, call: _Call | None = None) -> Any:
         if streamed_requests:
             return requests(raw, context, call)
         request = await parse(raw, context)
-        if call is not None:
-            call.request = request
-        if check is not None:
-            await check(method, request, context)
+        await admit(request, context, call)
         return request
 
     if inspect.isasyncgenfunction(behavior):
