@@ -10,6 +10,7 @@ are QEMU 7.2's (``shared/reference/qemu-7.2-observed.md``).
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any, Final
@@ -50,6 +51,8 @@ from papr_emu.model.devices import (
     Device,
     Dimm,
     Inventory,
+    Nvdimm,
+    NvdimmRequest,
     PciFunction,
     Phb,
     device_class_for,
@@ -69,6 +72,7 @@ from papr_emu.model.rtas_log import (
     HP_RESOURCE_MEMORY,
     HP_RESOURCE_PCI,
     HP_RESOURCE_PHB,
+    HP_RESOURCE_PMEM,
     HotplugLog,
 )
 from papr_emu.model.view import FragmentView
@@ -105,6 +109,13 @@ def pending(device: Device) -> Device:
 
 def dimm(device_id: str, slot: int, address: int, size: int = 256 * MiB) -> Dimm:
     return Dimm(device_id, hotplugged=True, size=size, slot=slot, address=address)
+
+
+UUID: Final = "01234567-89ab-cdef-0123-456789abcdef"
+
+
+def nvdimm(device_id: str, slot: int, address: int, size: int = 256 * MiB) -> Nvdimm:
+    return Nvdimm(device_id, hotplugged=True, size=size, slot=slot, address=address, label_size=128 << 10, uuid=UUID)
 
 
 def core(core_id: int, device_id: str = "") -> CpuCore:
@@ -353,6 +364,78 @@ def test_dimm_placement(case: str) -> None:
     assert (device.slot, device.address, device.size) == (slot, address, request.size)
     first_lmb = address // (256 * MiB)
     assert device.drc_indexes == range(LMB.index(first_lmb), LMB.index(first_lmb) + request.size // (256 * MiB))
+
+
+@pytest.mark.parametrize(
+    ("request_", "present", "slot_and_address"),
+    [
+        (DimmRequest(256 * MiB), [nvdimm("n", 0, BASE)], (1, BASE + 256 * MiB)),
+        (NvdimmRequest(256 * MiB, 128 << 10, UUID), [dimm("d", 0, BASE)], (1, BASE + 256 * MiB)),
+        (NvdimmRequest(512 * MiB, 128 << 10, UUID), [dimm("d", 1, BASE + 256 * MiB)], (0, BASE + 512 * MiB)),
+        (NvdimmRequest(256 * MiB, 128 << 10, UUID, slot=3, address=BASE + GiB), [], (3, BASE + GiB)),
+    ],
+    ids=["dimm-after-nvdimm", "nvdimm-after-dimm", "nvdimm-past-a-dimm", "nvdimm-explicit"],
+)
+def test_memory_devices_share_slots_and_address_space(
+    request_: PlugRequest, present: list[Device], slot_and_address: tuple[int, int]
+) -> None:
+    device = prepare(request_, *present)
+    assert (device.slot, device.address) == slot_and_address  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("request_", "present", "error", "message"),
+    [
+        (NvdimmRequest(256 * MiB, 128 << 10, UUID, slot=0), [dimm("d", 0, BASE)], FailedPrecondition, "slot 0 is busy"),
+        (DimmRequest(256 * MiB, slot=2), [nvdimm("n", 2, BASE)], FailedPrecondition, "slot 2 is busy"),
+        (DimmRequest(256 * MiB, address=BASE), [nvdimm("n", 0, BASE)], FailedPrecondition, "memory device id='n'"),
+        (NvdimmRequest(3 * GiB, 128 << 10, UUID), [dimm("d", 0, BASE)], FailedPrecondition, "not enough space"),
+        (NvdimmRequest(256 * MiB, None, UUID), [], InvalidArgument, "to have label-size set"),
+        (NvdimmRequest(256 * MiB, 64 << 10, UUID), [], InvalidArgument, "(0x10000) is required at least 0x20000"),
+        (NvdimmRequest(3 * 128 * MiB, 128 << 10, UUID), [], InvalidArgument, "a multiple of 256MB"),
+        (NvdimmRequest(256 * MiB, 128 << 10, ""), [], InvalidArgument, "requires the uuid to be set"),
+        (NvdimmRequest(256 * MiB, 128 << 10, "{" + UUID + "}"), [], InvalidArgument, "must be a UUID"),
+    ],
+)
+def test_nvdimm_refusals(
+    request_: PlugRequest, present: list[Device], error: type[PlatformError], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        prepare(request_, *present)
+
+
+def test_nvdimm_identity_logs_and_fragment() -> None:
+    device = attached(prepare(NvdimmRequest(512 * MiB, 256 << 10, UUID.upper(), slot=2)))
+    assert isinstance(device, Nvdimm) and device.uuid == UUID  # stored as QEMU prints it
+    assert (list(device.drc_indexes), device.memory_blocks, device.parent_path) == (
+        [0x90000002], 0, "/ibm,persistent-memory")  # fmt: skip
+    present = inventory(device)
+    for count_indexed in (False, True):
+        assert device.plug_logs(present, count_indexed) == [
+            HotplugLog(HP_RESOURCE_PMEM, HP_ACTION_ADD, HP_ID_DRC_INDEX, 0x90000002)
+        ]
+    assert device.unplug_logs(present) == [HotplugLog(HP_RESOURCE_PMEM, HP_ACTION_REMOVE, HP_ID_DRC_INDEX, 0x90000002)]
+    node = device.fragment(0x90000002, fragment_view())
+    assert node.name == "ibm,pmemory@90000002" and not node.children
+    values = properties(node)
+    assert values["ibm,number-of-blocks"] == u64(2) and values["ibm,metadata-size"] == cells(256 << 10)
+    assert values["reg"] == values["ibm,my-drc-index"] == cells(0x90000002)
+
+
+def test_an_nvdimm_unplugs_on_its_pmem_connector() -> None:
+    platform = Platform("p", G)
+    platform.plug("nv", NvdimmRequest(256 * MiB, 128 << 10, UUID))
+    assert platform.set_indicator(rtas.ALLOCATION_STATE, 0x90000000, 1) == 0
+    assert platform.set_indicator(rtas.ISOLATION_STATE, 0x90000000, 1) == 0
+    area, status = new_work_area(0x90000000), 1
+    while status != 0:
+        status, area = platform.configure_connector(area)
+        assert status in (0, 2, 3)
+    platform.unplug("nv")
+    assert platform.set_indicator(rtas.ISOLATION_STATE, 0x90000000, 0) == 0
+    assert platform.set_indicator(rtas.ALLOCATION_STATE, 0x90000000, 0) == 0
+    assert platform.get_sensor_state(rtas.DR_ENTITY_SENSE, 0x90000000) == (0, 2)
+    assert [d.id for d in platform.devices()] == ["core0", "phb0"]
 
 
 def test_dimm_fills_device_memory_exactly() -> None:
@@ -765,7 +848,7 @@ def test_refused_then_given_back_core_goes_at_once_on_the_next_unplug() -> None:
 
 
 def test_timeout_keys() -> None:
-    assert TIMEOUT_KEYS == ("dimm", "cpu_core", "pci_function", "phb")
+    assert TIMEOUT_KEYS == ("dimm", "cpu_core", "pci_function", "phb", "nvdimm")
     assert [timeout_key(t) for t in DeviceType] == list(TIMEOUT_KEYS)
 
 
@@ -810,7 +893,7 @@ def test_timeouts_refuse_unknown_keys(key: str) -> None:
     with pytest.raises(InvalidArgument) as error:
         UnplugTimeouts(**{key: 5})
     assert error.value.field == key
-    assert "is not a device type (one of dimm, cpu_core, pci_function, phb)" in error.value.message
+    assert f"is not a device type (one of {', '.join(TIMEOUT_KEYS)})" in error.value.message
 
 
 def test_timeouts_compare_by_value() -> None:

@@ -33,6 +33,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
+from uuid import uuid4
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
@@ -275,6 +276,15 @@ def _spec(options: argparse.Namespace) -> device_pb2.DeviceSpec:
         if options.address is not None:
             dimm.address = options.address
         return device_pb2.DeviceSpec(dimm=dimm)
+    if options.kind == "nvdimm":
+        nvdimm = device_pb2.NvdimmSpec(
+            size_bytes=options.size, label_size_bytes=options.label_size, uuid=options.uuid or str(uuid4())
+        )
+        if options.slot is not None:
+            nvdimm.slot = options.slot
+        if options.address is not None:
+            nvdimm.address = options.address
+        return device_pb2.DeviceSpec(nvdimm=nvdimm)
     if options.kind == "cpu":
         return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=options.core_id))
     if options.kind == "pci":
@@ -671,6 +681,16 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     dimm.add_argument("--slot", type=parse_int, metavar="N", help="the DIMM slot (default: the first free one)")
     dimm.add_argument("--address", type=size_argument, metavar="ADDR",
                       help="guest physical address (default: the first free one)")  # fmt: skip
+    nvdimm = kinds.add_parser("nvdimm", help="an NVDIMM (persistent memory)")
+    nvdimm.add_argument("--size", type=size_argument, required=True, metavar="SIZE",
+                        help="without the label area; a multiple of 256M (256M, 1G, bytes)")  # fmt: skip
+    nvdimm.add_argument("--label-size", type=size_argument, default=128 << 10, metavar="SIZE",
+                        help="the namespace label area, at least 128K (default 128K)")  # fmt: skip
+    nvdimm.add_argument("--uuid", default=None, metavar="UUID",
+                        help="the NVDIMM's UUID, its ibm,unit-guid (default: a new random one)")  # fmt: skip
+    nvdimm.add_argument("--slot", type=parse_int, metavar="N", help="the memory slot (default: the first free one)")
+    nvdimm.add_argument("--address", type=size_argument, metavar="ADDR",
+                        help="guest physical address (default: the first free one)")  # fmt: skip
     cpu = kinds.add_parser("cpu", help="a CPU core")
     cpu.add_argument("--core-id", type=parse_int, required=True, metavar="N", help="the core's id (QEMU's core-id)")
     pci = kinds.add_parser("pci", help="a PCI function")
@@ -680,7 +700,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     pci.add_argument("--model", choices=PCI_MODEL_NAMES, default="e1000", help="the device model (default e1000)")
     phb = kinds.add_parser("phb", help="a PCI host bridge")
     phb.add_argument("--index", type=parse_int, required=True, metavar="N", help="the PHB's index")
-    for kind in (dimm, cpu, pci, phb):
+    for kind in (dimm, nvdimm, cpu, pci, phb):
         kind.add_argument("--id", help="device id (default: papr-emu picks one)")
         # Also accepted after the device kind; SUPPRESS keeps the plug command's values otherwise.
         add_platform_option(kind, hidden=True)

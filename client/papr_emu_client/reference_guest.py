@@ -3,7 +3,7 @@
 It waits for the event interrupt (InterruptService.WatchInterrupts), fetches each
 log with check-exception, parses its HP section, and runs the kernel's DLPAR
 sequences (arch/powerpc/platforms/pseries: dlpar.c, hotplug-cpu.c,
-hotplug-memory.c), and drmgr's for PCI slots and PHBs. It can be told to refuse
+hotplug-memory.c, pmem.c), and drmgr's for PCI slots and PHBs. It can be told to refuse
 an unplug ("LMB k cannot be offlined", "CPU busy") and which signal to give:
 unisolate (kernels 5.12+/5.13+) or, for memory, a bare configure-connector
 (older kernels).
@@ -49,10 +49,12 @@ from .errorlog import (
     EVENT_CLASS_HOTPLUG,
     ID_COUNT,
     ID_COUNT_INDEXED,
+    ID_INDEX,
     RESOURCE_CPU,
     RESOURCE_MEMORY,
     RESOURCE_PCI,
     RESOURCE_PHB,
+    RESOURCE_PMEM,
     HotplugEvent,
     MalformedLog,
     parse_hotplug_event,
@@ -214,6 +216,8 @@ class ReferenceGuest:
             (RESOURCE_PCI, ACTION_REMOVE): self.pci_remove,
             (RESOURCE_PHB, ACTION_ADD): self.phb_add,
             (RESOURCE_PHB, ACTION_REMOVE): self.phb_remove,
+            (RESOURCE_PMEM, ACTION_ADD): self.pmem_add,
+            (RESOURCE_PMEM, ACTION_REMOVE): self.pmem_remove,
         }
         handler = handlers.get((event.resource, event.action))
         if handler is None:
@@ -350,6 +354,33 @@ class ReferenceGuest:
         status, state = self.rtas.sense(index)
         if status == 0 and state == SENSE_PRESENT:
             self.rtas.set_indicator(ISOLATION_STATE, index, UNISOLATE)
+
+    # --- persistent memory (pmem.c) -------------------------------------------------------------
+
+    def pmem_add(self, event: HotplugEvent) -> Outcome:
+        """pmem_drc_add_node: acquire, configure-connector under /ibm,persistent-memory, attach."""
+        if event.id_type != ID_INDEX:  # dlpar_hp_pmem: "Unsupported hotplug event type"
+            return Outcome(event, "failed", f"Unsupported hotplug event type {event.id_type}")
+        index = event.index
+        if index in self.nodes:
+            return Outcome(event, "ignored", "PMEM already present", (index,))
+        self.nodes[index] = self._acquire_and_configure(index)
+        return Outcome(event, "done", self.nodes[index].name, (index,))
+
+    def pmem_remove(self, event: HotplugEvent) -> Outcome:
+        """pmem_drc_remove_node: detach the ibm,pmemory node, then dlpar_release_drc (re-attach if that fails)."""
+        if event.id_type != ID_INDEX:
+            return Outcome(event, "failed", f"Unsupported hotplug event type {event.id_type}")
+        index = event.index
+        node = self.nodes.pop(index, None)
+        if node is None:
+            return Outcome(event, "failed", f"Attempting to remove unused DRC index {index:x}", (index,))
+        try:
+            self.rtas.release_drc(index)
+        except RtasError:
+            self.nodes[index] = node
+            raise
+        return Outcome(event, "done", "", (index,))
 
     # --- PCI and PHB (drmgr) ----------------------------------------------------------------------
 

@@ -341,6 +341,21 @@ def _phb_replay(m: Mismatch, pair: Pair) -> bool:
     return False
 
 
+# --- #17: NVDIMM unplug ---------------------------------------------------------------------------
+
+NVDIMM_UNPLUG_REFUSAL = "nvdimm device hot unplug is not supported yet."
+
+
+def _nvdimm_unplug(m: Mismatch, pair: Pair) -> bool:
+    step = pair.step.step if pair.step is not None else None
+    return (
+        isinstance(step, Unplug)
+        and pair.qemu.info.get("message") == NVDIMM_UNPLUG_REFUSAL
+        and pair.papr.data.get("ok") is True
+        and (m.path, m.qemu, m.papr) in (("ok", False, True), ("error", "refused", MISSING))
+    )
+
+
 # --- #2: refusal after a partial release ----------------------------------------------------------
 
 
@@ -544,6 +559,14 @@ ALLOWED: tuple[AllowedDifference, ...] = (
         "whole configure-connector walks of a PHB connector whose QEMU walk repeats that connector's previous "
         "whole walk unchanged: the calls from the first function on, the node's children and the work-area "
         "digest (the PHB node's own name and properties are still compared)",
+    ),
+    AllowedDifference(
+        17,
+        "NVDIMM unplug",
+        f'refused: "{NVDIMM_UNPLUG_REFUSAL}"',
+        "requested: a REMOVE log by PMEM index; the guest releases the connector as for any logical one",
+        _nvdimm_unplug,
+        "an unplug step QEMU refuses with its NVDIMM message and papr-emu accepts: ok and error only",
     ),
 )
 

@@ -28,7 +28,7 @@ from papr_emu_client.connect import Client
 from papr_emu_client.fdt import nodes_by_path, read_dtb
 from papr_emu_client.pci import pci_model
 
-from .scenario import CpuCoreSpec, DimmSpec, PciSpec, Plug, Scenario, Unplug
+from .scenario import CpuCoreSpec, DimmSpec, NvdimmSpec, PciSpec, Plug, Scenario, Unplug
 from .side import BUF_ADDR, Outcome, Side, SideFailure, new_work_area
 
 _names = itertools.count()
@@ -85,6 +85,13 @@ class PaprSide(Side):
                     phb_index=spec.phb, slot=spec.slot, function=spec.function, model=pci_model(spec.model)
                 )
             )
+        elif isinstance(spec, NvdimmSpec):
+            nvdimm = device_pb2.NvdimmSpec(size_bytes=spec.size, label_size_bytes=spec.label_size, uuid=spec.uuid)
+            if spec.slot is not None:
+                nvdimm.slot = spec.slot
+            if spec.address is not None:
+                nvdimm.address = spec.address
+            device_spec = device_pb2.DeviceSpec(nvdimm=nvdimm)
         else:
             device_spec = device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=spec.index))
         request = hotplug_pb2.PlugDeviceRequest(

@@ -33,7 +33,7 @@ from .qemu_process import (
     find_qemu,
     qemu_version,
 )
-from .scenario import CpuCoreSpec, DimmSpec, PciSpec, PhbSpec, Plug, Scenario, Survey, Unplug
+from .scenario import CpuCoreSpec, DimmSpec, NvdimmSpec, PciSpec, PhbSpec, Plug, Scenario, Survey, Unplug
 from .side import BUF_ADDR, QMP_EVENTS, WA_ADDR, Outcome, Side, SideFailure, new_work_area
 
 SENTINEL = 0xA5  # fills the event buffer and what follows it, to see how far QEMU writes
@@ -140,14 +140,19 @@ class QemuSide(Side):
         spec = step.spec
         arguments: dict[str, Any] = {"id": device_id}
         backend = ""
-        if isinstance(spec, DimmSpec):
+        if isinstance(spec, DimmSpec | NvdimmSpec):
             self._backends += 1
             backend = f"papr-conf-mem{self._backends}"  # unique, so a duplicate device id fails on the device
+            backend_size = spec.size + (spec.label_size if isinstance(spec, NvdimmSpec) else 0)
             try:
-                q.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": backend, "size": spec.size})
+                q.qmp("object-add", **{"qom-type": "memory-backend-ram", "id": backend, "size": backend_size})
             except QmpError as error:
                 return Outcome(False, "refused", f"object-add: {error.desc}")
-            arguments.update(driver="pc-dimm", memdev=backend)
+            if isinstance(spec, NvdimmSpec):
+                arguments.update(driver="nvdimm", memdev=backend, uuid=spec.uuid)
+                arguments["label-size"] = spec.label_size
+            else:
+                arguments.update(driver="pc-dimm", memdev=backend)
             if spec.slot is not None:
                 arguments["slot"] = spec.slot
             if spec.address is not None:
@@ -182,6 +187,9 @@ class QemuSide(Side):
             address = int(self._q().qmp("qom-get", path=path, property="addr"))
             size = int(self._q().qmp("qom-get", path=path, property="size"))
             return tuple(0x8000_0000 | ((address + n) >> 28) for n in range(0, size, LMB_SIZE))
+        if isinstance(spec, NvdimmSpec):
+            slot = int(self._q().qmp("qom-get", path=f"/machine/peripheral/{device_id}", property="slot"))
+            return (0x9000_0000 | slot,)
         if isinstance(spec, CpuCoreSpec):
             return (0x1000_0000 | spec.core_id,)
         if isinstance(spec, PciSpec):

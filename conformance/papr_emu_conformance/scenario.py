@@ -47,7 +47,7 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from papr_emu_client.guest import ALLOCATION_STATE, DR_ENTITY_SENSE, ISOLATION_STATE
 from papr_emu_client.pci import pci_model_name
@@ -127,7 +127,18 @@ class PhbSpec:
     index: int
 
 
-DeviceSpec = DimmSpec | CpuCoreSpec | PciSpec | PhbSpec
+@dataclass(frozen=True)
+class NvdimmSpec:
+    """An NVDIMM: ``size`` excludes the label area (QEMU's backend holds both)."""
+
+    size: int
+    label_size: int = 128 << 10
+    uuid: str = "00000000-0000-0000-0000-000000000000"  # the nil UUID: QEMU refuses it
+    slot: int | None = None
+    address: int | None = None
+
+
+DeviceSpec = DimmSpec | CpuCoreSpec | PciSpec | PhbSpec | NvdimmSpec
 
 
 def drc_type(index: int) -> str:
@@ -158,6 +169,10 @@ class Plug:
         elif isinstance(spec, PciSpec):
             what = f"{spec.model} {spec.phb}:{spec.slot}.{spec.function}"
             what += "" if spec.multifunction else " multifunction=off"
+        elif isinstance(spec, NvdimmSpec):
+            what = f"nvdimm {spec.size >> 20}M label {spec.label_size >> 10}K"
+            what += f" slot {spec.slot}" if spec.slot is not None else ""
+            what += f" addr {spec.address:#x}" if spec.address is not None else ""
         else:
             what = f"phb {spec.index}"
         return f"plug {self.device_id}: {what}" + (" (must fail)" if self.expect_error else "")
@@ -319,14 +334,18 @@ def _only(table: dict[str, Any], allowed: set[str], where: str) -> None:
         raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
 
 
+#: The device kinds a plug step names (one per step).
+DEVICE_KINDS: Final = ("dimm", "nvdimm", "cpu_core", "pci", "phb")
+
+
 def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
-    _only(table, {"id", "dimm", "cpu_core", "pci", "phb"}, where)
+    _only(table, {"id", *DEVICE_KINDS}, where)
     device_id = table.get("id")
     if not isinstance(device_id, str) or not device_id:
         raise ScenarioError(f"{where}: plug needs an id")
-    kinds = [k for k in ("dimm", "cpu_core", "pci", "phb") if k in table]
+    kinds = [k for k in DEVICE_KINDS if k in table]
     if len(kinds) != 1:
-        raise ScenarioError(f"{where}: plug needs exactly one of dimm, cpu_core, pci, phb")
+        raise ScenarioError(f"{where}: plug needs exactly one of {', '.join(DEVICE_KINDS)}")
     kind = kinds[0]
     spec = _table(table[kind], f"{where}.{kind}")
     w = f"{where}.{kind}"
@@ -334,6 +353,18 @@ def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
         _only(spec, {"size", "slot", "addr"}, w)
         return device_id, DimmSpec(
             _size(spec.get("size"), f"{w}.size"),
+            _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
+            _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
+        )
+    if kind == "nvdimm":
+        _only(spec, {"size", "label_size", "uuid", "slot", "addr"}, w)
+        uuid = spec.get("uuid", NvdimmSpec.uuid)
+        if not isinstance(uuid, str):
+            raise ScenarioError(f"{w}.uuid: expected a string")
+        return device_id, NvdimmSpec(
+            _size(spec.get("size"), f"{w}.size"),
+            _size(spec.get("label_size", NvdimmSpec.label_size), f"{w}.label_size"),
+            uuid,
             _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
             _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
         )

@@ -47,6 +47,42 @@ def lmb_node(address: int) -> Node:
     )
 
 
+#: PAPR's minimum SCM (storage-class memory) block: an NVDIMM's size is counted in these.
+SCM_BLOCK_SIZE: Final = 256 << 20
+
+#: Where the guest finds its NVDIMMs: the parent of every ibm,pmemory node.
+PERSISTENT_MEMORY_PATH: Final = "/ibm,persistent-memory"
+
+
+def persistent_memory_node(children: list[Node]) -> Node:
+    """``/ibm,persistent-memory``, as QEMU 7.2 puts it in every pseries tree (nvdimm=on, the default)."""
+    return Node(
+        PERSISTENT_MEMORY_PATH[1:],
+        [("device_type", string("ibm,persistent-memory")), ("#size-cells", cells(0)), ("#address-cells", cells(1))],
+        children,
+    )
+
+
+def pmemory_node(drc_index: int, size: int, label_size: int, uuid: str) -> Node:
+    """``ibm,pmemory@<drc index>`` for an NVDIMM (QEMU 7.2's spapr_dt_nvdimm, node 0)."""
+    return Node(
+        f"ibm,pmemory@{drc_index:x}",
+        [
+            ("ibm,cache-flush-required", EMPTY),
+            ("ibm,pmem-application", string("operating-system")),
+            ("ibm,metadata-size", cells(label_size)),
+            ("ibm,number-of-blocks", u64(size // SCM_BLOCK_SIZE)),
+            ("ibm,block-size", u64(SCM_BLOCK_SIZE)),
+            ("ibm,my-drc-index", cells(drc_index)),
+            ("ibm,unit-guid", string(uuid)),
+            ("ibm,associativity", LMB_ASSOCIATIVITY),
+            ("device_type", string("ibm,pmemory")),
+            ("compatible", string("ibm,pmemory")),
+            ("reg", cells(drc_index)),
+        ],
+    )
+
+
 # --- CPU cores ------------------------------------------------------------------------------------
 
 CPU_NODE_PREFIX: Final = "PowerPC,POWER9"  # default CPU of QEMU 7.2's pseries-7.2 machine

@@ -46,6 +46,7 @@ from .devices import (
     PhbParams,
     PlugRequest,
     dimms_by_address,
+    memory_devices_by_address,
 )
 from .devicetree import Node
 from .drc import CPU, LMB, PHB, PMEM, DrcType
@@ -119,8 +120,9 @@ class Platform:
         except Exception:
             self._hotplug.release_memory()  # the platform is not made: its DIMMs count no more
             raise
-        # QEMU sizes the hash page table at reset for boot RAM plus coldplugged DIMMs.
-        boot_ram = g.memory + sum(d.size for d in dimms_by_address(self._inventory))
+        # QEMU sizes the hash page table at reset for boot RAM plus coldplugged memory devices
+        # (get_plugged_memory_size: NVDIMMs count too).
+        boot_ram = g.memory + sum(d.size for d in memory_devices_by_address(self._inventory))
         self._hotplug.hpt_shift = hpt_shift_for_ram_size(boot_ram)
 
     @property

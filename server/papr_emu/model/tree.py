@@ -11,7 +11,7 @@ Example::
     >>> from papr_emu.model import Platform, default_geometry
     >>> root = build_device_tree(Platform("p", default_geometry()).view())
     >>> [child.name for child in root.children][:4]
-    ['chosen', 'memory@0', 'cpus', 'rtas']
+    ['ibm,persistent-memory', 'chosen', 'memory@0', 'cpus']
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import struct
 from typing import Final
 
 from .devicetree import EMPTY, Node, cells, string, u64
-from .fragments import LMB_ASSOCIATIVITY, XICS_PHANDLE
+from .fragments import LMB_ASSOCIATIVITY, PERSISTENT_MEMORY_PATH, XICS_PHANDLE, persistent_memory_node
 from .rtas import LMB_SIZE
 from .rtas_log import IRQ_EPOW, IRQ_HOTPLUG
 from .view import PlatformView
@@ -152,6 +152,7 @@ def build_device_tree(view: PlatformView) -> Node:
             ("device_type", string("chrp")),
         ],
     )
+    root.children.append(persistent_memory_node(_boot_nodes(view, PERSISTENT_MEMORY_PATH)))
     root.children.append(Node("chosen", [("ibm,architecture-vec-5", view.options.vector)]))
     root.children.append(
         Node(

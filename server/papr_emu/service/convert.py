@@ -27,6 +27,8 @@ from ..model import (
     Event,
     Geometry,
     InvalidArgument,
+    NvdimmParams,
+    NvdimmRequest,
     PciFunctionParams,
     PciModel,
     PhbParams,
@@ -46,6 +48,7 @@ _DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
     DeviceType.CPU_CORE: device_pb2.DEVICE_TYPE_CPU_CORE,
     DeviceType.PCI_FUNCTION: device_pb2.DEVICE_TYPE_PCI_FUNCTION,
     DeviceType.PHB: device_pb2.DEVICE_TYPE_PHB,
+    DeviceType.NVDIMM: device_pb2.DEVICE_TYPE_NVDIMM,
 }
 _DEVICE_TYPE_FROM_PB: dict[int, DeviceType] = {v: k for k, v in _DEVICE_TYPE_TO_PB.items()}
 _PCI_MODEL_TO_PB = {
@@ -94,6 +97,7 @@ _TIMEOUT_FIELDS: dict[DeviceType, str] = {
     DeviceType.DIMM: "dimm_seconds",
     DeviceType.PCI_FUNCTION: "pci_function_seconds",
     DeviceType.PHB: "phb_seconds",
+    DeviceType.NVDIMM: "nvdimm_seconds",
 }
 
 
@@ -146,7 +150,16 @@ def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> Pl
         return PciFunctionParams(pci.phb_index, pci.slot, pci.function, model)
     if kind == "phb":
         return PhbParams(spec.phb.index)
-    raise InvalidArgument(field, "", "must set one of dimm, cpu_core, pci_function, phb")
+    if kind == "nvdimm":
+        nvdimm = spec.nvdimm
+        return NvdimmRequest(
+            size=nvdimm.size_bytes,
+            label_size=nvdimm.label_size_bytes if nvdimm.HasField("label_size_bytes") else None,
+            uuid=nvdimm.uuid,
+            slot=nvdimm.slot if nvdimm.HasField("slot") else None,
+            address=nvdimm.address if nvdimm.HasField("address") else None,
+        )
+    raise InvalidArgument(field, "", "must set one of dimm, cpu_core, pci_function, phb, nvdimm")
 
 
 def _dimm_spec(params: DimmParams) -> device_pb2.DeviceSpec:
@@ -172,12 +185,22 @@ def _phb_spec(params: PhbParams) -> device_pb2.DeviceSpec:
     return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=params.index))
 
 
+def _nvdimm_spec(params: NvdimmParams) -> device_pb2.DeviceSpec:
+    return device_pb2.DeviceSpec(
+        nvdimm=device_pb2.NvdimmSpec(
+            size_bytes=params.size, label_size_bytes=params.label_size, uuid=params.uuid,
+            slot=params.slot, address=params.address,
+        )
+    )  # fmt: skip
+
+
 #: Each device type's parameters as its DeviceSpec oneof member.
 _SPEC_TO_PB: dict[DeviceType, Callable[[Any], device_pb2.DeviceSpec]] = {
     DeviceType.DIMM: _dimm_spec,
     DeviceType.CPU_CORE: _cpu_core_spec,
     DeviceType.PCI_FUNCTION: _pci_function_spec,
     DeviceType.PHB: _phb_spec,
+    DeviceType.NVDIMM: _nvdimm_spec,
 }
 
 

@@ -24,17 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14papr/v1/device.proto\x12\x07papr.v1\"\\\n\x08\x44immSpec\x12\x12\n\nsize_bytes\x18\x01 \x01(\x04\x12\x11\n\x04slot\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x07\x61\x64\x64ress\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x07\n\x05_slotB\n\n\x08_address\"\x1e\n\x0b\x43puCoreSpec\x12\x0f\n\x07\x63ore_id\x18\x01 \x01(\r\"f\n\x0fPciFunctionSpec\x12\x11\n\tphb_index\x18\x01 \x01(\r\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x10\n\x08\x66unction\x18\x03 \x01(\r\x12 \n\x05model\x18\x04 \x01(\x0e\x32\x11.papr.v1.PciModel\"\x18\n\x07PhbSpec\x12\r\n\x05index\x18\x01 \x01(\r\"\xb4\x01\n\nDeviceSpec\x12!\n\x04\x64imm\x18\x01 \x01(\x0b\x32\x11.papr.v1.DimmSpecH\x00\x12(\n\x08\x63pu_core\x18\x02 \x01(\x0b\x32\x14.papr.v1.CpuCoreSpecH\x00\x12\x30\n\x0cpci_function\x18\x03 \x01(\x0b\x32\x18.papr.v1.PciFunctionSpecH\x00\x12\x1f\n\x03phb\x18\x04 \x01(\x0b\x32\x10.papr.v1.PhbSpecH\x00\x42\x06\n\x04kind\"\x9b\x01\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\x12\x13\n\x0b\x64rc_indexes\x18\x04 \x03(\r\x12\x12\n\nhotplugged\x18\x05 \x01(\x08\x12\x16\n\x0eunplug_pending\x18\x06 \x01(\x08*\x8c\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45VICE_TYPE_DIMM\x10\x01\x12\x18\n\x14\x44\x45VICE_TYPE_CPU_CORE\x10\x02\x12\x1c\n\x18\x44\x45VICE_TYPE_PCI_FUNCTION\x10\x03\x12\x13\n\x0f\x44\x45VICE_TYPE_PHB\x10\x04*T\n\x08PciModel\x12\x19\n\x15PCI_MODEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fPCI_MODEL_E1000\x10\x01\x12\x18\n\x14PCI_MODEL_VIRTIO_NET\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14papr/v1/device.proto\x12\x07papr.v1\"\\\n\x08\x44immSpec\x12\x12\n\nsize_bytes\x18\x01 \x01(\x04\x12\x11\n\x04slot\x18\x02 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x07\x61\x64\x64ress\x18\x03 \x01(\x04H\x01\x88\x01\x01\x42\x07\n\x05_slotB\n\n\x08_address\"\x1e\n\x0b\x43puCoreSpec\x12\x0f\n\x07\x63ore_id\x18\x01 \x01(\r\"f\n\x0fPciFunctionSpec\x12\x11\n\tphb_index\x18\x01 \x01(\r\x12\x0c\n\x04slot\x18\x02 \x01(\r\x12\x10\n\x08\x66unction\x18\x03 \x01(\r\x12 \n\x05model\x18\x04 \x01(\x0e\x32\x11.papr.v1.PciModel\"\x18\n\x07PhbSpec\x12\r\n\x05index\x18\x01 \x01(\r\"\xa0\x01\n\nNvdimmSpec\x12\x12\n\nsize_bytes\x18\x01 \x01(\x04\x12\x1d\n\x10label_size_bytes\x18\x02 \x01(\x04H\x00\x88\x01\x01\x12\x0c\n\x04uuid\x18\x03 \x01(\t\x12\x11\n\x04slot\x18\x04 \x01(\rH\x01\x88\x01\x01\x12\x14\n\x07\x61\x64\x64ress\x18\x05 \x01(\x04H\x02\x88\x01\x01\x42\x13\n\x11_label_size_bytesB\x07\n\x05_slotB\n\n\x08_address\"\xdb\x01\n\nDeviceSpec\x12!\n\x04\x64imm\x18\x01 \x01(\x0b\x32\x11.papr.v1.DimmSpecH\x00\x12(\n\x08\x63pu_core\x18\x02 \x01(\x0b\x32\x14.papr.v1.CpuCoreSpecH\x00\x12\x30\n\x0cpci_function\x18\x03 \x01(\x0b\x32\x18.papr.v1.PciFunctionSpecH\x00\x12\x1f\n\x03phb\x18\x04 \x01(\x0b\x32\x10.papr.v1.PhbSpecH\x00\x12%\n\x06nvdimm\x18\x05 \x01(\x0b\x32\x13.papr.v1.NvdimmSpecH\x00\x42\x06\n\x04kind\"\x9b\x01\n\x06\x44\x65vice\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\x12\x13\n\x0b\x64rc_indexes\x18\x04 \x03(\r\x12\x12\n\nhotplugged\x18\x05 \x01(\x08\x12\x16\n\x0eunplug_pending\x18\x06 \x01(\x08*\xa4\x01\n\nDeviceType\x12\x1b\n\x17\x44\x45VICE_TYPE_UNSPECIFIED\x10\x00\x12\x14\n\x10\x44\x45VICE_TYPE_DIMM\x10\x01\x12\x18\n\x14\x44\x45VICE_TYPE_CPU_CORE\x10\x02\x12\x1c\n\x18\x44\x45VICE_TYPE_PCI_FUNCTION\x10\x03\x12\x13\n\x0f\x44\x45VICE_TYPE_PHB\x10\x04\x12\x16\n\x12\x44\x45VICE_TYPE_NVDIMM\x10\x05*T\n\x08PciModel\x12\x19\n\x15PCI_MODEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fPCI_MODEL_E1000\x10\x01\x12\x18\n\x14PCI_MODEL_VIRTIO_NET\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'papr.v1.device_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DEVICETYPE']._serialized_start=631
-  _globals['_DEVICETYPE']._serialized_end=771
-  _globals['_PCIMODEL']._serialized_start=773
-  _globals['_PCIMODEL']._serialized_end=857
+  _globals['_DEVICETYPE']._serialized_start=833
+  _globals['_DEVICETYPE']._serialized_end=997
+  _globals['_PCIMODEL']._serialized_start=999
+  _globals['_PCIMODEL']._serialized_end=1083
   _globals['_DIMMSPEC']._serialized_start=33
   _globals['_DIMMSPEC']._serialized_end=125
   _globals['_CPUCORESPEC']._serialized_start=127
@@ -43,8 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PCIFUNCTIONSPEC']._serialized_end=261
   _globals['_PHBSPEC']._serialized_start=263
   _globals['_PHBSPEC']._serialized_end=287
-  _globals['_DEVICESPEC']._serialized_start=290
-  _globals['_DEVICESPEC']._serialized_end=470
-  _globals['_DEVICE']._serialized_start=473
-  _globals['_DEVICE']._serialized_end=628
+  _globals['_NVDIMMSPEC']._serialized_start=290
+  _globals['_NVDIMMSPEC']._serialized_end=450
+  _globals['_DEVICESPEC']._serialized_start=453
+  _globals['_DEVICESPEC']._serialized_end=672
+  _globals['_DEVICE']._serialized_start=675
+  _globals['_DEVICE']._serialized_end=830
 # @@protoc_insertion_point(module_scope)

@@ -35,6 +35,8 @@ class _DeviceTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeviceType
     """One PCI function on a PHB, on one physical PCI connector."""
     DEVICE_TYPE_PHB: _DeviceType.ValueType  # 4
     """A PCI host bridge (spapr-pci-host-bridge), on one PHB connector."""
+    DEVICE_TYPE_NVDIMM: _DeviceType.ValueType  # 5
+    """A persistent-memory module (QEMU "nvdimm"), on one PMEM connector."""
 
 class DeviceType(_DeviceType, metaclass=_DeviceTypeEnumTypeWrapper):
     """DeviceType is the kind of a pluggable device."""
@@ -49,6 +51,8 @@ DEVICE_TYPE_PCI_FUNCTION: DeviceType.ValueType  # 3
 """One PCI function on a PHB, on one physical PCI connector."""
 DEVICE_TYPE_PHB: DeviceType.ValueType  # 4
 """A PCI host bridge (spapr-pci-host-bridge), on one PHB connector."""
+DEVICE_TYPE_NVDIMM: DeviceType.ValueType  # 5
+"""A persistent-memory module (QEMU "nvdimm"), on one PMEM connector."""
 Global___DeviceType: _TypeAlias = DeviceType  # noqa: Y015
 
 class _PciModel:
@@ -195,6 +199,68 @@ class PhbSpec(_message.Message):
 Global___PhbSpec: _TypeAlias = PhbSpec  # noqa: Y015
 
 @_typing.final
+class NvdimmSpec(_message.Message):
+    """NvdimmSpec describes an NVDIMM (QEMU: -object memory-backend-ram of
+    size_bytes + label_size_bytes, -device nvdimm,label-size=,uuid=). It takes a
+    memory slot, shared with DIMMs, and a range of device memory; its PMEM
+    connector's id is its slot. The guest sees an ibm,pmemory node under
+    /ibm,persistent-memory, not LMBs.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    LABEL_SIZE_BYTES_FIELD_NUMBER: _builtins.int
+    UUID_FIELD_NUMBER: _builtins.int
+    SLOT_FIELD_NUMBER: _builtins.int
+    ADDRESS_FIELD_NUMBER: _builtins.int
+    size_bytes: _builtins.int
+    """Size in bytes, without the label area; a positive multiple of 256 MiB
+    (PAPR's minimum SCM block size).
+    """
+    label_size_bytes: _builtins.int
+    """Size of the namespace label area in bytes, at least 128 KiB (QEMU's
+    minimum). Unset: refused, as QEMU refuses an NVDIMM without label-size.
+    """
+    uuid: _builtins.str
+    """The NVDIMM's UUID ("01234567-89ab-cdef-0123-456789abcdef"), the guest's
+    ibm,unit-guid. Empty or the nil UUID: refused, as in QEMU.
+    """
+    slot: _builtins.int
+    """Memory slot (0 .. slots-1). Unset: the lowest free slot (QEMU's default)."""
+    address: _builtins.int
+    """Guest physical address; 256 MiB aligned and inside device memory.
+    Unset: the lowest free range that fits (QEMU's default).
+    """
+    def __init__(
+        self,
+        *,
+        size_bytes: _builtins.int = ...,
+        label_size_bytes: _builtins.int | None = ...,
+        uuid: _builtins.str = ...,
+        slot: _builtins.int | None = ...,
+        address: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_label_size_bytes", b"_label_size_bytes", "_slot", b"_slot", "address", b"address", "label_size_bytes", b"label_size_bytes", "slot", b"slot"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_address", b"_address", "_label_size_bytes", b"_label_size_bytes", "_slot", b"_slot", "address", b"address", "label_size_bytes", b"label_size_bytes", "size_bytes", b"size_bytes", "slot", b"slot", "uuid", b"uuid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__address: _TypeAlias = _typing.Literal["address"]  # noqa: Y015
+    _WhichOneofArgType__address: _TypeAlias = _typing.Literal["_address", b"_address"]  # noqa: Y015
+    _WhichOneofReturnType__label_size_bytes: _TypeAlias = _typing.Literal["label_size_bytes"]  # noqa: Y015
+    _WhichOneofArgType__label_size_bytes: _TypeAlias = _typing.Literal["_label_size_bytes", b"_label_size_bytes"]  # noqa: Y015
+    _WhichOneofReturnType__slot: _TypeAlias = _typing.Literal["slot"]  # noqa: Y015
+    _WhichOneofArgType__slot: _TypeAlias = _typing.Literal["_slot", b"_slot"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__address) -> _WhichOneofReturnType__address | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__label_size_bytes) -> _WhichOneofReturnType__label_size_bytes | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__slot) -> _WhichOneofReturnType__slot | None: ...
+
+Global___NvdimmSpec: _TypeAlias = NvdimmSpec  # noqa: Y015
+
+@_typing.final
 class DeviceSpec(_message.Message):
     """DeviceSpec says what to plug: exactly one of the device kinds."""
 
@@ -204,6 +270,7 @@ class DeviceSpec(_message.Message):
     CPU_CORE_FIELD_NUMBER: _builtins.int
     PCI_FUNCTION_FIELD_NUMBER: _builtins.int
     PHB_FIELD_NUMBER: _builtins.int
+    NVDIMM_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def dimm(self) -> Global___DimmSpec:
         """A memory module."""
@@ -220,6 +287,10 @@ class DeviceSpec(_message.Message):
     def phb(self) -> Global___PhbSpec:
         """A PCI host bridge."""
 
+    @_builtins.property
+    def nvdimm(self) -> Global___NvdimmSpec:
+        """A persistent-memory module."""
+
     def __init__(
         self,
         *,
@@ -227,12 +298,13 @@ class DeviceSpec(_message.Message):
         cpu_core: Global___CpuCoreSpec | None = ...,
         pci_function: Global___PciFunctionSpec | None = ...,
         phb: Global___PhbSpec | None = ...,
+        nvdimm: Global___NvdimmSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_core", b"cpu_core", "dimm", b"dimm", "kind", b"kind", "pci_function", b"pci_function", "phb", b"phb"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["cpu_core", b"cpu_core", "dimm", b"dimm", "kind", b"kind", "nvdimm", b"nvdimm", "pci_function", b"pci_function", "phb", b"phb"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_core", b"cpu_core", "dimm", b"dimm", "kind", b"kind", "pci_function", b"pci_function", "phb", b"phb"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_core", b"cpu_core", "dimm", b"dimm", "kind", b"kind", "nvdimm", b"nvdimm", "pci_function", b"pci_function", "phb", b"phb"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["dimm", "cpu_core", "pci_function", "phb"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["dimm", "cpu_core", "pci_function", "phb", "nvdimm"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -267,7 +339,7 @@ class Device(_message.Message):
     @_builtins.property
     def drc_indexes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The connectors the device is attached to, in ascending order
-        (one for CPU, PCI and PHB; one per 256 MiB for a DIMM).
+        (one for CPU, PCI, PHB and NVDIMM; one per 256 MiB for a DIMM).
         """
 
     def __init__(

@@ -236,6 +236,7 @@ class UnplugTimeouts(_message.Message):
     DIMM_SECONDS_FIELD_NUMBER: _builtins.int
     PCI_FUNCTION_SECONDS_FIELD_NUMBER: _builtins.int
     PHB_SECONDS_FIELD_NUMBER: _builtins.int
+    NVDIMM_SECONDS_FIELD_NUMBER: _builtins.int
     cpu_core_seconds: _builtins.float
     """Seconds for a CPU core; unset: no timeout."""
     dimm_seconds: _builtins.float
@@ -244,6 +245,8 @@ class UnplugTimeouts(_message.Message):
     """Seconds for a PCI function; unset: no timeout."""
     phb_seconds: _builtins.float
     """Seconds for a PHB; unset: no timeout."""
+    nvdimm_seconds: _builtins.float
+    """Seconds for an NVDIMM; unset: no timeout."""
     def __init__(
         self,
         *,
@@ -251,15 +254,18 @@ class UnplugTimeouts(_message.Message):
         dimm_seconds: _builtins.float | None = ...,
         pci_function_seconds: _builtins.float | None = ...,
         phb_seconds: _builtins.float | None = ...,
+        nvdimm_seconds: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_nvdimm_seconds", b"_nvdimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "nvdimm_seconds", b"nvdimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds", "_dimm_seconds", b"_dimm_seconds", "_nvdimm_seconds", b"_nvdimm_seconds", "_pci_function_seconds", b"_pci_function_seconds", "_phb_seconds", b"_phb_seconds", "cpu_core_seconds", b"cpu_core_seconds", "dimm_seconds", b"dimm_seconds", "nvdimm_seconds", b"nvdimm_seconds", "pci_function_seconds", b"pci_function_seconds", "phb_seconds", b"phb_seconds"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpu_core_seconds: _TypeAlias = _typing.Literal["cpu_core_seconds"]  # noqa: Y015
     _WhichOneofArgType__cpu_core_seconds: _TypeAlias = _typing.Literal["_cpu_core_seconds", b"_cpu_core_seconds"]  # noqa: Y015
     _WhichOneofReturnType__dimm_seconds: _TypeAlias = _typing.Literal["dimm_seconds"]  # noqa: Y015
     _WhichOneofArgType__dimm_seconds: _TypeAlias = _typing.Literal["_dimm_seconds", b"_dimm_seconds"]  # noqa: Y015
+    _WhichOneofReturnType__nvdimm_seconds: _TypeAlias = _typing.Literal["nvdimm_seconds"]  # noqa: Y015
+    _WhichOneofArgType__nvdimm_seconds: _TypeAlias = _typing.Literal["_nvdimm_seconds", b"_nvdimm_seconds"]  # noqa: Y015
     _WhichOneofReturnType__pci_function_seconds: _TypeAlias = _typing.Literal["pci_function_seconds"]  # noqa: Y015
     _WhichOneofArgType__pci_function_seconds: _TypeAlias = _typing.Literal["_pci_function_seconds", b"_pci_function_seconds"]  # noqa: Y015
     _WhichOneofReturnType__phb_seconds: _TypeAlias = _typing.Literal["phb_seconds"]  # noqa: Y015
@@ -268,6 +274,8 @@ class UnplugTimeouts(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cpu_core_seconds) -> _WhichOneofReturnType__cpu_core_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__dimm_seconds) -> _WhichOneofReturnType__dimm_seconds | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__nvdimm_seconds) -> _WhichOneofReturnType__nvdimm_seconds | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__pci_function_seconds) -> _WhichOneofReturnType__pci_function_seconds | None: ...
     @_typing.overload

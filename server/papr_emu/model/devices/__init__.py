@@ -19,14 +19,16 @@ from .base import DEVICE_ID_PATTERN, Device, DeviceInfo, DeviceType, FragmentCon
 from .cpu_core import CpuCore, CpuCoreParams
 from .dimm import Dimm, DimmParams, DimmRequest, dimms_by_address
 from .inventory import Inventory
+from .memory_device import MemoryDevice, memory_devices_by_address
+from .nvdimm import Nvdimm, NvdimmParams, NvdimmRequest
 from .pci_function import PciFunction, PciFunctionParams, PciModel
 from .phb import PCI_FUNCTIONS, PCI_SLOTS, Phb, PhbParams, pci_drc_id
 
 #: Every device type, registered here once.
-DEVICE_CLASSES: Final[tuple[type[Device], ...]] = (Dimm, CpuCore, PciFunction, Phb)
+DEVICE_CLASSES: Final[tuple[type[Device], ...]] = (Dimm, CpuCore, PciFunction, Phb, Nvdimm)
 
 #: What a plug request may be: one request class per device type.
-PlugRequest = DimmRequest | CpuCoreParams | PciFunctionParams | PhbParams
+PlugRequest = DimmRequest | CpuCoreParams | PciFunctionParams | PhbParams | NvdimmRequest
 
 _BY_REQUEST: Final = {cls.request_type: cls for cls in DEVICE_CLASSES}
 _BY_TYPE: Final = {cls.type: cls for cls in DEVICE_CLASSES}
@@ -56,6 +58,10 @@ __all__ = [
     "DimmRequest",
     "FragmentContext",
     "Inventory",
+    "MemoryDevice",
+    "Nvdimm",
+    "NvdimmParams",
+    "NvdimmRequest",
     "PciFunction",
     "PciFunctionParams",
     "PciModel",
@@ -66,5 +72,6 @@ __all__ = [
     "device_class_for",
     "device_class_of",
     "dimms_by_address",
+    "memory_devices_by_address",
     "pci_drc_id",
 ]

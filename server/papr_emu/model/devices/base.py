@@ -41,6 +41,7 @@ class DeviceType(enum.Enum):
     CPU_CORE = "cpu-core"
     PCI_FUNCTION = "pci-function"
     PHB = "phb"
+    NVDIMM = "nvdimm"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +119,11 @@ class Device:
     def slot_key(self) -> Hashable:
         """What no two devices of this type may share (core id, DIMM slot, PHB index, ...)."""
         raise NotImplementedError
+
+    @property
+    def slot_family(self) -> builtins.type:
+        """The class whose devices share slot keys: the type itself, or a base (memory slots)."""
+        return type(self)
 
     @property
     def memory_blocks(self) -> int:

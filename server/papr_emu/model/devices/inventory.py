@@ -25,6 +25,9 @@ class Slotted(Protocol):
     def slot_key(self) -> Hashable: ...
 
     @property
+    def slot_family(self) -> type: ...
+
+    @property
     def unplug_pending(self) -> bool: ...
 
 
@@ -33,7 +36,11 @@ OfTypeT = TypeVar("OfTypeT")
 
 
 class Inventory(Generic[DeviceT]):
-    """Devices by id, and by (type, slot key): core id, DIMM slot, PHB index, (PHB, devfn)."""
+    """Devices by id, and by (slot family, slot key): core id, memory slot, PHB index, (PHB, devfn).
+
+    The slot family is the device's type, or a base class whose types share slots
+    (DIMMs and NVDIMMs: :class:`~.memory_device.MemoryDevice`).
+    """
 
     def __init__(self) -> None:
         self._devices: dict[str, DeviceT] = {}
@@ -54,14 +61,14 @@ class Inventory(Generic[DeviceT]):
 
     def add(self, device: DeviceT) -> None:
         self._devices[device.id] = device
-        self._by_slot[(type(device), device.slot_key)] = device
+        self._by_slot[(device.slot_family, device.slot_key)] = device
 
     def remove(self, device: DeviceT) -> None:
         del self._devices[device.id]
-        del self._by_slot[(type(device), device.slot_key)]
+        del self._by_slot[(device.slot_family, device.slot_key)]
 
     def occupant(self, device_class: type[OfTypeT], slot_key: Hashable) -> OfTypeT | None:
-        """The device of this type in this slot, if any."""
+        """The device of this slot family in this slot, if any."""
         device = self._by_slot.get((device_class, slot_key))
         assert device is None or isinstance(device, device_class)
         return device
