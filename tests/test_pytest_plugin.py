@@ -166,7 +166,7 @@ def test_session_scope_and_the_platform_factory(pytester: pytest.Pytester) -> No
             assert ("pci0.3.0", False) in devices(papr_emu, "from-config")
             papr_emu.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=first))  # also fine
             assert sorted(names(papr_emu)) == ["big", "default", "from-config"]
-            with pytest.raises(ValueError, match="papr_emu_platform.device.0.: unknown keys for dimm: colour"):
+            with pytest.raises(ValueError, match="papr_emu_platform.device.0.: unknown keys: colour"):
                 papr_emu_platform(coldplug=[{"type": "dimm", "size": "1G", "colour": "red"}])
 
         def test_same_server_without_them(papr_emu):

@@ -54,6 +54,7 @@ from .connect import (
     target_from_env,
 )
 from .connectors import list_all
+from .durations import seconds_argument
 from .pci import PCI_MODEL_NAMES, pci_model
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
 from .sizes import parse_size
@@ -633,7 +634,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     command("platforms", cmd_platforms, "list platforms")
     health = command("health", None, "exit 0 iff the server's health service says SERVING (needs no token)", False)
     health.add_argument("--service", default="", help="a service's status instead of the server's")
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
+    health.add_argument(
+        "--timeout", type=seconds_argument, default=5.0, help="seconds to wait for an answer (default 5)"
+    )
     health.epilog = "-o json prints {status, serving, error}, with the same exit status."
     health.set_defaults(health_command=True)
     token = commands.add_parser("token", help="mint, revoke and list bearer tokens (admin token needed)")
@@ -713,7 +716,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )  # fmt: skip
     unplug.add_argument("id", help="the device's id")
     unplug.add_argument("--wait", action="store_true", help="wait until the device is deleted or the guest refuses")
-    unplug.add_argument("--timeout", type=float, metavar="S", help="with --wait: give up after S seconds (exit 4)")
+    unplug.add_argument(
+        "--timeout", type=seconds_argument, metavar="S", help="with --wait: give up after S seconds (exit 4)"
+    )
     watch = command("watch", cmd_watch, "print a platform's events as they happen (-o json: one JSON line each)")
     watch.add_argument("--after", type=parse_int, metavar="N",
                        help="replay retained events after this sequence number first")  # fmt: skip

@@ -28,6 +28,9 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
+from papr_emu_client.durations import seconds_argument
+
+from .addresses import host_port, listen_address
 from .config import ConfigError, ServerConfig, load_config
 from .logs import LOG_LEVELS, configure_logging
 from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, default_geometry
@@ -59,6 +62,40 @@ def plugin_commands() -> dict[str, EntryPoint]:
     return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (``papr-emu serve: error: ...``), not after the usage.
+
+    The usage of ``serve`` is a dozen lines; a script's log then shows the mistake, and a person
+    finds the usage with ``--help``. Exit status 2, as argparse's.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
+    """An argparse type from a check that raises ValueError saying why (argparse would only say 'invalid')."""
+
+    def argument(text: str) -> str:
+        try:
+            check(text)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+        return text
+
+    return argument
+
+
+def _positive(text: str) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return number
+
+
 class _Version(argparse.Action):
     """``--version``, looked up only when asked for (reading package metadata takes a while)."""
 
@@ -73,13 +110,15 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     Without ``client_commands`` it knows ``serve`` (and the plugins) only: starting a
     server then imports nothing of the client's commands.
     """
-    parser = argparse.ArgumentParser(prog="papr-emu", description="PAPR/RTAS DRC platform emulator over gRPC")
+    description = "PAPR/RTAS DRC platform emulator over gRPC"
+    parser: argparse.ArgumentParser = OneLineParser(prog="papr-emu", description=description)
     parser.add_argument("--version", action=_Version, nargs=0, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gRPC server")
     serve.add_argument(
         "--listen",
         action="append",
+        type=_checked(listen_address),
         metavar="ADDR",
         help=f"host:port or unix:PATH; repeatable (default {DEFAULT_LISTEN}, or the config's server.listen)",
     )
@@ -87,12 +126,12 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     serve.add_argument("--log-format", choices=("json", "console"), default="console")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument(
-        "--max-workers", type=int, default=DEFAULT_MAX_WORKERS,
+        "--max-workers", type=_positive, default=DEFAULT_MAX_WORKERS,
         help="threads for model calls that may block (streams and RTAS calls need none)",
     )  # fmt: skip
-    serve.add_argument("--grace", type=float, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    serve.add_argument("--grace", type=seconds_argument, default=2.0, help="seconds to finish RPCs on SIGTERM")
     serve.add_argument(
-        "--metrics-listen", metavar="HOST:PORT",
+        "--metrics-listen", metavar="HOST:PORT", type=_checked(host_port),
         help="serve Prometheus metrics (GET /metrics, plain HTTP) here; off by default; off loopback needs --insecure",
     )  # fmt: skip
     serve.add_argument(
@@ -124,7 +163,7 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     defaults = Limits()
     for option in LIMITS.values():
         serve.add_argument(
-            option.flag, type=int, metavar="N", dest=f"limit_{option.name}",
+            option.flag, type=_positive, metavar="N", dest=f"limit_{option.name}",
             help=f"{option.help} (default {getattr(defaults, option.name)}; TOML {option.key})",
         )  # fmt: skip
     if client_commands:

@@ -47,14 +47,19 @@ Sizes are bytes, or a number with a binary suffix K, M, G, T, P or E, as QEMU re
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
+from msgspec import Meta
 
 from papr_emu_client import sizes
 from papr_emu_client.pci import PCI_MODEL_ALIASES
 
+from .addresses import host_port, listen_address
 from .model import (
     LIMITS,
     TIMEOUT_KEYS,
@@ -68,15 +73,13 @@ from .model import (
     PlugRequest,
     UnplugTimeouts,
 )
-from .model.limits import check_limit
 
-_PLATFORM_KEYS = {"name", "memory", "max_memory", "slots", "cpus", "max_cpus", "threads", "device", "unplug_timeouts"}
 _PCI_MODELS = {m.qemu_name: m for m in PciModel}
 _PCI_MODELS |= {alias: _PCI_MODELS[name] for alias, name in PCI_MODEL_ALIASES.items()}  # the client's aliases
 
 
 class ConfigError(Exception):
-    """The configuration file is malformed; the message says where."""
+    """The configuration file is malformed; the message, one line, says where."""
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,142 @@ class ServerConfig:
     access_log: bool | None = None  # [server] access_log
 
 
+# --- the schema: the file's shape, checked by msgspec -----------------------------------------
+# msgspec rather than pydantic: measured here, importing msgspec after the server's own imports
+# costs 8 ms, pydantic 100 ms, and every `serve --config` pays it. The schema checks types,
+# ranges and unknown keys; the checks that need the model (geometry rules, timeouts, sizes)
+# stay in the model and in parse_size, and run on the typed values below.
+
+Size = int | str  # bytes, or "512M": parse_size reads it, naming the key
+Count = Annotated[int, Meta(ge=0)]
+Positive = Annotated[int, Meta(ge=1)]
+FileName = Annotated[str, Meta(min_length=1)]
+Seconds = Annotated[float, Meta(gt=0)]  # inf passes here; UnplugTimeouts refuses it
+
+
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A TOML table: a key it does not declare is an error."""
+
+
+class _Server(_Table):
+    listen: str | list[str] = []
+    metrics_listen: str | None = None
+    access_log: bool | None = None
+
+
+class _Security(_Table):
+    tls_cert: FileName | None = None
+    tls_key: FileName | None = None
+    tls_client_ca: FileName | None = None
+    admin_token_file: FileName | None = None
+    insecure: bool | None = None
+    reflection: bool | None = None
+    unix_socket_mode: str | Count | None = None  # octal: "660", or the digits as an integer
+    certificate_roles: dict[str, str] | None = None
+
+
+# One field per limit and per device type: the model's tables name them.
+_Limits = msgspec.defstruct("_Limits", [(name, Positive | None, None) for name in LIMITS], bases=(_Table,))
+_UnplugTimeouts = msgspec.defstruct(
+    "_UnplugTimeouts", [(key, Seconds | None, None) for key in TIMEOUT_KEYS], bases=(_Table,)
+)
+
+
+class _Device(_Table, tag_field="type"):
+    id: str = ""
+
+
+class _Dimm(_Device, tag="dimm", kw_only=True):
+    size: Size
+    slot: Count | None = None
+    address: Size | None = None
+
+
+class _CpuCore(_Device, tag="cpu-core", kw_only=True):
+    core_id: Count
+
+
+class _Phb(_Device, tag="phb", kw_only=True):
+    index: Count
+
+
+class _PciFunction(_Device, tag="pci-function", kw_only=True):
+    slot: Count
+    phb: Count = 0
+    function: Count = 0
+    model: str = "e1000"
+
+
+_DEVICE_TYPES = ", ".join(str(kind.__struct_config__.tag) for kind in (_Dimm, _CpuCore, _PciFunction, _Phb))
+
+
+class _Platform(_Table):
+    name: str
+    memory: Size | None = None
+    max_memory: Size | None = None
+    slots: Count | None = None
+    cpus: Count | None = None
+    max_cpus: Count | None = None
+    threads: Count | None = None
+    device: list[_Dimm | _CpuCore | _Phb | _PciFunction] = []
+    unplug_timeouts: _UnplugTimeouts | None = None  # type: ignore[valid-type]
+
+
+class _Document(_Table):
+    server: _Server = msgspec.field(default_factory=_Server)
+    platform: list[_Platform] = []
+    limits: _Limits = msgspec.field(default_factory=_Limits)  # type: ignore[valid-type]
+    security: _Security = msgspec.field(default_factory=_Security)
+
+
+# --- msgspec's errors, in this file's words ---------------------------------------------------
+
+_KINDS = {"object": "a table", "array": "an array", "str": "a string", "int": "an integer", "float": "a number",
+          "bool": "true or false"}  # fmt: skip
+_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+_NOT_FOUND = object()
+
+
+def _kinds(expected: str) -> str:
+    """msgspec's ``int | null`` -> ``an integer`` (TOML has no null)."""
+    return " or ".join(_KINDS.get(kind, kind) for kind in expected.split(" | ") if kind != "null")
+
+
+def _schema_error(error: msgspec.ValidationError, where: str, document: object) -> ConfigError:
+    """One line: where in the file (``platform[0].slots``), the value if it is short, what was expected."""
+    message, _, at = str(error).partition(" - at `$")
+    at = at.removesuffix("`")
+    value: object = document
+    for key, index in _STEP.findall(at):
+        try:
+            value = value[key] if key else value[int(index)]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError):
+            value = _NOT_FOUND
+            break
+    if "[...]" in at:  # msgspec's place for a value in a table of free keys ([security.certificate_roles])
+        at, value = at.partition("[...]")[0], _NOT_FOUND
+    shown = "a value" if value is _NOT_FOUND else repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
+    if match := re.fullmatch(r"Object contains unknown field `(.*)`", message):
+        what = f"unknown keys: {match[1]}"
+    elif match := re.fullmatch(r"Object missing required field `(.*)`", message):
+        at, what = f"{at}.{match[1]}", "missing"
+    elif message.startswith("Invalid value") and at.endswith(".type"):
+        what = f"{shown} is not one of {_DEVICE_TYPES}"
+    elif match := re.fullmatch(r"Expected `(.*)`, got `.*`", message):
+        what = f"{shown} is not {_kinds(match[1])}"
+    elif match := re.fullmatch(r"Expected `(\w+)` (.*)", message):
+        what = f"{shown} is not {_kinds(match[1])} {match[2]}"
+    elif message == "Number out of range":
+        what = f"{shown} is out of range"
+    else:
+        what = message[:1].lower() + message[1:]
+    location = f"{where}{at}".removeprefix(".")
+    return ConfigError(f"{location}: {what}" if location else what)
+
+
+# --- typed values -> the model's objects ------------------------------------------------------
+
+
 def parse_size(value: object, where: str) -> int:
     """``"1G"`` -> 1073741824; ints pass through; ConfigError naming ``where`` otherwise."""
     try:
@@ -105,179 +244,116 @@ def parse_size(value: object, where: str) -> int:
         raise ConfigError(f"{where}: {error}") from None
 
 
-def _int(table: dict[str, Any], key: str, where: str, default: int | None = None) -> int | None:
-    value = table.get(key, default)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ConfigError(f"{where}.{key}: {value!r} is not a non-negative integer")
-    return value
-
-
-def _required_int(table: dict[str, Any], key: str, where: str) -> int:
-    value = _int(table, key, where)
-    if value is None:
-        raise ConfigError(f"{where}.{key}: missing")
-    return value
-
-
-def _device(table: dict[str, Any], where: str) -> tuple[str, PlugRequest]:
-    kind = table.get("type")
-    allowed = {"dimm": {"size", "slot", "address"}, "cpu-core": {"core_id"}, "phb": {"index"},
-               "pci-function": {"phb", "slot", "function", "model"}}  # fmt: skip
-    if kind not in allowed:
-        raise ConfigError(f"{where}.type: {kind!r} is not one of {', '.join(allowed)}")
-    unknown = set(table) - allowed[kind] - {"type", "id"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys for {kind}: {', '.join(sorted(unknown))}")
-    device_id = table.get("id", "")
-    if not isinstance(device_id, str):
-        raise ConfigError(f"{where}.id: {device_id!r} is not a string")
+def _device(device: _Device, where: str) -> tuple[str, PlugRequest]:
     request: PlugRequest
-    if kind == "dimm":
-        if "size" not in table:
-            raise ConfigError(f"{where}.size: missing")
-        address = table.get("address")
-        request = DimmRequest(
-            size=parse_size(table["size"], f"{where}.size"),
-            slot=_int(table, "slot", where),
-            address=None if address is None else parse_size(address, f"{where}.address"),
-        )
-    elif kind == "cpu-core":
-        request = CpuCoreParams(_required_int(table, "core_id", where))
-    elif kind == "phb":
-        request = PhbParams(_required_int(table, "index", where))
+    if isinstance(device, _Dimm):
+        address = None if device.address is None else parse_size(device.address, f"{where}.address")
+        request = DimmRequest(size=parse_size(device.size, f"{where}.size"), slot=device.slot, address=address)
+    elif isinstance(device, _CpuCore):
+        request = CpuCoreParams(device.core_id)
+    elif isinstance(device, _Phb):
+        request = PhbParams(device.index)
     else:
-        model = _PCI_MODELS.get(str(table.get("model", "e1000")))
+        assert isinstance(device, _PciFunction)
+        model = _PCI_MODELS.get(device.model)
         if model is None:
-            raise ConfigError(f"{where}.model: {table.get('model')!r} is not one of {', '.join(_PCI_MODELS)}")
-        request = PciFunctionParams(
-            phb_index=_int(table, "phb", where, 0) or 0,
-            slot=_required_int(table, "slot", where),
-            function=_int(table, "function", where, 0) or 0,
-            model=model,
-        )
-    return device_id, request
+            raise ConfigError(f"{where}.model: {device.model!r} is not one of {', '.join(_PCI_MODELS)}")
+        request = PciFunctionParams(phb_index=device.phb, slot=device.slot, function=device.function, model=model)
+    return device.id, request
 
 
-def platform_config(table: dict[str, Any], where: str) -> PlatformConfig:
-    """One ``[[platform]]`` table, checked (ConfigError naming ``where``); the pytest plugin's factory uses it too."""
-    unknown = set(table) - _PLATFORM_KEYS
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys: {', '.join(sorted(unknown))}")
-    name = table.get("name")
-    if not isinstance(name, str):
-        raise ConfigError(f"{where}.name: missing or not a string")
-
+def _platform(platform: _Platform, where: str) -> PlatformConfig:
     def size(key: str) -> int | None:
-        return parse_size(table[key], f"{where}.{key}") if key in table else None
+        value = getattr(platform, key)
+        return None if value is None else parse_size(value, f"{where}.{key}")
 
     try:
         geometry = Geometry.build(
-            memory=size("memory"),
-            max_memory=size("max_memory"),
-            slots=_int(table, "slots", where),
-            cpus=_int(table, "cpus", where),
-            max_cpus=_int(table, "max_cpus", where),
-            threads=_int(table, "threads", where),
-        )
+            memory=size("memory"), max_memory=size("max_memory"), slots=platform.slots, cpus=platform.cpus,
+            max_cpus=platform.max_cpus, threads=platform.threads,
+        )  # fmt: skip
     except InvalidArgument as error:
         raise ConfigError(f"{where}: {error}") from None
-    devices = table.get("device", [])
-    if not isinstance(devices, list):
-        raise ConfigError(f"{where}.device: must be an array of tables ([[platform.device]])")
-    coldplug = [_device(d, f"{where}.device[{n}]") for n, d in enumerate(devices)]
-    return PlatformConfig(name, geometry, coldplug, _timeouts(table.get("unplug_timeouts", {}), where))
-
-
-def _timeouts(table: object, where: str) -> UnplugTimeouts:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{where}.unplug_timeouts: must be a table")
-    unknown = set(table) - set(TIMEOUT_KEYS)
-    if unknown:
-        raise ConfigError(f"{where}.unplug_timeouts: unknown keys: {', '.join(sorted(unknown))}")
+    coldplug = [_device(device, f"{where}.device[{n}]") for n, device in enumerate(platform.device)]
+    timeouts: dict[str, Any] = (
+        msgspec.structs.asdict(platform.unplug_timeouts) if platform.unplug_timeouts is not None else {}
+    )
     try:
-        return UnplugTimeouts(**table)
+        unplug_timeouts = UnplugTimeouts(**{key: value for key, value in timeouts.items() if value is not None})
     except InvalidArgument as error:
         raise ConfigError(f"{where}.unplug_timeouts.{error}") from None
+    return PlatformConfig(platform.name, geometry, coldplug, unplug_timeouts)
 
 
-def load_config(path: Path) -> ServerConfig:
-    """Read and validate a configuration file; raises ConfigError."""
+def platform_config(table: object, where: str) -> PlatformConfig:
+    """One ``[[platform]]`` table, checked (ConfigError naming ``where``); the pytest plugin's factory uses it too.
+
+    Keys set to None count as absent (TOML has no null; the plugin passes its defaults so).
+    """
+    if isinstance(table, dict):
+        table = {key: value for key, value in table.items() if value is not None}
     try:
-        document = tomllib.loads(path.read_text())
-    except OSError as error:
-        raise ConfigError(f"{path}: {error.strerror}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise ConfigError(f"{path}: {error}") from None
-    unknown = set(document) - {"server", "platform", "limits", "security"}
-    if unknown:
-        raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
-    server = document.get("server", {})
-    listen = server.get("listen", [])
-    if isinstance(listen, str):
-        listen = [listen]
-    if not isinstance(listen, list) or not all(isinstance(a, str) for a in listen):
-        raise ConfigError(f"{path}: server.listen: must be an address or a list of addresses")
-    metrics_listen = server.get("metrics_listen")
-    if metrics_listen is not None and not isinstance(metrics_listen, str):
-        raise ConfigError(f"{path}: server.metrics_listen: {metrics_listen!r} is not HOST:PORT")
-    access_log = server.get("access_log")
-    if access_log is not None and not isinstance(access_log, bool):
-        raise ConfigError(f"{path}: server.access_log: {access_log!r} is not true or false")
-    platforms = [platform_config(t, f"platform[{n}]") for n, t in enumerate(document.get("platform", []))]
-    return ServerConfig(
-        listen=listen,
-        metrics_listen=metrics_listen,
-        access_log=access_log,
-        platforms=platforms,
-        limits=_limits(document.get("limits", {}), path),
-        security=_security(document.get("security", {}), path),
-    )
+        platform = msgspec.convert(table, _Platform)
+    except msgspec.ValidationError as error:
+        raise _schema_error(error, where, table) from None
+    return _platform(platform, where)
 
 
 _SECURITY_PATHS = ("tls_cert", "tls_key", "tls_client_ca", "admin_token_file")
-_SECURITY_FLAGS = ("insecure", "reflection")
+_OCTAL_MODE = re.compile(r"[0-7]{1,4}")
 
 
-def _security(table: object, path: Path) -> dict[str, Any]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: security: must be a table")
-    known = {*_SECURITY_PATHS, *_SECURITY_FLAGS, "unix_socket_mode", "certificate_roles"}
-    unknown = set(table) - known
-    if unknown:
-        raise ConfigError(f"{path}: security: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(known)})")
-    settings: dict[str, Any] = {}
-    for key, value in table.items():
-        if key in _SECURITY_PATHS:
-            if not isinstance(value, str) or not value:
-                raise ConfigError(f"{path}: security.{key}: {value!r} is not a file name")
-            settings[key] = path.parent / value
-        elif key == "certificate_roles":
-            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
-                raise ConfigError(f'{path}: security.certificate_roles: must map subjects to roles ("guest:P")')
-            settings[key] = dict(value)
-        elif key in _SECURITY_FLAGS:
-            if not isinstance(value, bool):
-                raise ConfigError(f"{path}: security.{key}: {value!r} is not true or false")
-            settings[key] = value
-        else:
-            try:
-                settings[key] = int(str(value), 8)
-            except ValueError:
-                raise ConfigError(f"{path}: security.{key}: {value!r} is not an octal file mode") from None
+def _security(security: _Security, directory: Path) -> dict[str, Any]:
+    """Security.load's arguments the file sets: file names relative to its directory, the mode as a number."""
+    settings = {key: value for key, value in msgspec.structs.asdict(security).items() if value is not None}
+    for key in _SECURITY_PATHS:
+        if key in settings:
+            settings[key] = directory / settings[key]
+    if "unix_socket_mode" in settings:
+        mode = str(settings["unix_socket_mode"])
+        if not _OCTAL_MODE.fullmatch(mode):
+            raise ConfigError(f'security.unix_socket_mode: {mode!r} is not an octal file mode (e.g. "660")')
+        settings["unix_socket_mode"] = int(mode, 8)
     return settings
 
 
-def _limits(table: object, path: Path) -> dict[str, int]:
-    if not isinstance(table, dict):
-        raise ConfigError(f"{path}: limits: must be a table")
-    unknown = set(table) - set(LIMITS)
-    if unknown:
-        raise ConfigError(f"{path}: limits: unknown keys: {', '.join(sorted(unknown))} (known: {', '.join(LIMITS)})")
-    for key, value in table.items():
-        try:
-            check_limit(key, value)
-        except ValueError as error:
-            raise ConfigError(f"{path}: {error}") from None
-    return dict(table)
+def _checked(what: str, address: str, check: Any) -> str:
+    try:
+        check(address)
+    except ValueError as error:
+        raise ConfigError(f"{what}: {error}") from None
+    return address
+
+
+def _server_config(document: object, directory: Path) -> ServerConfig:
+    try:
+        parsed = msgspec.convert(document, _Document)
+    except msgspec.ValidationError as error:
+        raise _schema_error(error, "", document) from None
+    server = parsed.server
+    listen = [server.listen] if isinstance(server.listen, str) else list(server.listen)
+    metrics_listen = server.metrics_listen
+    return ServerConfig(
+        listen=[_checked("server.listen", address, listen_address) for address in listen],
+        metrics_listen=None if metrics_listen is None else _checked("server.metrics_listen", metrics_listen, host_port),
+        access_log=server.access_log,
+        platforms=[_platform(platform, f"platform[{n}]") for n, platform in enumerate(parsed.platform)],
+        limits={key: value for key, value in msgspec.structs.asdict(parsed.limits).items() if value is not None},
+        security=_security(parsed.security, directory),
+    )
+
+
+def load_config(path: Path) -> ServerConfig:
+    """Read and validate a configuration file; raises ConfigError, a line starting with the file's name."""
+    try:
+        document = tomllib.loads(path.read_bytes().decode())
+    except OSError as error:
+        raise ConfigError(f"{path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    try:
+        return _server_config(document, path.parent)
+    except ConfigError as error:
+        raise ConfigError(f"{path}: {error}") from None

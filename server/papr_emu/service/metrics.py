@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from ..addresses import host_port
 from ..model import Platforms
 from .decoding import Observe
 from .streams import StreamSlots
@@ -125,10 +126,10 @@ class ModelCollector(Collector):
 
 def split_address(address: str) -> tuple[str, int]:
     """``127.0.0.1:9100`` -> ("127.0.0.1", 9100), ``[::1]:0`` -> ("::1", 0); ValueError otherwise."""
-    host, colon, port = address.rpartition(":")
-    if not colon or not host or address.startswith("unix:") or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"--metrics-listen: {address!r} is not HOST:PORT")
-    return host.strip("[]"), int(port)
+    try:
+        return host_port(address)
+    except ValueError as error:
+        raise ValueError(f"--metrics-listen: {error}") from None
 
 
 class MetricsHttp:
