@@ -54,6 +54,8 @@ ISOLATION_STATE, DR_INDICATOR, ALLOCATION_STATE, DR_ENTITY_SENSE = 9001, 9002, 9
 ISOLATE, UNISOLATE = 0, 1
 UNUSABLE, USABLE = 0, 1
 SENSE_EMPTY, SENSE_PRESENT, SENSE_UNUSABLE = 0, 1, 2
+#: query-cpu-stopped-state's rets[1] (Linux's QCSS_STOPPED, QCSS_STOPPING, QCSS_NOT_STOPPED).
+THREAD_STOPPED, THREAD_STOPPING, THREAD_RUNNING = 0, 1, 2
 #: configure_items' limit on one configure-connector loop (a fragment that never completes).
 MAX_CONFIGURE_CALLS: Final = 100_000
 #: ConfigureConnectorWalk.max_calls per walk: a CPU core's or PHB's fragment fits; a longer one
@@ -402,6 +404,22 @@ class Guest:
         request = rtas_pb2.SetPowerLevelRequest(power_domain=power_domain, level=level)
         reply = self.calls.one(rtas_pb2.RtasCall(set_power_level=request)).set_power_level
         return reply.status, reply.level
+
+    def query_cpu_stopped_state(self, cpu_id: int) -> tuple[int, int]:
+        """query-cpu-stopped-state of thread ``cpu_id`` (its vCPU id): (status, 0 stopped / 2 running)."""
+        request = rtas_pb2.QueryCpuStoppedStateRequest(cpu_id=cpu_id)
+        reply = self.calls.one(rtas_pb2.RtasCall(query_cpu_stopped_state=request)).query_cpu_stopped_state
+        return reply.status, reply.state
+
+    def start_cpu(self, cpu_id: int, start_address: int, r3: int) -> int:
+        """start-cpu: a stopped thread starts at ``start_address`` with ``r3``; the status."""
+        request = rtas_pb2.StartCpuRequest(cpu_id=cpu_id, start_address=start_address, r3=r3)
+        return int(self.calls.one(rtas_pb2.RtasCall(start_cpu=request)).start_cpu.status)
+
+    def stop_self(self, cpu_id: int) -> int:
+        """stop-self, made by thread ``cpu_id``: it stops; the status (0; -3 if there is no such thread)."""
+        request = rtas_pb2.StopSelfRequest(cpu_id=cpu_id)
+        return int(self.calls.one(rtas_pb2.RtasCall(stop_self=request)).stop_self.status)
 
     def check_exception(self, event_mask: int, buffer_length: int, vector_offset: int = 0x500) -> tuple[int, bytes]:
         """check-exception: (status, the log written to the buffer); status 1 when none is pending."""

@@ -45,6 +45,9 @@ _Request = TypeVar(
     rtas_pb2.GetPowerLevelRequest,
     rtas_pb2.CheckExceptionRequest,
     rtas_pb2.EventScanRequest,
+    rtas_pb2.QueryCpuStoppedStateRequest,
+    rtas_pb2.StartCpuRequest,
+    rtas_pb2.StopSelfRequest,
     rtas_pb2.CallRequest,
 )
 TRANSPORTS: Final[tuple[Transport, ...]] = ("session", "batch", "unary")
@@ -243,6 +246,14 @@ class RtasTransport:
             return rtas_pb2.RtasResult(check_exception=rtas.CheckException(self._named(call.check_exception)))
         if kind == "event_scan":
             return rtas_pb2.RtasResult(event_scan=rtas.EventScan(self._named(call.event_scan)))
+        if kind == "query_cpu_stopped_state":
+            return rtas_pb2.RtasResult(
+                query_cpu_stopped_state=rtas.QueryCpuStoppedState(self._named(call.query_cpu_stopped_state))
+            )
+        if kind == "start_cpu":
+            return rtas_pb2.RtasResult(start_cpu=rtas.StartCpu(self._named(call.start_cpu)))
+        if kind == "stop_self":
+            return rtas_pb2.RtasResult(stop_self=rtas.StopSelf(self._named(call.stop_self)))
         if kind == "raw":
             return rtas_pb2.RtasResult(raw=rtas.Call(self._named(call.raw)))
         if kind == "configure_connector_walk":

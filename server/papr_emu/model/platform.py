@@ -37,6 +37,7 @@ from . import drc as connector
 from . import rtas, work_area
 from .cas import CasOptions
 from .devices import (
+    CpuCore,
     CpuCoreParams,
     Device,
     DeviceInfo,
@@ -279,6 +280,60 @@ class Platform:
         if power_domain != rtas.LIVE_INSERTION_DOMAIN:
             return rtas.PARAMETER_ERROR, 0
         return rtas.SUCCESS, rtas.FULL_POWER
+
+    # --- RTAS: thread states -------------------------------------------------------------------------
+
+    def _core_of(self, cpu_id: int) -> CpuCore | None:
+        """The core whose thread has vCPU id ``cpu_id`` (QEMU's spapr_find_cpu), if it is plugged.
+
+        A core with an unplug pending still has its threads until it is released, as in QEMU.
+        """
+        return self._inventory.occupant(CpuCore, cpu_id - cpu_id % self.geometry.threads)
+
+    def query_cpu_stopped_state(self, cpu_id: int) -> tuple[int, int]:
+        """RTAS query-cpu-stopped-state: (0, 0 stopped / 2 running), or (-3, 0) for no such thread."""
+        with self._lock:
+            core = self._core_of(cpu_id)
+            if core is None:
+                return rtas.PARAMETER_ERROR, 0
+            return rtas.SUCCESS, rtas.THREAD_RUNNING if core.is_running(cpu_id) else rtas.THREAD_STOPPED
+
+    def start_cpu(self, cpu_id: int, start: int, r3: int) -> int:
+        """RTAS start-cpu: a stopped thread starts at ``start`` with ``r3``; QEMU 7.2's statuses.
+
+        -3 for no such thread, -1 (hardware error) for a thread that is not stopped. As in QEMU,
+        the core's connector state does not matter (a hot-added core's threads can be started
+        before configure-connector); the entry point is logged, not used.
+        """
+        with self._lock:
+            core = self._core_of(cpu_id)
+            if core is None:
+                status = rtas.PARAMETER_ERROR
+            elif core.is_running(cpu_id):
+                status = rtas.HARDWARE_ERROR
+            else:
+                core.start(cpu_id)
+                status = rtas.SUCCESS
+            self.log.info("rtas.start_cpu", cpu_id=cpu_id, start=hex(start), r3=hex(r3), status=status)
+            return status
+
+    def stop_self(self, calling_cpu: int) -> int:
+        """RTAS stop-self made by thread ``calling_cpu``: it enters the stopped state.
+
+        On hardware the call does not return; here it returns 0 (QEMU 7.2 writes no return
+        cell, so a guest's rets[0] keeps the 0 it holds). A thread already stopped stays so
+        (0, as QEMU, whose qtest caller is always vCPU 0). A ``calling_cpu`` that names no
+        thread cannot have made the call: -3, nothing changes.
+        """
+        with self._lock:
+            core = self._core_of(calling_cpu)
+            if core is None:
+                status = rtas.PARAMETER_ERROR
+            else:
+                core.stop(calling_cpu)
+                status = rtas.SUCCESS
+            self.log.info("rtas.stop_self", cpu_id=calling_cpu, status=status)
+            return status
 
     # --- RTAS event logs --------------------------------------------------------------------------
 

@@ -55,7 +55,16 @@ SENSE_UNUSABLE: Final = 2
 LIVE_INSERTION_DOMAIN: Final = -1
 FULL_POWER: Final = 100
 
+# query-cpu-stopped-state rets[1] (LoPAR; Linux's QCSS_*). QEMU answers only 0 or 2; papr-emu too:
+# a thread stops at once, so "stopping" (1) is never seen.
+THREAD_STOPPED: Final = 0
+THREAD_STOPPING: Final = 1
+THREAD_RUNNING: Final = 2
+
 # QEMU 7.2's RTAS tokens for the calls papr-emu implements (as found in /rtas).
+TOKEN_QUERY_CPU_STOPPED_STATE: Final = 0x2005
+TOKEN_START_CPU: Final = 0x2006
+TOKEN_STOP_SELF: Final = 0x2007
 TOKEN_CHECK_EXCEPTION: Final = 0x200E
 TOKEN_EVENT_SCAN: Final = 0x200F
 TOKEN_SET_INDICATOR: Final = 0x201A

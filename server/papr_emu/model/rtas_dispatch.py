@@ -4,8 +4,9 @@ The raw ``RtasService.Call`` goes through :func:`dispatch`; its table calls the 
 ``Platform`` methods the typed RPCs call (``service/rtas_calls.py``), so a stub that
 ports the kernel's ``rtas_call()`` line for line sees exactly what a typed client
 sees. As in QEMU, an unknown token, or nargs/nret a call does not take,
-gives status -3. Buffers (the configure-connector work area, the check-exception
-log buffer) are addressed by the argument cells that point at them. A buffer a
+gives status -3 (stop-self takes any, as QEMU's). Buffers (the configure-connector
+work area, the check-exception log buffer) are addressed by the argument cells
+that point at them. A buffer a
 call names but never touches (event-scan's, which QEMU leaves as it is) may be
 given or left out; given, it must be the named length.
 
@@ -17,6 +18,12 @@ Example::
     [0, 1]
     >>> dispatch(platform, 0x201D, 3, 2, [9003, 0x10000000, 0], Buffers({}))  # wrong nargs
     [-3, 0]
+    >>> dispatch(platform, 0x2005, 1, 2, [0], Buffers({}))  # query-cpu-stopped-state: vCPU 0 runs
+    [0, 2]
+    >>> dispatch(platform, 0x2007, 0, 1, [], Buffers({}), caller=0)  # stop-self, made by vCPU 0
+    [0]
+    >>> dispatch(platform, 0x2005, 1, 2, [0], Buffers({}))
+    [0, 0]
 """
 
 from __future__ import annotations
@@ -65,7 +72,8 @@ class Buffers:
         self.regions[address][: len(data)] = data
 
 
-Run = Callable[["Platform", Sequence[int], Buffers], list[int]]
+#: A call's body: the platform, the argument cells, the buffers, and the calling thread's vCPU id.
+Run = Callable[["Platform", Sequence[int], Buffers, int], list[int]]
 Needs = Callable[[Sequence[int]], list[tuple[int, int, str]]]
 
 
@@ -79,22 +87,24 @@ class RtasFunction:
     """
 
     name: str
-    nargs: frozenset[int]
+    nargs: frozenset[int]  # LoPAR's
     nret: int
     run: Run
     needs: Needs = lambda args: []
     may_name: Needs = lambda args: []
+    # False: any nargs and nret are taken (QEMU 7.2's stop-self checks neither).
+    checks_cells: bool = True
 
 
-def _set_indicator(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _set_indicator(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     return [p.set_indicator(args[0], args[1], args[2])]
 
 
-def _get_sensor_state(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _get_sensor_state(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     return list(p.get_sensor_state(args[0], args[1]))
 
 
-def _configure_connector(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _configure_connector(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     # args[1] is LoPAR's memory extent, not the high half of the address (QEMU's reading).
     status, area = p.configure_connector(memory.read(args[0], WORK_AREA_SIZE))
     memory.write(args[0], area)
@@ -105,23 +115,35 @@ def _signed(cell: int) -> int:
     return cell - (1 << 32) if cell & 0x80000000 else cell
 
 
-def _set_power_level(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _set_power_level(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     return list(p.set_power_level(_signed(args[0]), args[1]))
 
 
-def _get_power_level(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _get_power_level(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     return list(p.get_power_level(_signed(args[0])))
 
 
-def _check_exception(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _check_exception(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     status, log = p.check_exception(args[2], args[5])
     if status == rtas.SUCCESS:
         memory.write(args[4], log)
     return [status]
 
 
-def _event_scan(p: Platform, args: Sequence[int], memory: Buffers) -> list[int]:
+def _event_scan(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     return [p.event_scan(args[0], args[3])]
+
+
+def _query_cpu_stopped_state(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
+    return list(p.query_cpu_stopped_state(args[0]))
+
+
+def _start_cpu(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
+    return [p.start_cpu(args[0], args[1], args[2])]
+
+
+def _stop_self(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
+    return [p.stop_self(caller)]
 
 
 FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
@@ -142,6 +164,13 @@ FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
         "event-scan", frozenset({4}), 1, _event_scan,
         may_name=lambda args: [(args[2], args[3], "event-scan's buffer (args[2], length args[3])")],
     ),
+    rtas.TOKEN_QUERY_CPU_STOPPED_STATE: RtasFunction(
+        "query-cpu-stopped-state", frozenset({1}), 2, _query_cpu_stopped_state,
+    ),
+    rtas.TOKEN_START_CPU: RtasFunction("start-cpu", frozenset({3}), 1, _start_cpu),
+    # QEMU 7.2's stop-self checks neither nargs nor nret (Linux makes it with 0 and 1) and writes
+    # no return cell; the thread it stops is the caller (CallRequest.calling_cpu_id).
+    rtas.TOKEN_STOP_SELF: RtasFunction("stop-self", frozenset({0}), 1, _stop_self, checks_cells=False),
 }  # fmt: skip
 
 
@@ -153,6 +182,7 @@ class PreparedCall:
     args: tuple[int, ...]
     nret: int
     memory: Buffers
+    caller: int = 0  # the calling thread's vCPU id (see CallRequest.calling_cpu_id)
 
     def run(self, platform: Platform) -> list[int]:
         """The call's ``nret`` return cells (status first, signed)."""
@@ -162,13 +192,15 @@ class PreparedCall:
             if self.nret:
                 rets[0] = rtas.PARAMETER_ERROR
             return rets
-        results = self.function.run(platform, self.args, self.memory)
-        rets[: len(results)] = results
+        results = self.function.run(platform, self.args, self.memory, self.caller)
+        rets[: len(results)] = results[: self.nret]
         return rets
 
 
-def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers) -> PreparedCall:
+def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers, caller: int = 0) -> PreparedCall:
     """Check a raw call without running it (so a batch can check every call before the first runs).
+
+    ``caller`` is the vCPU id of the thread making the call; only stop-self uses it.
 
     Raises InvalidArgument when the request does not describe a call: args not
     ``nargs`` long, or buffers that do not match what the call points at (a buffer
@@ -182,8 +214,8 @@ def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Buff
     if any(not 0 <= a <= 0xFFFFFFFF for a in args):
         raise InvalidArgument("args", list(args), "cells are 32-bit")
     function = FUNCTIONS.get(token)
-    if function is None or nargs not in function.nargs or nret != function.nret:
-        return PreparedCall(None, tuple(args), nret, memory)
+    if function is None or (function.checks_cells and (nargs not in function.nargs or nret != function.nret)):
+        return PreparedCall(None, tuple(args), nret, memory, caller)
     for address, length, what in function.needs(args):
         memory.check(address, length, what)
     for address, length, what in function.may_name(args):
@@ -191,16 +223,18 @@ def prepare(token: int, nargs: int, nret: int, args: Sequence[int], memory: Buff
     unused = sorted(set(memory.regions) - memory.used)
     if unused:
         raise InvalidArgument("buffers", f"{unused[0]:#x}", f"{function.name} does not use a buffer there")
-    return PreparedCall(function, tuple(args), nret, memory)
+    return PreparedCall(function, tuple(args), nret, memory, caller)
 
 
-def dispatch(platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers) -> list[int]:
+def dispatch(
+    platform: Platform, token: int, nargs: int, nret: int, args: Sequence[int], memory: Buffers, caller: int = 0
+) -> list[int]:
     """Run one RTAS call; returns its ``nret`` return cells (status first, signed).
 
     Raises InvalidArgument (changing nothing) when the request does not describe a call
     (see :func:`prepare`).
     """
-    return prepare(token, nargs, nret, args, memory).run(platform)
+    return prepare(token, nargs, nret, args, memory, caller).run(platform)
 
 
 #: The most calls one configure-connector walk makes, and what max_calls 0 means.

@@ -79,6 +79,21 @@ class RtasServicer(rtas_pb2_grpc.RtasServiceServicer):
     ) -> rtas_pb2.EventScanResponse:
         return await self._call("event_scan", request, context)  # type: ignore[no-any-return]
 
+    async def QueryCpuStoppedState(
+        self, request: rtas_pb2.QueryCpuStoppedStateRequest, context: grpc.aio.ServicerContext
+    ) -> rtas_pb2.QueryCpuStoppedStateResponse:
+        return await self._call("query_cpu_stopped_state", request, context)  # type: ignore[no-any-return]
+
+    async def StartCpu(
+        self, request: rtas_pb2.StartCpuRequest, context: grpc.aio.ServicerContext
+    ) -> rtas_pb2.StartCpuResponse:
+        return await self._call("start_cpu", request, context)  # type: ignore[no-any-return]
+
+    async def StopSelf(
+        self, request: rtas_pb2.StopSelfRequest, context: grpc.aio.ServicerContext
+    ) -> rtas_pb2.StopSelfResponse:
+        return await self._call("stop_self", request, context)  # type: ignore[no-any-return]
+
     async def Call(self, request: rtas_pb2.CallRequest, context: grpc.aio.ServicerContext) -> rtas_pb2.CallResponse:
         return await self._call("raw", request, context)  # type: ignore[no-any-return]
 

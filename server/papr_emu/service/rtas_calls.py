@@ -94,6 +94,24 @@ def _event_scan(p: Platform, r: rtas_pb2.EventScanRequest, out: rtas_pb2.EventSc
     return status
 
 
+def _query_cpu_stopped_state(
+    p: Platform, r: rtas_pb2.QueryCpuStoppedStateRequest, out: rtas_pb2.QueryCpuStoppedStateResponse, _: Plan
+) -> int:
+    status, out.state = p.query_cpu_stopped_state(r.cpu_id)
+    out.status = status
+    return status
+
+
+def _start_cpu(p: Platform, r: rtas_pb2.StartCpuRequest, out: rtas_pb2.StartCpuResponse, _: Plan) -> int:
+    out.status = status = p.start_cpu(r.cpu_id, r.start_address, r.r3)
+    return status
+
+
+def _stop_self(p: Platform, r: rtas_pb2.StopSelfRequest, out: rtas_pb2.StopSelfResponse, _: Plan) -> int:
+    out.status = status = p.stop_self(r.cpu_id)
+    return status
+
+
 def _raw(p: Platform, r: rtas_pb2.CallRequest, out: rtas_pb2.CallResponse, plan: Plan) -> int:
     assert isinstance(plan, PreparedCall)
     rets = plan.run(p)
@@ -123,6 +141,9 @@ RESPONSES: Final[dict[str, type[Message]]] = {
     "get_power_level": rtas_pb2.GetPowerLevelResponse,
     "check_exception": rtas_pb2.CheckExceptionResponse,
     "event_scan": rtas_pb2.EventScanResponse,
+    "query_cpu_stopped_state": rtas_pb2.QueryCpuStoppedStateResponse,
+    "start_cpu": rtas_pb2.StartCpuResponse,
+    "stop_self": rtas_pb2.StopSelfResponse,
     "raw": rtas_pb2.CallResponse,
 }
 
@@ -135,6 +156,9 @@ RUNNERS: Final[dict[str, Runner]] = {
     "get_power_level": _get_power_level,
     "check_exception": _check_exception,
     "event_scan": _event_scan,
+    "query_cpu_stopped_state": _query_cpu_stopped_state,
+    "start_cpu": _start_cpu,
+    "stop_self": _stop_self,
     "raw": _raw,
     "configure_connector_walk": _configure_connector_walk,
 }
@@ -168,7 +192,7 @@ def _prepare_raw(r: rtas_pb2.CallRequest) -> PreparedCall:
         if buffer.address in regions:
             raise InvalidArgument(f"buffers[{n}].address", buffer.address, "given twice")
         regions[buffer.address] = bytearray(buffer.data)
-    return prepare(r.token, r.nargs, r.nret, list(r.args), Buffers(regions))
+    return prepare(r.token, r.nargs, r.nret, list(r.args), Buffers(regions), r.calling_cpu_id)
 
 
 def _response_bytes(kind: str, request: Any, plan: Plan) -> int:
@@ -187,7 +211,12 @@ def _response_bytes(kind: str, request: Any, plan: Plan) -> int:
 
 
 #: Kinds whose results are small and fixed: checking them needs nothing but their platform field.
-_SMALL: Final = frozenset({"set_indicator", "get_sensor_state", "set_power_level", "get_power_level", "event_scan"})
+_SMALL: Final = frozenset(
+    {
+        "set_indicator", "get_sensor_state", "set_power_level", "get_power_level", "event_scan",
+        "query_cpu_stopped_state", "start_cpu", "stop_self",
+    }
+)  # fmt: skip
 
 
 def _other_platform(n: int, kind: str, named: str, platform: str) -> InvalidArgument:

@@ -36,6 +36,9 @@ class RtasCall(_message.Message):
     EVENT_SCAN_FIELD_NUMBER: _builtins.int
     RAW_FIELD_NUMBER: _builtins.int
     CONFIGURE_CONNECTOR_WALK_FIELD_NUMBER: _builtins.int
+    QUERY_CPU_STOPPED_STATE_FIELD_NUMBER: _builtins.int
+    START_CPU_FIELD_NUMBER: _builtins.int
+    STOP_SELF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def set_indicator(self) -> Global___SetIndicatorRequest:
         """RTAS set-indicator."""
@@ -72,6 +75,18 @@ class RtasCall(_message.Message):
     def configure_connector_walk(self) -> Global___ConfigureConnectorWalk:
         """ibm,configure-connector repeated until the fragment is complete."""
 
+    @_builtins.property
+    def query_cpu_stopped_state(self) -> Global___QueryCpuStoppedStateRequest:
+        """RTAS query-cpu-stopped-state."""
+
+    @_builtins.property
+    def start_cpu(self) -> Global___StartCpuRequest:
+        """RTAS start-cpu."""
+
+    @_builtins.property
+    def stop_self(self) -> Global___StopSelfRequest:
+        """RTAS stop-self."""
+
     def __init__(
         self,
         *,
@@ -84,12 +99,15 @@ class RtasCall(_message.Message):
         event_scan: Global___EventScanRequest | None = ...,
         raw: Global___CallRequest | None = ...,
         configure_connector_walk: Global___ConfigureConnectorWalk | None = ...,
+        query_cpu_stopped_state: Global___QueryCpuStoppedStateRequest | None = ...,
+        start_cpu: Global___StartCpuRequest | None = ...,
+        stop_self: Global___StopSelfRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "query_cpu_stopped_state", b"query_cpu_stopped_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level", "start_cpu", b"start_cpu", "stop_self", b"stop_self"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["call", b"call", "check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "query_cpu_stopped_state", b"query_cpu_stopped_state", "raw", b"raw", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level", "start_cpu", b"start_cpu", "stop_self", b"stop_self"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk"]  # noqa: Y015
+    _WhichOneofReturnType_call: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk", "query_cpu_stopped_state", "start_cpu", "stop_self"]  # noqa: Y015
     _WhichOneofArgType_call: _TypeAlias = _typing.Literal["call", b"call"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_call) -> _WhichOneofReturnType_call | None: ...
 
@@ -179,6 +197,9 @@ class RtasResult(_message.Message):
     EVENT_SCAN_FIELD_NUMBER: _builtins.int
     RAW_FIELD_NUMBER: _builtins.int
     CONFIGURE_CONNECTOR_WALK_FIELD_NUMBER: _builtins.int
+    QUERY_CPU_STOPPED_STATE_FIELD_NUMBER: _builtins.int
+    START_CPU_FIELD_NUMBER: _builtins.int
+    STOP_SELF_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def set_indicator(self) -> Global___SetIndicatorResponse:
         """The result of set_indicator."""
@@ -215,6 +236,18 @@ class RtasResult(_message.Message):
     def configure_connector_walk(self) -> Global___ConfigureConnectorWalkResult:
         """The result of configure_connector_walk."""
 
+    @_builtins.property
+    def query_cpu_stopped_state(self) -> Global___QueryCpuStoppedStateResponse:
+        """The result of query_cpu_stopped_state."""
+
+    @_builtins.property
+    def start_cpu(self) -> Global___StartCpuResponse:
+        """The result of start_cpu."""
+
+    @_builtins.property
+    def stop_self(self) -> Global___StopSelfResponse:
+        """The result of stop_self."""
+
     def __init__(
         self,
         *,
@@ -227,12 +260,15 @@ class RtasResult(_message.Message):
         event_scan: Global___EventScanResponse | None = ...,
         raw: Global___CallResponse | None = ...,
         configure_connector_walk: Global___ConfigureConnectorWalkResult | None = ...,
+        query_cpu_stopped_state: Global___QueryCpuStoppedStateResponse | None = ...,
+        start_cpu: Global___StartCpuResponse | None = ...,
+        stop_self: Global___StopSelfResponse | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "query_cpu_stopped_state", b"query_cpu_stopped_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level", "start_cpu", b"start_cpu", "stop_self", b"stop_self"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_exception", b"check_exception", "configure_connector", b"configure_connector", "configure_connector_walk", b"configure_connector_walk", "event_scan", b"event_scan", "get_power_level", b"get_power_level", "get_sensor_state", b"get_sensor_state", "query_cpu_stopped_state", b"query_cpu_stopped_state", "raw", b"raw", "result", b"result", "set_indicator", b"set_indicator", "set_power_level", b"set_power_level", "start_cpu", b"start_cpu", "stop_self", b"stop_self"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk"]  # noqa: Y015
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["set_indicator", "get_sensor_state", "configure_connector", "set_power_level", "get_power_level", "check_exception", "event_scan", "raw", "configure_connector_walk", "query_cpu_stopped_state", "start_cpu", "stop_self"]  # noqa: Y015
     _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
 
@@ -785,6 +821,180 @@ class EventScanResponse(_message.Message):
 Global___EventScanResponse: _TypeAlias = EventScanResponse  # noqa: Y015
 
 @_typing.final
+class QueryCpuStoppedStateRequest(_message.Message):
+    """QueryCpuStoppedStateRequest carries query-cpu-stopped-state's argument cell."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CPU_ID_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    cpu_id: _builtins.int
+    """args[0], the thread's vCPU id: its interrupt server number, as in its
+    core's ibm,ppc-interrupt-server#s (Linux's hard CPU id). The threads of
+    core c are c .. c + threads_per_core - 1.
+    """
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        cpu_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_id", b"cpu_id", "platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryCpuStoppedStateRequest: _TypeAlias = QueryCpuStoppedStateRequest  # noqa: Y015
+
+@_typing.final
+class QueryCpuStoppedStateResponse(_message.Message):
+    """QueryCpuStoppedStateResponse carries query-cpu-stopped-state's two return cells."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """rets[0]: 0, or -3 when no plugged core has that thread (never plugged,
+    or released; a core whose unplug is pending still has its threads).
+    """
+    state: _builtins.int
+    """rets[1]: 0 stopped, 2 running (1, "stopping", is never returned: a
+    thread stops at once, as in QEMU). 0 on error.
+    """
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+        state: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["state", b"state", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___QueryCpuStoppedStateResponse: _TypeAlias = QueryCpuStoppedStateResponse  # noqa: Y015
+
+@_typing.final
+class StartCpuRequest(_message.Message):
+    """StartCpuRequest carries start-cpu's three argument cells."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CPU_ID_FIELD_NUMBER: _builtins.int
+    START_ADDRESS_FIELD_NUMBER: _builtins.int
+    R3_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    cpu_id: _builtins.int
+    """args[0], the thread's vCPU id (see QueryCpuStoppedStateRequest.cpu_id)."""
+    start_address: _builtins.int
+    """args[1], the real address the thread starts at (logged, not run)."""
+    r3: _builtins.int
+    """args[2], the value of the thread's r3 at start (Linux passes the vCPU id)."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        cpu_id: _builtins.int = ...,
+        start_address: _builtins.int = ...,
+        r3: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_id", b"cpu_id", "platform", b"platform", "r3", b"r3", "start_address", b"start_address"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCpuRequest: _TypeAlias = StartCpuRequest  # noqa: Y015
+
+@_typing.final
+class StartCpuResponse(_message.Message):
+    """StartCpuResponse carries start-cpu's return cell."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """rets[0]: 0 started; -1 (hardware error) the thread is not stopped; -3 no
+    such thread. QEMU 7.2's statuses.
+    """
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StartCpuResponse: _TypeAlias = StartCpuResponse  # noqa: Y015
+
+@_typing.final
+class StopSelfRequest(_message.Message):
+    """StopSelfRequest names the thread that makes stop-self (the call has no
+    argument cells).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    CPU_ID_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    cpu_id: _builtins.int
+    """The calling thread's vCPU id: the thread that enters the stopped state.
+    0, the default, is the boot thread (QEMU's qtest makes every RTAS call
+    as vCPU 0).
+    """
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        cpu_id: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cpu_id", b"cpu_id", "platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopSelfRequest: _TypeAlias = StopSelfRequest  # noqa: Y015
+
+@_typing.final
+class StopSelfResponse(_message.Message):
+    """StopSelfResponse carries stop-self's status."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    status: _builtins.int
+    """0: the thread is stopped (already stopped: unchanged, as in QEMU). On
+    hardware the call does not return, and QEMU 7.2 writes no return cell.
+    -3: cpu_id names no thread, so it cannot have made the call; nothing
+    changes.
+    """
+    def __init__(
+        self,
+        *,
+        status: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StopSelfResponse: _TypeAlias = StopSelfResponse  # noqa: Y015
+
+@_typing.final
 class GuestBuffer(_message.Message):
     """GuestBuffer is a buffer in guest memory that an RTAS call points at."""
 
@@ -825,6 +1035,7 @@ class CallRequest(_message.Message):
     NRET_FIELD_NUMBER: _builtins.int
     ARGS_FIELD_NUMBER: _builtins.int
     BUFFERS_FIELD_NUMBER: _builtins.int
+    CALLING_CPU_ID_FIELD_NUMBER: _builtins.int
     platform: _builtins.str
     """The platform name."""
     token: _builtins.int
@@ -833,6 +1044,11 @@ class CallRequest(_message.Message):
     """Number of argument cells."""
     nret: _builtins.int
     """Number of return cells."""
+    calling_cpu_id: _builtins.int
+    """The vCPU id of the thread making the call. Only stop-self uses it (the
+    thread that stops); 0, the default, is the boot thread, the caller QEMU's
+    qtest uses for every call.
+    """
     @_builtins.property
     def args(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
         """The argument cells; exactly nargs of them."""
@@ -850,10 +1066,11 @@ class CallRequest(_message.Message):
         nret: _builtins.int = ...,
         args: _abc.Iterable[_builtins.int] | None = ...,
         buffers: _abc.Iterable[Global___GuestBuffer] | None = ...,
+        calling_cpu_id: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "buffers", b"buffers", "nargs", b"nargs", "nret", b"nret", "platform", b"platform", "token", b"token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["args", b"args", "buffers", b"buffers", "calling_cpu_id", b"calling_cpu_id", "nargs", b"nargs", "nret", b"nret", "platform", b"platform", "token", b"token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

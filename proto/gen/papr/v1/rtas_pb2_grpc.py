@@ -80,6 +80,21 @@ class RtasServiceStub:
                 request_serializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
                 _registered_method=True)
+        self.QueryCpuStoppedState = channel.unary_unary(
+                '/papr.v1.RtasService/QueryCpuStoppedState',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateResponse.FromString,
+                _registered_method=True)
+        self.StartCpu = channel.unary_unary(
+                '/papr.v1.RtasService/StartCpu',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.StartCpuRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.StartCpuResponse.FromString,
+                _registered_method=True)
+        self.StopSelf = channel.unary_unary(
+                '/papr.v1.RtasService/StopSelf',
+                request_serializer=papr_dot_v1_dot_rtas__pb2.StopSelfRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_rtas__pb2.StopSelfResponse.FromString,
+                _registered_method=True)
         self.Call = channel.unary_unary(
                 '/papr.v1.RtasService/Call',
                 request_serializer=papr_dot_v1_dot_rtas__pb2.CallRequest.SerializeToString,
@@ -174,6 +189,34 @@ class RtasServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def QueryCpuStoppedState(self, request, context):
+        """QueryCpuStoppedState is RTAS query-cpu-stopped-state (QEMU token 0x2005):
+        is a thread (named by its vCPU id) stopped or running. A boot platform's
+        vCPU 0 runs; every other thread, boot or hot-added, starts stopped until
+        the guest calls start-cpu (as after QEMU 7.2's machine reset).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StartCpu(self, request, context):
+        """StartCpu is RTAS start-cpu (QEMU token 0x2006): a stopped thread starts
+        running. As in QEMU, the core's connector state does not matter.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopSelf(self, request, context):
+        """StopSelf is RTAS stop-self (QEMU token 0x2007), made by the thread that
+        stops: the request names it (cpu_id), since there is no calling CPU here.
+        Linux's CPU offline path makes it on the dying thread; another thread
+        then polls QueryCpuStoppedState until it reads 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Call(self, request, context):
         """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
         line for line: a token as found in the device tree's /rtas node, nargs,
@@ -185,7 +228,8 @@ class RtasServiceServicer:
         comes back unchanged, and a call without one (as the typed EventScan
         makes) is accepted too. The typed RPCs above go through the same
         dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
-        not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+        not take gives status -3 in rets[0] (stop-self takes any nargs and nret,
+        as QEMU's; its caller is calling_cpu_id). Errors: NOT_FOUND (platform),
         INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
         the call writes or reads missing, a buffer not of the length the
         arguments name, or one at an address the call does not name); nothing
@@ -259,6 +303,21 @@ def add_RtasServiceServicer_to_server(servicer, server):
                     servicer.EventScan,
                     request_deserializer=papr_dot_v1_dot_rtas__pb2.EventScanRequest.FromString,
                     response_serializer=papr_dot_v1_dot_rtas__pb2.EventScanResponse.SerializeToString,
+            ),
+            'QueryCpuStoppedState': grpc.unary_unary_rpc_method_handler(
+                    servicer.QueryCpuStoppedState,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateResponse.SerializeToString,
+            ),
+            'StartCpu': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartCpu,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.StartCpuRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.StartCpuResponse.SerializeToString,
+            ),
+            'StopSelf': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopSelf,
+                    request_deserializer=papr_dot_v1_dot_rtas__pb2.StopSelfRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_rtas__pb2.StopSelfResponse.SerializeToString,
             ),
             'Call': grpc.unary_unary_rpc_method_handler(
                     servicer.Call,
@@ -476,6 +535,87 @@ class RtasService:
             '/papr.v1.RtasService/EventScan',
             papr_dot_v1_dot_rtas__pb2.EventScanRequest.SerializeToString,
             papr_dot_v1_dot_rtas__pb2.EventScanResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def QueryCpuStoppedState(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/QueryCpuStoppedState',
+            papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.QueryCpuStoppedStateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartCpu(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/StartCpu',
+            papr_dot_v1_dot_rtas__pb2.StartCpuRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.StartCpuResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopSelf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.RtasService/StopSelf',
+            papr_dot_v1_dot_rtas__pb2.StopSelfRequest.SerializeToString,
+            papr_dot_v1_dot_rtas__pb2.StopSelfResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -77,6 +77,22 @@ class RtasServiceStub:
     returns a log: it re-pulses the interrupt of every event class that still
     has logs queued, and returns 1.
     """
+    QueryCpuStoppedState: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.QueryCpuStoppedStateRequest, _rtas_pb2.QueryCpuStoppedStateResponse]
+    """QueryCpuStoppedState is RTAS query-cpu-stopped-state (QEMU token 0x2005):
+    is a thread (named by its vCPU id) stopped or running. A boot platform's
+    vCPU 0 runs; every other thread, boot or hot-added, starts stopped until
+    the guest calls start-cpu (as after QEMU 7.2's machine reset).
+    """
+    StartCpu: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.StartCpuRequest, _rtas_pb2.StartCpuResponse]
+    """StartCpu is RTAS start-cpu (QEMU token 0x2006): a stopped thread starts
+    running. As in QEMU, the core's connector state does not matter.
+    """
+    StopSelf: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.StopSelfRequest, _rtas_pb2.StopSelfResponse]
+    """StopSelf is RTAS stop-self (QEMU token 0x2007), made by the thread that
+    stops: the request names it (cpu_id), since there is no calling CPU here.
+    Linux's CPU offline path makes it on the dying thread; another thread
+    then polls QueryCpuStoppedState until it reads 0.
+    """
     Call: _grpc.UnaryUnaryMultiCallable[_rtas_pb2.CallRequest, _rtas_pb2.CallResponse]
     """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
     line for line: a token as found in the device tree's /rtas node, nargs,
@@ -88,7 +104,8 @@ class RtasServiceStub:
     comes back unchanged, and a call without one (as the typed EventScan
     makes) is accepted too. The typed RPCs above go through the same
     dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
-    not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+    not take gives status -3 in rets[0] (stop-self takes any nargs and nret,
+    as QEMU's; its caller is calling_cpu_id). Errors: NOT_FOUND (platform),
     INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
     the call writes or reads missing, a buffer not of the length the
     arguments name, or one at an address the call does not name); nothing
@@ -163,6 +180,22 @@ class RtasServiceAsyncStub(RtasServiceStub):
     returns a log: it re-pulses the interrupt of every event class that still
     has logs queued, and returns 1.
     """
+    QueryCpuStoppedState: _aio.UnaryUnaryMultiCallable[_rtas_pb2.QueryCpuStoppedStateRequest, _rtas_pb2.QueryCpuStoppedStateResponse]  # type: ignore[assignment]
+    """QueryCpuStoppedState is RTAS query-cpu-stopped-state (QEMU token 0x2005):
+    is a thread (named by its vCPU id) stopped or running. A boot platform's
+    vCPU 0 runs; every other thread, boot or hot-added, starts stopped until
+    the guest calls start-cpu (as after QEMU 7.2's machine reset).
+    """
+    StartCpu: _aio.UnaryUnaryMultiCallable[_rtas_pb2.StartCpuRequest, _rtas_pb2.StartCpuResponse]  # type: ignore[assignment]
+    """StartCpu is RTAS start-cpu (QEMU token 0x2006): a stopped thread starts
+    running. As in QEMU, the core's connector state does not matter.
+    """
+    StopSelf: _aio.UnaryUnaryMultiCallable[_rtas_pb2.StopSelfRequest, _rtas_pb2.StopSelfResponse]  # type: ignore[assignment]
+    """StopSelf is RTAS stop-self (QEMU token 0x2007), made by the thread that
+    stops: the request names it (cpu_id), since there is no calling CPU here.
+    Linux's CPU offline path makes it on the dying thread; another thread
+    then polls QueryCpuStoppedState until it reads 0.
+    """
     Call: _aio.UnaryUnaryMultiCallable[_rtas_pb2.CallRequest, _rtas_pb2.CallResponse]  # type: ignore[assignment]
     """Call is the raw RTAS ABI, for stubs that port the kernel's rtas_call()
     line for line: a token as found in the device tree's /rtas node, nargs,
@@ -174,7 +207,8 @@ class RtasServiceAsyncStub(RtasServiceStub):
     comes back unchanged, and a call without one (as the typed EventScan
     makes) is accepted too. The typed RPCs above go through the same
     dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
-    not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+    not take gives status -3 in rets[0] (stop-self takes any nargs and nret,
+    as QEMU's; its caller is calling_cpu_id). Errors: NOT_FOUND (platform),
     INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
     the call writes or reads missing, a buffer not of the length the
     arguments name, or one at an address the call does not name); nothing
@@ -290,6 +324,40 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         """
 
     @_abc_1.abstractmethod
+    def QueryCpuStoppedState(
+        self,
+        request: _rtas_pb2.QueryCpuStoppedStateRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.QueryCpuStoppedStateResponse, _abc.Awaitable[_rtas_pb2.QueryCpuStoppedStateResponse]]:
+        """QueryCpuStoppedState is RTAS query-cpu-stopped-state (QEMU token 0x2005):
+        is a thread (named by its vCPU id) stopped or running. A boot platform's
+        vCPU 0 runs; every other thread, boot or hot-added, starts stopped until
+        the guest calls start-cpu (as after QEMU 7.2's machine reset).
+        """
+
+    @_abc_1.abstractmethod
+    def StartCpu(
+        self,
+        request: _rtas_pb2.StartCpuRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.StartCpuResponse, _abc.Awaitable[_rtas_pb2.StartCpuResponse]]:
+        """StartCpu is RTAS start-cpu (QEMU token 0x2006): a stopped thread starts
+        running. As in QEMU, the core's connector state does not matter.
+        """
+
+    @_abc_1.abstractmethod
+    def StopSelf(
+        self,
+        request: _rtas_pb2.StopSelfRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_rtas_pb2.StopSelfResponse, _abc.Awaitable[_rtas_pb2.StopSelfResponse]]:
+        """StopSelf is RTAS stop-self (QEMU token 0x2007), made by the thread that
+        stops: the request names it (cpu_id), since there is no calling CPU here.
+        Linux's CPU offline path makes it on the dying thread; another thread
+        then polls QueryCpuStoppedState until it reads 0.
+        """
+
+    @_abc_1.abstractmethod
     def Call(
         self,
         request: _rtas_pb2.CallRequest,
@@ -305,7 +373,8 @@ class RtasServiceServicer(metaclass=_abc_1.ABCMeta):
         comes back unchanged, and a call without one (as the typed EventScan
         makes) is accepted too. The typed RPCs above go through the same
         dispatcher. As in QEMU, an unknown token or an nargs/nret the call does
-        not take gives status -3 in rets[0]. Errors: NOT_FOUND (platform),
+        not take gives status -3 in rets[0] (stop-self takes any nargs and nret,
+        as QEMU's; its caller is calling_cpu_id). Errors: NOT_FOUND (platform),
         INVALID_ARGUMENT (args not nargs long, nargs or nret above 255, a buffer
         the call writes or reads missing, a buffer not of the length the
         arguments name, or one at an address the call does not name); nothing

@@ -1,9 +1,18 @@
-"""A CPU core: one connector, named by the vCPU id of its first thread.
+"""A CPU core: one connector, named by the vCPU id of its first thread, and its threads' states.
+
+Each thread is named by its vCPU id, which is also its interrupt server number (the
+core's ``ibm,ppc-interrupt-server#s``, what Linux calls the hard CPU id): with QEMU's
+default ``vsmt == threads``, the threads of core ``c`` are ``c .. c + threads - 1``.
+A thread is stopped or running (RTAS query-cpu-stopped-state, start-cpu, stop-self).
 
 Example::
 
-    >>> core = CpuCore("core2", hotplugged=True, core_id=2)
+    >>> core = CpuCore("core2", hotplugged=True, core_id=2, threads=2)
     >>> core.check_unplug()  # any core but the boot core may go
+    >>> list(core.cpu_ids), core.is_running(3)
+    ([2, 3], False)
+    >>> core.start(3); core.running_cpus()
+    [3]
     >>> CpuCore("core0", hotplugged=False, core_id=0).check_unplug()
     Traceback (most recent call last):
     ...
@@ -14,7 +23,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import Hashable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from ..devicetree import Node
@@ -39,6 +48,8 @@ class CpuCore(Device):
 
     core_id: int = 0
     threads: int = 1
+    # vCPU ids of the threads that run; the others are stopped (the RTAS "stopped state").
+    _running: set[int] = field(default_factory=set, repr=False)
 
     @property
     def drc_ids(self) -> range:
@@ -76,7 +87,34 @@ class CpuCore(Device):
             raise InvalidArgument("cpu_core.core_id", core_id, f"core id {core_id} out of range")
         if context.inventory.occupant(CpuCore, core_id) is not None:
             raise FailedPrecondition(f"core {core_id} already populated", "cpu_core.core_id", core_id)
-        return CpuCore(device_id, context.hotplugged, core_id=core_id, threads=g.threads)
+        core = CpuCore(device_id, context.hotplugged, core_id=core_id, threads=g.threads)
+        if core_id == 0 and not context.hotplugged:
+            # QEMU 7.2's machine reset halts every thread and starts only the first vCPU; the guest
+            # starts the others with start-cpu (Linux at boot, as for a hot-added core).
+            core.start(0)
+        return core
+
+    # --- thread states (RTAS query-cpu-stopped-state, start-cpu, stop-self) -----------------------
+
+    @property
+    def cpu_ids(self) -> range:
+        """The threads' vCPU ids (= interrupt server numbers, ``ibm,ppc-interrupt-server#s``)."""
+        return range(self.core_id, self.core_id + self.threads)
+
+    def is_running(self, cpu_id: int) -> bool:
+        return cpu_id in self._running
+
+    def running_cpus(self) -> list[int]:
+        return sorted(self._running)
+
+    def start(self, cpu_id: int) -> None:
+        """Thread ``cpu_id`` (one of :attr:`cpu_ids`) leaves the stopped state."""
+        assert cpu_id in self.cpu_ids
+        self._running.add(cpu_id)
+
+    def stop(self, cpu_id: int) -> None:
+        """Thread ``cpu_id`` enters the stopped state (stop-self); stopping a stopped thread changes nothing."""
+        self._running.discard(cpu_id)
 
     def check_unplug(self) -> None:
         if not self.unplug_pending and self.core_id == 0:
