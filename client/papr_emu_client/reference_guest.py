@@ -38,7 +38,7 @@ from typing import Literal
 
 import grpc
 
-from papr.v1 import connector_pb2, interrupt_pb2
+from papr.v1 import connector_pb2, interrupt_pb2, platform_pb2
 
 from .connect import Client
 from .connectors import list_all
@@ -64,6 +64,8 @@ from .guest import (
     DR_INDICATOR,
     ISOLATION_STATE,
     SENSE_PRESENT,
+    THREAD_RUNNING,
+    THREAD_STOPPED,
     UNISOLATE,
     Guest,
     RtasError,
@@ -76,6 +78,11 @@ LIVE_INSERTION = -1
 # configure-connector walk size for LMBs: their fragment is 5 calls (memory@, three properties,
 # complete), so 8 leaves room and lets about 127 LMBs share one 4 MiB batch.
 LMB_WALK_CALLS = 8
+# start-cpu's entry point for a new thread: Linux passes __pa(generic_secondary_smp_init); the
+# platform logs it and runs nothing.
+SECONDARY_ENTRY = 0x60
+# pseries_cpu_die polls without a limit (warning every 120 s); the thread stops at once here.
+CPU_DIE_POLLS = 100
 
 
 @dataclass
@@ -230,14 +237,24 @@ class ReferenceGuest:
     # --- CPU (hotplug-cpu.c) ----------------------------------------------------------------------
 
     def cpu_add(self, event: HotplugEvent) -> Outcome:
+        """dlpar_cpu_add: acquire, configure-connector, attach the node, then online its threads."""
         index = event.index
         if index in self.nodes:
             return Outcome(event, "ignored", "CPU already present", (index,))
         node = self._acquire_and_configure(index)
-        self.nodes[index] = node  # then: online every thread in ibm,ppc-interrupt-server#s
+        self.nodes[index] = node  # dlpar_attach_node
+        threads = self._cpu_threads(index)
+        failure = self._online_threads(threads)
+        if failure:
+            # "Failed to online cpu": dlpar_online_cpu offlines what it onlined; detach; release.
+            self._offline_threads(index, threads)
+            del self.nodes[index]
+            self.rtas.release_drc(index)
+            return Outcome(event, "failed", failure, (index,))
         return Outcome(event, "done", node.name, (index,))
 
     def cpu_remove(self, event: HotplugEvent) -> Outcome:
+        """dlpar_cpu_remove: offline the threads (each stops itself), then release; online them if that fails."""
         index = event.index
         if index not in self.nodes:
             return Outcome(event, "ignored", "no such CPU", (index,))
@@ -245,9 +262,58 @@ class ReferenceGuest:
             # Offlining failed ("CPU busy"): since 5.12 the kernel says so with unisolate.
             self._unisolate_drc(index)
             return Outcome(event, "refused", "CPU busy", (index,))
-        self.rtas.release_drc(index)
+        threads = self._cpu_threads(index)
+        self._offline_threads(index, threads)
+        try:
+            self.rtas.release_drc(index)
+        except RtasError:
+            self._online_threads(threads)  # "Failed to release drc": dlpar_online_cpu
+            raise
         del self.nodes[index]
         return Outcome(event, "done", "", (index,))
+
+    def _cpu_threads(self, index: int) -> list[int]:
+        """The core's threads (vCPU ids): its node's ibm,ppc-interrupt-server#s, as Linux reads them.
+
+        A core present at boot has no configured node here; its threads follow from the
+        platform's geometry as QEMU numbers them (the core id, then one per thread).
+        """
+        servers = self.nodes[index].properties.get("ibm,ppc-interrupt-server#s")
+        if servers is not None:
+            return [int.from_bytes(servers[n : n + 4], "big") for n in range(0, len(servers), 4)]
+        request = platform_pb2.GetPlatformRequest(platform=self.platform)
+        threads = self.client.platforms.GetPlatform(request).platform.geometry.threads_per_core or 1
+        core_id = index & 0x0FFF_FFFF
+        return list(range(core_id, core_id + threads))
+
+    def _online_threads(self, threads: list[int]) -> str:
+        """dlpar_online_cpu: smp_startup_cpu for each thread; what failed ("" if none did)."""
+        for cpu_id in threads:
+            status, state = self.rtas.query_cpu_stopped_state(cpu_id)
+            if status == 0 and state == THREAD_RUNNING:
+                continue  # already out of firmware (kexec): nothing to start
+            status = self.rtas.start_cpu(cpu_id, SECONDARY_ENTRY, cpu_id)
+            if status:
+                return f"start-cpu failed: {status} (thread {cpu_id})"
+        return ""
+
+    def _offline_threads(self, index: int, threads: list[int]) -> None:
+        """dlpar_offline_cpu: each online thread calls stop-self (pseries_cpu_offline_self) and
+        another thread polls query-cpu-stopped-state until it reads stopped (pseries_cpu_die).
+
+        Which threads are online is the guest's own record in Linux; here it asks the platform.
+        """
+        for cpu_id in threads:
+            status, state = self.rtas.query_cpu_stopped_state(cpu_id)
+            if status or state == THREAD_STOPPED:
+                continue  # not online
+            self.rtas.stop_self(cpu_id)
+            for _ in range(CPU_DIE_POLLS):
+                status, state = self.rtas.query_cpu_stopped_state(cpu_id)
+                if status or state == THREAD_STOPPED:
+                    break  # stopped, or QCSS_HARDWARE_ERROR ("reported error while dying")
+            else:
+                raise RtasError(f"query-cpu-stopped-state (thread {cpu_id} did not stop)", index, THREAD_RUNNING)
 
     def _acquire_and_configure(self, index: int) -> DtNode:
         """dlpar_acquire_drc, then dlpar_configure_connector; dlpar_release_drc if that fails."""
