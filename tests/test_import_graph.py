@@ -18,6 +18,7 @@ LAYERS: dict[str, set[str]] = {
     "papr_emu_client": {"papr"},
     "papr_emu": {"papr", "papr_emu_client"},
     "papr_emu_conformance": {"papr", "papr_emu_client", "papr_emu"},
+    "papr_emu_sandbox": {"papr", "papr_emu_client", "papr_emu"},
 }
 
 

@@ -40,7 +40,7 @@ from papr_emu_client import Client
 from papr_emu_client.connectors import list_all
 from papr_emu_client.fdt import FdtNode, nodes_by_path, read_dtb
 
-from .tree import DeviceTreeDir, OfdtError, parse_ofdt
+from .tree import DeviceTreeDir, OfdtError, comparable, parse_ofdt
 
 KIND_RTAS: Final = 1
 KIND_OFDT: Final = 2
@@ -195,13 +195,13 @@ class Bridge:
         """Apply one ofdt write; 0 or the errno write() fails with."""
         try:
             command = parse_ofdt(data)
-            if command.verb == "add_node":
-                self._check_added(command.path, command.properties)
             self.tree.apply(command)
         except OfdtError as error:
             log.warning("sandbox.ofdt_refused", errno=errno.errorcode.get(error.errno), reason=str(error))
             return error.errno
         log.info("sandbox.ofdt", verb=command.verb, path=command.path)
+        if command.verb == "add_node":
+            self._check_added(command.path, command.properties)
         self.refresh()
         return 0
 
@@ -210,9 +210,8 @@ class Bridge:
         if exported is None:
             finding = f"add_node {path}: the platform's tree has no such node"
         else:
-            changed = sorted(
-                name for name in exported.keys() | properties.keys() if exported.get(name) != properties.get(name)
-            )
+            mine = comparable(properties, exported)
+            changed = sorted(name for name in mine.keys() | exported.keys() if mine.get(name) != exported.get(name))
             if not changed:
                 return
             finding = f"add_node {path}: differs from what configure-connector handed out in {', '.join(changed)}"

@@ -213,12 +213,21 @@ class DeviceTreeDir:
         self._write_node(path, command.properties)
 
 
+def comparable(node: dict[str, bytes], exported: dict[str, bytes] | None) -> dict[str, bytes]:
+    """A node's properties as compared with the export's node: ``name`` only where the export has one.
+
+    Linux adds a ``name`` to every boot node without one, and QEMU's hotplug fragments carry
+    one (a CPU core's is its full name, ``PowerPC,POWER9@2``) that its boot tree leaves out.
+    """
+    if exported is not None and "name" in exported:
+        return node
+    return {key: value for key, value in node.items() if key != "name"}
+
+
 def differences(guest: NodeMap, exported: NodeMap) -> list[str]:
-    """Where the guest's tree differs from an export (as :func:`boot_view` shows it), one line each.
+    """Where the guest's tree differs from an export (``nodes_by_path`` of its DTB), one line each.
 
-    A ``name`` the guest lacks is not a difference: Linux adds it only to boot nodes.
-
-    >>> differences({"/": {"a": b"1"}, "/x": {}}, {"/": {"a": b"2"}, "/y": {"name": b"y\\0"}})
+    >>> differences({"/": {"a": b"1", "name": b"\\0"}, "/x": {}}, {"/": {"a": b"2"}, "/y": {}})
     ['/: a differs', '/x: only in the guest', '/y: only in the export']
     """
     lines = []
@@ -228,10 +237,13 @@ def differences(guest: NodeMap, exported: NodeMap) -> list[str]:
         elif path not in guest:
             lines.append(f"{path}: only in the export")
         else:
-            mine, theirs = guest[path], exported[path]
-            if "name" not in mine:
-                theirs = {k: v for k, v in theirs.items() if k != "name"}
+            mine, theirs = comparable(guest[path], exported[path]), exported[path]
             for name in sorted(mine.keys() | theirs.keys()):
                 if mine.get(name) != theirs.get(name):
-                    lines.append(f"{path}: {name} {'differs' if name in mine and name in theirs else 'missing'}")
+                    where = (
+                        "differs"
+                        if name in mine and name in theirs
+                        else f"only in the {'guest' if name in mine else 'export'}"
+                    )
+                    lines.append(f"{path}: {name} {where}")
     return lines

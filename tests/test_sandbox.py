@@ -1,0 +1,275 @@
+"""papr-emu sandbox: unmodified librtas 2.0.4 (built from Debian's source by .ci/librtas) drives DR flows.
+
+tests/sandbox/dlpar.c, a guest-side DLPAR program on librtas, runs inside the sandbox against a
+real server; on a twin platform the reference guest handles the same event. Both must report the
+same outcome and leave the connectors in the same states, and the sandbox's /proc/device-tree
+must match GetDeviceTree after each flow.
+
+Needs PRoot (Debian's proot) and the librtas build (``.ci/librtas``, into $PAPR_EMU_LIBRTAS or
+~/.cache/papr-emu/librtas-2.0.4); without them the tests are skipped, saying so, unless
+$PAPR_EMU_SANDBOX_REQUIRED is set (.ci/run sets it), when they fail.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import new_platform
+from helpers import connector, plug, unplug
+from papr.v1 import connector_pb2, device_pb2, guest_pb2, platform_pb2
+from papr_emu import PaprServer
+from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
+from papr_emu_client.connectors import list_all
+from papr_emu_client.fdt import nodes_by_path, read_dtb
+from papr_emu_sandbox.cli import RMO, Sandbox, open_sandbox
+from papr_emu_sandbox.tree import differences
+
+LIBRTAS = Path(os.environ.get("PAPR_EMU_LIBRTAS") or Path.home() / ".cache/papr-emu/librtas-2.0.4")
+SOURCE = Path(__file__).parent / "sandbox" / "dlpar.c"
+NIC_DRC, CORE_DRC = 0x40000018, 0x10000002
+
+
+def missing_prerequisite() -> str | None:
+    if shutil.which("proot") is None:
+        return "PRoot not installed (apt-get install proot; .ci/run installs it)"
+    if not (LIBRTAS / "lib" / "librtas.so.2").exists():
+        return f"librtas 2.0.4 not built in {LIBRTAS} (run .ci/librtas)"
+    if shutil.which("gcc") is None:
+        return "no gcc to build tests/sandbox/dlpar.c"
+    return None
+
+
+@pytest.fixture(scope="module", autouse=True)
+def prerequisites() -> None:
+    reason = missing_prerequisite()
+    if reason is not None:
+        if os.environ.get("PAPR_EMU_SANDBOX_REQUIRED"):
+            pytest.fail(f"{reason}, and $PAPR_EMU_SANDBOX_REQUIRED is set")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def dlpar(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/sandbox/dlpar.c, built against librtas 2.0.4."""
+    program = tmp_path_factory.mktemp("dlpar") / "dlpar"
+    subprocess.run(
+        ["gcc", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{LIBRTAS}/include", "-o", str(program), str(SOURCE),
+         f"-L{LIBRTAS}/lib", "-lrtas", f"-Wl,-rpath,{LIBRTAS}/lib"],
+        check=True,
+    )  # fmt: skip
+    return program
+
+
+def linux_cas(client: Client, platform: str) -> None:
+    """CAS as a Linux guest makes it: hotplug events, drconf memory, ibm,dynamic-memory-v2."""
+    vector = bytearray(24)
+    vector[0] = 22  # the length byte: 23 bytes follow
+    vector[2], vector[6], vector[22] = 0x20, 0x04, 0x80
+    client.guest.ClientArchitectureSupport(
+        guest_pb2.ClientArchitectureSupportRequest(platform=platform, option_vector_5=bytes(vector))
+    )
+
+
+class Twins:
+    """Two platforms alike: the reference guest runs on one, librtas in the sandbox on the other."""
+
+    def __init__(self, client: Client, sandbox: Sandbox, dlpar: Path, reference: str, platform: str) -> None:
+        self.client, self.sandbox, self.dlpar = client, sandbox, dlpar
+        self.reference_platform, self.platform = reference, platform
+        self.guest = ReferenceGuest(client, reference, transport="unary")
+
+    def plug(self, device_id: str, spec: device_pb2.DeviceSpec) -> None:
+        for platform in (self.reference_platform, self.platform):
+            plug(self.client, platform, device_id, spec)
+
+    def unplug(self, device_id: str) -> None:
+        for platform in (self.reference_platform, self.platform):
+            unplug(self.client, platform, device_id)
+
+    def reference(self) -> Outcome:
+        (outcome,) = self.guest.handle_pending()
+        return outcome
+
+    def run(self, *args: str) -> tuple[str, str, tuple[int, ...]]:
+        """Run dlpar in the sandbox; its outcome line as (result, detail, DRC indexes)."""
+        output = subprocess.run(
+            self.sandbox.command([str(self.dlpar), *args]), env=self.sandbox.environment(),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        lines = [line for line in output.stdout.splitlines() if line.startswith("outcome: ")]
+        assert lines, f"no outcome (exit {output.returncode}): {output.stdout}{output.stderr}"
+        result, detail, indexes = lines[0].removeprefix("outcome: ").split("|")
+        return result, detail, tuple(int(i, 16) for i in indexes.split(",") if i)
+
+    def same_outcome(self, *args: str) -> Outcome:
+        """The reference guest's outcome for the pending event, and the sandbox's run of dlpar ARGS agree."""
+        expected = self.reference()
+        assert self.run(*args) == (expected.result, expected.detail, expected.drc_indexes)
+        return expected
+
+    def check_platforms_alike(self) -> None:
+        def states(platform: str) -> list[tuple[int, int, str, bool]]:
+            return [
+                (c.index, c.state, c.device_id, c.unplug_pending)
+                for c in list_all(self.client.platforms, platform)
+            ]  # fmt: skip
+
+        assert states(self.platform) == states(self.reference_platform)
+
+    def check_tree(self) -> None:
+        """The sandbox's /proc/device-tree is the platform's exported tree."""
+        exported = nodes_by_path(read_dtb(self.client.device_tree(self.platform)))
+        assert differences(self.sandbox.bridge.tree.nodes(), exported) == []
+        assert self.sandbox.bridge.findings == []
+
+
+@pytest.fixture
+def twins(client: Client, dlpar: Path, tmp_path: Path) -> Iterator[Twins]:
+    reference, platform = new_platform(client), new_platform(client)
+    for name in (reference, platform):
+        linux_cas(client, name)
+    with open_sandbox(client, platform, tmp_path / "sandbox") as sandbox:
+        yield Twins(client, sandbox, dlpar, reference, platform)
+    for name in (reference, platform):
+        client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
+
+
+def test_pci_slot_add_and_remove(twins: Twins) -> None:
+    twins.check_tree()
+    twins.plug(
+        "nic",
+        device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_VIRTIO_NET)),
+    )
+    assert twins.same_outcome("pci-add", hex(NIC_DRC)).detail == "ethernet@3"
+    twins.check_platforms_alike()
+    nic = twins.sandbox.bridge.tree.nodes()["/pci@800000020000000/ethernet@3"]
+    assert int.from_bytes(nic["ibm,my-drc-index"], "big") == NIC_DRC
+    twins.check_tree()
+
+    twins.unplug("nic")
+    assert twins.same_outcome("pci-remove", hex(NIC_DRC)).result == "done"
+    twins.check_platforms_alike()
+    assert connector(twins.client, twins.platform, NIC_DRC).device_id == ""
+    assert "/pci@800000020000000/ethernet@3" not in twins.sandbox.bridge.tree.nodes()
+    twins.check_tree()
+
+
+def test_dimm_lmbs_add_and_remove(twins: Twins) -> None:
+    twins.plug("dimm0", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20)))
+    added = twins.reference()
+    assert added.result == "done" and len(added.drc_indexes) == 2
+    assert twins.run("memory-add", *map(hex, added.drc_indexes)) == ("done", "2 LMBs", added.drc_indexes)
+    twins.check_platforms_alike()
+    twins.check_tree()
+
+    twins.unplug("dimm0")
+    removed = twins.reference()
+    assert twins.run("memory-remove", *map(hex, removed.drc_indexes)) == ("done", "2 LMBs", removed.drc_indexes)
+    twins.check_platforms_alike()
+    assert all(connector(twins.client, twins.platform, i).device_id == "" for i in removed.drc_indexes)
+    twins.check_tree()
+
+
+def test_cpu_core_add_refused_unplug_and_unplug(twins: Twins) -> None:
+    twins.plug("core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
+    assert twins.same_outcome("cpu-add", hex(CORE_DRC)).detail == "PowerPC,POWER9@2"
+    twins.check_platforms_alike()
+    assert "/cpus/PowerPC,POWER9@2" in twins.sandbox.bridge.tree.nodes()
+    twins.check_tree()
+
+    twins.guest.policy = RefusalPolicy(busy_cpus={CORE_DRC})
+    twins.unplug("core2")
+    assert twins.same_outcome("cpu-remove", hex(CORE_DRC), "busy") == Outcome(
+        twins.guest.outcomes[-1].event, "refused", "CPU busy", (CORE_DRC,)
+    )
+    refused = connector(twins.client, twins.platform, CORE_DRC)
+    assert (refused.state, refused.unplug_pending) == (connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, False)
+    twins.check_platforms_alike()
+    twins.check_tree()
+
+    twins.guest.policy = RefusalPolicy()
+    twins.unplug("core2")
+    assert twins.same_outcome("cpu-remove", hex(CORE_DRC)).result == "done"
+    twins.check_platforms_alike()
+    assert "/cpus/PowerPC,POWER9@2" not in twins.sandbox.bridge.tree.nodes()
+    twins.check_tree()
+
+
+def test_a_node_differing_from_configure_connector_is_a_finding(twins: Twins) -> None:
+    """ofdt add_node of a node that is not what the platform's tree has: applied, as the kernel
+    would, and reported."""
+    program = "import os; fd = os.open('/proc/ppc64/ofdt', os.O_WRONLY); os.write(fd, b'add_node /cpus/x@1 reg 4 abcd')"
+    code = subprocess.run(
+        twins.sandbox.command([sys.executable, "-c", program]), env=twins.sandbox.environment(), timeout=60
+    ).returncode  # fmt: skip
+    assert code == 0
+    assert twins.sandbox.bridge.tree.nodes()["/cpus/x@1"] == {"reg": b"abcd"}
+    assert twins.sandbox.bridge.findings == ["add_node /cpus/x@1: the platform's tree has no such node"]
+
+
+def test_ofdt_refusals_are_write_errors(twins: Twins) -> None:
+    """Each write is one command, applied before write() returns; a refused one fails as the kernel's would."""
+    program = """
+import errno, os
+def write(command):
+    fd = os.open('/proc/ppc64/ofdt', os.O_WRONLY)
+    try:
+        os.write(fd, command)
+        return 0
+    except OSError as error:
+        return error.errno
+    finally:
+        os.close(fd)
+print(write(b'add_node /cpus reg 4 abcd'), write(b'remove_node /cpus'), write(b'remove_node /nope'),
+      write(b'update_property /cpus x 1 y'), write(b'add_node /a/b reg 4 abcd'), write(b'add_node /x reg 9 ab'))
+"""
+    output = subprocess.run(
+        twins.sandbox.command([sys.executable, "-c", program]), env=twins.sandbox.environment(),
+        capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    codes = [errno.EINVAL, errno.EBUSY, errno.ENODEV, errno.EINVAL, errno.EINVAL, errno.EINVAL]
+    assert output.split() == [str(code) for code in codes]
+    twins.check_tree()  # nothing changed
+
+
+def test_the_guest_files(twins: Twins) -> None:
+    script = "cat /proc/ppc64/rtas/rmo_buffer /proc/cpuinfo; ls /proc/device-tree/rtas; stat -c %s /dev/mem; id -u"
+    output = subprocess.run(
+        twins.sandbox.command(["sh", "-c", script]), env=twins.sandbox.environment(),
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert f"{RMO.address:016x} {RMO.size:x}\n" in output
+    assert "platform\t: pSeries" in output and "processor\t: 0" in output
+    assert "ibm,configure-connector" in output.split()  # ls works (statx goes through fstatat)
+    assert str(RMO.address + RMO.size) in output.split()
+    assert output.split()[-1] == "0"  # root, as librtas requires
+
+
+def cli(server: PaprServer, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "papr_emu.cli", "sandbox", "--server", server.addresses[0], *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+
+def test_cli_runs_a_command_and_returns_its_status(server: PaprServer, client: Client) -> None:
+    platform = new_platform(client)
+    done = cli(server, "--platform", platform, "--", "sh", "-c", "cat /proc/device-tree/rtas/get-sensor-state; exit 7")
+    assert done.returncode == 7, done.stderr
+    assert done.stdout.encode() == (0x201D).to_bytes(4, "big")  # the token, as librtas reads it
+
+
+def test_cli_errors(server: PaprServer, client: Client) -> None:
+    no_proot = cli(server, "--", "true", env={**os.environ, "PAPR_EMU_PROOT": "/nonexistent/proot"})
+    assert no_proot.returncode == 125
+    assert "PRoot not found (/nonexistent/proot)" in no_proot.stderr and "apt-get install proot" in no_proot.stderr
+    no_platform = cli(server, "--platform", "nope", "--", "true")
+    assert no_platform.returncode == 125 and "platform 'nope'" in no_platform.stderr
+    no_command = cli(server)
+    assert no_command.returncode == 2 and "no command" in no_command.stderr
