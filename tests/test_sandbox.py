@@ -203,6 +203,20 @@ def test_cpu_core_add_refused_unplug_and_unplug(twins: Twins) -> None:
     twins.check_tree()
 
 
+def test_the_tree_is_booted_again_after_cas(client: Client, tmp_path: Path) -> None:
+    """A guest that booted before CAS sees the tree CAS gives once it boots again (the sandbox's next command)."""
+    platform = new_platform(client)
+    with open_sandbox(client, platform, tmp_path / "sandbox") as sandbox:
+        assert "/ibm,dynamic-reconfiguration-memory" not in sandbox.bridge.tree.nodes()
+    linux_cas(client, platform)
+    with open_sandbox(client, platform, tmp_path / "sandbox") as sandbox:
+        nodes = sandbox.bridge.tree.nodes()
+        assert "ibm,dynamic-memory-v2" in nodes["/ibm,dynamic-reconfiguration-memory"]
+        exported = nodes_by_path(read_dtb(client.device_tree(platform)))
+        assert differences(nodes, exported) == []
+    client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+
+
 def test_a_node_differing_from_configure_connector_is_a_finding(twins: Twins) -> None:
     """ofdt add_node of a node that is not what the platform's tree has: applied, as the kernel
     would, and reported."""

@@ -1,5 +1,6 @@
 /*
- * dlpar: the guest's side of PAPR dynamic reconfiguration, through librtas alone, as drmgr
+ * dlpar: the guest's side of PAPR dynamic reconfiguration, through librtas alone (rtas_get_sensor,
+ * rtas_set_indicator, rtas_set_power_level, rtas_get_power_level, rtas_cfg_connector), as drmgr
  * (PCI slots) and the Linux pseries kernel (CPUs, LMBs: dlpar.c, hotplug-cpu.c,
  * hotplug-memory.c) make the calls. tests/test_sandbox.py runs it inside `papr-emu
  * sandbox`, against librtas 2.0.4 built from Debian's source, and compares what it prints
@@ -303,6 +304,11 @@ static int pci_add(unsigned int drc)
 		return 1;
 	}
 	rtas_set_power_level(LIVE_INSERTION, 100, &level);
+	if ((rc = rtas_get_power_level(LIVE_INSERTION, &level)) || level != 100) { /* the slot's domain is up */
+		snprintf(detail, sizeof(detail), "get-power-level: status %d, level %d", rc, level);
+		outcome("failed", &drc, 1);
+		return 1;
+	}
 	if ((rc = rtas_set_indicator(ISOLATION_STATE, drc, 1)))
 		return fail("set-indicator(unisolate)", drc, rc), outcome("failed", &drc, 1), 1;
 	if ((rc = configure(drc)))
