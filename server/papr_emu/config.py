@@ -188,6 +188,14 @@ class _Document(_Table):
     security: _Security = msgspec.field(default_factory=_Security)
 
 
+_TABLES = (_Document, _Server, _Security, _Limits, _UnplugTimeouts, _Platform, _Dimm, _CpuCore, _Phb, _PciFunction)
+
+
+def schema_keys() -> set[str]:
+    """Every key of every table the file may have (docs/config.md documents each; a test checks)."""
+    return {"type"} | {key for table in _TABLES for key in table.__struct_fields__}
+
+
 # --- msgspec's errors, in this file's words ---------------------------------------------------
 
 _KINDS = {"object": "a table", "array": "an array", "str": "a string", "int": "an integer", "float": "a number",
