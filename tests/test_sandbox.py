@@ -254,6 +254,33 @@ print(write(b'add_node /cpus reg 4 abcd'), write(b'remove_node /cpus'), write(b'
     twins.check_tree()  # nothing changed
 
 
+RAW_CALLS = """
+import ctypes, errno, struct
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(token, args, nret):
+    cells = [*args, *[0] * (16 - len(args))]
+    buffer = ctypes.create_string_buffer(struct.pack(">3I16I", token, len(args), nret, *cells), 80)
+    if libc.syscall(ctypes.c_long(255), buffer) != 0:
+        return errno.errorcode[ctypes.get_errno()]
+    return list(struct.unpack_from(f">{nret}i", buffer.raw, 12 + 4 * len(args)))
+print(call(0x201D, [9003, 0x10000000], 2))        # get-sensor-state(dr-entity-sense) of core 0
+print(call(0x201D, [9003, 0x10000003], 2))        # of core 3, a logical connector without a device: unusable
+print(call(0x201E, [0x1000, 0], 1))               # configure-connector, work area outside the RMO
+print(call(0x201D, list(range(10)), 10))          # 20 cells do not fit in args[16]
+print(call(0x9999, [], 1))                        # a token the platform does not know
+"""
+
+
+def test_the_raw_rtas_syscall(twins: Twins) -> None:
+    """The system call's ABI itself: big-endian struct rtas_args in, return cells after the arguments."""
+    output = subprocess.run(
+        twins.sandbox.command([sys.executable, "-c", RAW_CALLS]), env=twins.sandbox.environment(),
+        capture_output=True, text=True, timeout=60, check=True,
+    ).stdout  # fmt: skip
+    assert output.splitlines() == ["[0, 1]", "[0, 2]", "EINVAL", "EINVAL", "[-3]"]
+
+
 def test_the_guest_files(twins: Twins) -> None:
     script = "cat /proc/ppc64/rtas/rmo_buffer /proc/cpuinfo; ls /proc/device-tree/rtas; stat -c %s /dev/mem; id -u"
     output = subprocess.run(
