@@ -162,7 +162,7 @@ def test_pci_slot_add_and_remove(twins: Twins) -> None:
     twins.check_tree()
 
 
-def test_dimm_lmbs_add_and_remove(twins: Twins) -> None:
+def test_dimm_lmbs_add_refused_unplug_and_unplug(twins: Twins) -> None:
     twins.plug("dimm0", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20)))
     added = twins.reference()
     assert added.result == "done" and len(added.drc_indexes) == 2
@@ -170,6 +170,19 @@ def test_dimm_lmbs_add_and_remove(twins: Twins) -> None:
     twins.check_platforms_alike()
     twins.check_tree()
 
+    first, last = added.drc_indexes
+    twins.guest.policy = RefusalPolicy(lmbs_not_offlinable={last})
+    twins.unplug("dimm0")
+    refused = twins.reference()
+    assert (refused.result, refused.detail) == ("refused", f"LMB {last:#x} cannot be offlined")
+    assert twins.run("memory-remove", hex(first), hex(last), f"refuse={last:#x}") == (
+        refused.result, refused.detail, refused.drc_indexes
+    )  # fmt: skip
+    assert not connector(twins.client, twins.platform, first).unplug_pending  # the signal cancelled the unplug
+    twins.check_platforms_alike()
+    twins.check_tree()
+
+    twins.guest.policy = RefusalPolicy()
     twins.unplug("dimm0")
     removed = twins.reference()
     assert twins.run("memory-remove", *map(hex, removed.drc_indexes)) == ("done", "2 LMBs", removed.drc_indexes)
