@@ -1,26 +1,31 @@
-"""A minimal flattened-device-tree reader (devicetree specification, chapter 5), for the DTB
-that PlatformService.GetDeviceTree returns (and QEMU's ``dumpdtb``).
+"""The flattened device tree (DTB) that PlatformService.GetDeviceTree returns (and QEMU's
+``dumpdtb``), read with libfdt (pylibfdt, the library the server flattens it with) into nodes.
 
 Example::
 
-    >>> import struct
-    >>> strings = b"ibm,drc-indexes\\0"
-    >>> body = struct.pack(">I", 1) + b"\\0\\0\\0\\0" + struct.pack(">III", 3, 8, 0) + struct.pack(">II", 1, 0x10000000)
-    >>> body += struct.pack(">II", 2, 9)
-    >>> header = struct.pack(">10I", 0xD00DFEED, 40 + len(body) + len(strings), 40, 40 + len(body), 40, 17, 16, 0,
-    ...                      len(strings), len(body))
-    >>> root = read_dtb(header + body + strings)
-    >>> root.cells("ibm,drc-indexes"), nodes_by_path(root)["/"]["ibm,drc-indexes"].hex()
-    ([1, 268435456], '0000000110000000')
+    >>> import libfdt
+    >>> tree = libfdt.FdtSw()
+    >>> tree.finish_reservemap()
+    >>> with tree.add_node(""):
+    ...     tree.property_u32("#address-cells", 2)
+    ...     with tree.add_node("cpus"):
+    ...         tree.property("ibm,drc-indexes", bytes.fromhex("0000000110000000"))
+    >>> root = read_dtb(bytes(tree.as_fdt().as_bytearray()))
+    >>> root.children["cpus"].cells("ibm,drc-indexes"), nodes_by_path(root)["/"]["#address-cells"].hex()
+    ([1, 268435456], '00000002')
 """
 
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from typing import Final
 
-FDT_MAGIC = 0xD00DFEED
-FDT_BEGIN_NODE, FDT_END_NODE, FDT_PROP, FDT_NOP, FDT_END = 1, 2, 3, 4, 9
+import libfdt
+
+# A walk's end (no next property or subnode) is a negative offset, not an exception.
+_QUIET: Final = (libfdt.NOTFOUND,)
+_HEADER_SIZE: Final = 40  # struct fdt_header, version 17
 
 
 class BadDtb(ValueError):
@@ -42,44 +47,39 @@ class FdtNode:
 
 
 def read_dtb(blob: bytes) -> FdtNode:
-    """The root node of a DTB."""
-    if len(blob) < 40:
+    """The root node of a DTB; BadDtb with libfdt's reason if it is not one."""
+    # libfdt, not a reader of our own: it checks the structure as it walks (tokens, offsets, the
+    # strings block). Measured: 0.5 ms for the default platform's 13 KB tree against 0.28 ms for
+    # the hand-written reader it replaced (a SWIG call per property), nothing next to the RPC
+    # that fetched the tree.
+    if len(blob) < _HEADER_SIZE:  # libfdt would read the header past the blob's end
         raise BadDtb(f"{len(blob)} bytes: shorter than an FDT header")
-    magic, _total, off_struct, off_strings = struct.unpack_from(">4I", blob, 0)
-    if magic != FDT_MAGIC:
-        raise BadDtb(f"magic {magic:#x}: not a flattened device tree")
-    stack: list[FdtNode] = []
-    root: FdtNode | None = None
-    offset = off_struct
-    while True:
-        (token,) = struct.unpack_from(">I", blob, offset)
-        offset += 4
-        if token == FDT_BEGIN_NODE:
-            end = blob.index(b"\0", offset)
-            node = FdtNode(blob[offset:end].decode("ascii", "replace"))
-            offset = (end + 4) & ~3
-            if stack:
-                stack[-1].children[node.name] = node
-            else:
-                root = node
-            stack.append(node)
-        elif token == FDT_END_NODE:
-            stack.pop()
-        elif token == FDT_PROP:
-            length, name_offset = struct.unpack_from(">II", blob, offset)
-            offset += 8
-            name_end = blob.index(b"\0", off_strings + name_offset)
-            name = blob[off_strings + name_offset : name_end].decode("ascii", "replace")
-            stack[-1].properties[name] = blob[offset : offset + length]
-            offset = (offset + length + 3) & ~3
-        elif token == FDT_NOP:
-            continue
-        elif token == FDT_END:
-            if root is None:
-                raise BadDtb("no root node")
-            return root
-        else:
-            raise BadDtb(f"bad token {token} at offset {offset - 4}")
+    try:
+        tree = libfdt.FdtRo(bytes(blob))  # checks the header (magic, version, block offsets)
+        if tree.totalsize() > len(blob):  # libfdt trusts the header's size: it would read past the blob
+            raise BadDtb(f"{len(blob)} bytes: shorter than its header's totalsize {tree.totalsize()}")
+        # The whole structure checked before the walk: pylibfdt's accessors trust it, and crash the
+        # process (SIGSEGV, seen with 3 random bytes changed in a real tree) where it is corrupt.
+        libfdt.check_err(libfdt.fdt_check_full(tree.as_bytearray(), len(blob)))
+        root = FdtNode(tree.get_name(0))
+        pending = [(0, root)]  # a stack, not recursion: a deep tree is no RecursionError
+        while pending:
+            offset, node = pending.pop()
+            prop = tree.first_property_offset(offset, _QUIET)
+            while prop >= 0:
+                value = tree.get_property_by_offset(prop)
+                node.properties[value.name] = bytes(value)
+                prop = tree.next_property_offset(prop, _QUIET)
+            child = tree.first_subnode(offset, _QUIET)
+            while child >= 0:
+                node.children[tree.get_name(child)] = sub = FdtNode(tree.get_name(child))
+                pending.append((child, sub))
+                child = tree.next_subnode(child, _QUIET)
+        return root
+    except libfdt.FdtException as error:
+        raise BadDtb(f"not a flattened device tree: {libfdt.fdt_strerror(error.err)}") from None
+    except (UnicodeError, SystemError):  # SystemError: how the binding passes on a name's UnicodeDecodeError
+        raise BadDtb("a node or property name is not UTF-8 text") from None
 
 
 def nodes_by_path(root: FdtNode) -> dict[str, dict[str, bytes]]:
