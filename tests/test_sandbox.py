@@ -319,11 +319,23 @@ def test_cli_runs_a_command_and_returns_its_status(server: PaprServer, client: C
     assert done.stdout.encode() == (0x201D).to_bytes(4, "big")  # the token, as librtas reads it
 
 
+def test_cli_binds_a_stand_in(server: PaprServer, client: Client, tmp_path: Path) -> None:
+    (tmp_path / "C24").mkdir()
+    (tmp_path / "C24" / "power").write_text("0\n")
+    platform = new_platform(client)
+    command = "echo 1 > /sys/bus/pci/slots/C24/power"
+    done = cli(server, "--platform", platform, "--bind", f"{tmp_path}:/sys/bus/pci/slots", "--", "sh", "-c", command)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "C24" / "power").read_text() == "1\n"
+
+
 def test_cli_errors(server: PaprServer, client: Client) -> None:
     no_proot = cli(server, "--", "true", env={**os.environ, "PAPR_EMU_PROOT": "/nonexistent/proot"})
     assert no_proot.returncode == 125
     assert "PRoot not found (/nonexistent/proot)" in no_proot.stderr and "apt-get install proot" in no_proot.stderr
     no_platform = cli(server, "--platform", "nope", "--", "true")
     assert no_platform.returncode == 125 and "platform 'nope'" in no_platform.stderr
+    bad_bind = cli(server, "--bind", "relative", "--", "true")
+    assert bad_bind.returncode == 125 and "--bind relative: not HOST:GUEST" in bad_bind.stderr
     no_command = cli(server)
     assert no_command.returncode == 2 and "no command" in no_command.stderr

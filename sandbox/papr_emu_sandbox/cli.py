@@ -21,7 +21,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -94,9 +94,11 @@ class Sandbox:
     bridge: Bridge
     preload: Path
     proot: str
+    extra_bindings: list[tuple[str, str]] = field(default_factory=list)  # --bind HOST:GUEST
 
     def command(self, argv: list[str]) -> list[str]:
         binds = [f"--bind={self.directory / entry}:{guest}" for entry, guest in BINDINGS]
+        binds += [f"--bind={host}:{guest}" for host, guest in self.extra_bindings]
         return [self.proot, "-0", f"--cwd={os.getcwd()}", *binds, *argv]
 
     def environment(self) -> dict[str, str]:
@@ -133,7 +135,8 @@ def open_sandbox(client: Client, platform: str, directory: Path | None = None) -
     except grpc.RpcError as error:
         raise SandboxError(f"platform {platform!r}: {error.details()}") from error
     temporary = directory is None
-    where = Path(tempfile.mkdtemp(prefix="papr-emu-sandbox-")) if directory is None else directory
+    # Absolute: the command may change directory, and still reaches the bridge's socket.
+    where = Path(tempfile.mkdtemp(prefix="papr-emu-sandbox-")) if directory is None else directory.resolve()
     try:
         where.mkdir(parents=True, exist_ok=True)
         (where / "ppc64" / "rtas").mkdir(parents=True, exist_ok=True)
@@ -167,10 +170,21 @@ def _parser() -> argparse.ArgumentParser:
         "--platform", default="default", help="the platform whose guest the command is in (default: default)"
     )
     parser.add_argument("--dir", type=Path, help="keep the sandbox's files (device tree, /dev/mem stand-in, logs) here")
+    parser.add_argument(
+        "--bind", action="append", default=[], metavar="HOST:GUEST",
+        help="also bind HOST over GUEST (a stand-in for a kernel file the tool needs); repeatable",
+    )  # fmt: skip
     parser.add_argument("--log-level", choices=LOG_LEVELS, default="warning", help="the sandbox's own log (stderr)")
     add_connection_options(parser, before=True)
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return parser
+
+
+def _binding(text: str) -> tuple[str, str]:
+    host, colon, guest = text.partition(":")
+    if not (colon and host and guest.startswith("/")):
+        raise SandboxError(f"--bind {text}: not HOST:GUEST with an absolute GUEST path")
+    return str(Path(host).resolve()), guest
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -193,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     with client:
         try:
             with open_sandbox(client, options.platform, options.dir) as sandbox:
+                sandbox.extra_bindings = [_binding(text) for text in options.bind]
                 code = sandbox.run(command)
                 for finding in sandbox.bridge.findings:
                     print(f"papr-emu sandbox: {finding}", file=sys.stderr)
