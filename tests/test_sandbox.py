@@ -294,6 +294,18 @@ def test_the_raw_rtas_syscall(twins: Twins) -> None:
     assert output.splitlines() == ["[0, 1]", "[0, 2]", "EINVAL", "EINVAL", "[-3]"]
 
 
+def test_a_call_the_server_cannot_answer_is_eio(client: Client, tmp_path: Path) -> None:
+    """The platform deleted under the guest: the system call fails (EIO), as librtas sees a kernel error."""
+    platform = new_platform(client)
+    with open_sandbox(client, platform, tmp_path / "sandbox") as sandbox:
+        client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+        output = subprocess.run(
+            sandbox.command([sys.executable, "-c", RAW_CALLS]), env=sandbox.environment(),
+            capture_output=True, text=True, timeout=60, check=True,
+        ).stdout  # fmt: skip
+    assert output.splitlines() == ["EIO", "EIO", "EINVAL", "EINVAL", "EIO"]
+
+
 def test_the_guest_files(twins: Twins) -> None:
     script = "cat /proc/ppc64/rtas/rmo_buffer /proc/cpuinfo; ls /proc/device-tree/rtas; stat -c %s /dev/mem; id -u"
     output = subprocess.run(

@@ -142,7 +142,11 @@ class Bridge:
                 if payload is None:
                     return
                 with self._lock:
-                    error, cells = self.handle(kind, payload)
+                    try:
+                        error, cells = self.handle(kind, payload)
+                    except grpc.RpcError as failure:  # the export behind a refresh (the platform deleted, say)
+                        log.error("sandbox.request_failed", code=failure.code().name, details=failure.details())
+                        error, cells = errno.EIO, []
                 connection.sendall(struct.pack(f"=iI{len(cells)}I", error, len(cells), *cells))
 
     def handle(self, kind: int, payload: bytes) -> tuple[int, list[int]]:
