@@ -35,6 +35,7 @@ from papr_emu_sandbox.tree import differences
 LIBRTAS = Path(os.environ.get("PAPR_EMU_LIBRTAS") or Path.home() / ".cache/papr-emu/librtas-2.0.4")
 SOURCE = Path(__file__).parent / "sandbox" / "dlpar.c"
 NIC_DRC, CORE_DRC = 0x40000018, 0x10000002
+NIC = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_VIRTIO_NET))
 
 
 def missing_prerequisite() -> str | None:
@@ -144,10 +145,7 @@ def twins(client: Client, dlpar: Path, tmp_path: Path) -> Iterator[Twins]:
 
 def test_pci_slot_add_and_remove(twins: Twins) -> None:
     twins.check_tree()
-    twins.plug(
-        "nic",
-        device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_VIRTIO_NET)),
-    )
+    twins.plug("nic", NIC)
     assert twins.same_outcome("pci-add", hex(NIC_DRC)).detail == "ethernet@3"
     twins.check_platforms_alike()
     nic = twins.sandbox.bridge.tree.nodes()["/pci@800000020000000/ethernet@3"]
@@ -231,15 +229,30 @@ def test_the_tree_is_booted_again_after_cas(client: Client, tmp_path: Path) -> N
 
 
 def test_a_node_differing_from_configure_connector_is_a_finding(twins: Twins) -> None:
-    """ofdt add_node of a node that is not what the platform's tree has: applied, as the kernel
-    would, and reported."""
-    program = "import os; fd = os.open('/proc/ppc64/ofdt', os.O_WRONLY); os.write(fd, b'add_node /cpus/x@1 reg 4 abcd')"
+    """ofdt add_node of a node that is not the platform's: added, as the kernel would, and reported; the
+    directory then shows the export's properties where the export has the node."""
+    twins.plug("nic", NIC)
+    nic = "/pci@800000020000000/ethernet@3"
+    program = """
+import os
+unknown = b"add_node /cpus/x@1 reg 4 abcd"
+wrong = b"add_node /pci@800000020000000/ethernet@3 reg 4 abcd vendor-id 4 0001"
+for command in (unknown, wrong):
+    fd = os.open("/proc/ppc64/ofdt", os.O_WRONLY)
+    os.write(fd, command)
+    os.close(fd)
+"""
     code = subprocess.run(
         twins.sandbox.command([sys.executable, "-c", program]), env=twins.sandbox.environment(), timeout=60
     ).returncode  # fmt: skip
     assert code == 0
-    assert twins.sandbox.bridge.tree.nodes()["/cpus/x@1"] == {"reg": b"abcd"}
-    assert twins.sandbox.bridge.findings == ["add_node /cpus/x@1: the platform's tree has no such node"]
+    nodes = twins.sandbox.bridge.tree.nodes()
+    assert nodes["/cpus/x@1"] == {"reg": b"abcd"}
+    exported = nodes_by_path(read_dtb(twins.client.device_tree(twins.platform)))
+    assert nodes[nic] == exported[nic] and nodes[nic]["vendor-id"] == (0x1AF4).to_bytes(4, "big")
+    assert twins.sandbox.bridge.findings[0] == "add_node /cpus/x@1: the platform's tree has no such node"
+    assert twins.sandbox.bridge.findings[1].startswith(f"add_node {nic}: differs from what configure-connector")
+    assert "reg, " in twins.sandbox.bridge.findings[1] and "vendor-id" in twins.sandbox.bridge.findings[1]
 
 
 def test_ofdt_refusals_are_write_errors(twins: Twins) -> None:

@@ -10,9 +10,10 @@ process and sends one request at a time (the wire format is in ``preload.c``):
   call goes to ``RtasService.Call``; the buffers come back into the file, the return
   cells to the caller. A gRPC error is EINVAL (INVALID_ARGUMENT) or EIO (anything else),
   which librtas reports as RTAS_IO_ASSERT (-1098).
-- an ofdt write, applied to the device-tree directory (:class:`~.tree.DeviceTreeDir`).
-  A node the tool adds that differs from the server's export at that path (what
-  configure-connector handed out) is a finding: logged, and kept in :attr:`Bridge.findings`.
+- an ofdt write, applied to the device-tree directory (:class:`~.tree.DeviceTreeDir`), which
+  is then refreshed (so a node the export has shows the export's properties). A node the
+  tool adds that differs from the server's export at that path (what configure-connector
+  handed out) is a finding: logged, and kept in :attr:`Bridge.findings`.
 
 After every call that can change what the export shows (set-indicator, set-power-level,
 a configure-connector walk's end) and every ofdt write, the directory is refreshed from
@@ -38,7 +39,7 @@ from papr_emu.model import rtas
 from papr_emu.model.rtas_dispatch import FUNCTIONS
 from papr_emu_client import Client
 from papr_emu_client.connectors import list_all
-from papr_emu_client.fdt import FdtNode, nodes_by_path, read_dtb
+from papr_emu_client.fdt import nodes_by_path, read_dtb
 
 from .tree import DeviceTreeDir, OfdtError, comparable, parse_ofdt
 
@@ -81,11 +82,6 @@ class Bridge:
     _listener: socket.socket | None = None
     _last_dtb: bytes = b""
 
-    def export(self) -> FdtNode:
-        """The platform's tree now (GetDeviceTree)."""
-        self._last_dtb = self.client.device_tree(self.platform)
-        return read_dtb(self._last_dtb)
-
     def configured(self) -> set[int]:
         """The connectors the guest has configured (what a boot now shows it)."""
         return {c.index for c in list_all(self.client.platforms, self.platform) if c.state in CONFIGURED}
@@ -95,10 +91,15 @@ class Bridge:
         if self.tree.exists():
             self.refresh(force=True)
         else:
-            self.tree.render(self.export(), self.configured())
+            self._last_dtb = self.client.device_tree(self.platform)
+            self.tree.render(read_dtb(self._last_dtb), self.configured())
 
     def refresh(self, force: bool = False) -> None:
-        """Bring the directory up to date with the export (nothing to do when the DTB did not change)."""
+        """Bring the directory up to date with the export (GetDeviceTree).
+
+        Without ``force`` nothing is done when the export is the one the directory was last
+        brought up to date with; an ofdt write changed the directory, so it forces.
+        """
         dtb = self.client.device_tree(self.platform)
         if dtb != self._last_dtb or force:
             self._last_dtb = dtb
@@ -204,13 +205,13 @@ class Bridge:
             log.warning("sandbox.ofdt_refused", errno=errno.errorcode.get(error.errno), reason=str(error))
             return error.errno
         log.info("sandbox.ofdt", verb=command.verb, path=command.path)
+        self.refresh(force=True)
         if command.verb == "add_node":
             self._check_added(command.path, command.properties)
-        self.refresh()
         return 0
 
     def _check_added(self, path: str, properties: dict[str, bytes]) -> None:
-        exported = nodes_by_path(self.export()).get("/" + path.strip("/"))
+        exported = nodes_by_path(read_dtb(self._last_dtb)).get("/" + path.strip("/"))
         if exported is None:
             finding = f"add_node {path}: the platform's tree has no such node"
         else:
