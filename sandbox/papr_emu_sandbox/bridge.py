@@ -168,31 +168,42 @@ class Bridge:
         """Make one raw call; (0, rets as unsigned cells) or (errno, [])."""
         function = FUNCTIONS.get(token)
         wanted = function.needs(args) if function is not None and len(args) in function.nargs else []
-        buffers = []
-        with self.memory.open("r+b") as memory:
-            for address, length, what in wanted:
-                if not self.rmo.holds(address, length):
-                    log.warning("sandbox.rtas_blocked", token=token, address=address, length=length, buffer=what)
-                    return errno.EINVAL, []  # Linux's sys_rtas filter: buffers must be in the RMO region
-                memory.seek(address)
-                buffers.append(rtas_pb2.GuestBuffer(address=address, data=memory.read(length)))
-            request = rtas_pb2.CallRequest(
-                platform=self.platform, token=token, nargs=len(args), nret=nret, args=args, buffers=buffers
-            )
-            try:
-                response = self.client.rtas.Call(request)
-            except grpc.RpcError as error:
-                code = error.code()
-                log.error("sandbox.rtas_call_failed", token=token, code=code.name, details=error.details())
-                return (errno.EINVAL if code == grpc.StatusCode.INVALID_ARGUMENT else errno.EIO), []
-            for buffer in response.buffers:
-                memory.seek(buffer.address)
-                memory.write(buffer.data)
+        for address, length, what in wanted:
+            if not self.rmo.holds(address, length):
+                log.warning("sandbox.rtas_blocked", token=token, address=address, length=length, buffer=what)
+                return errno.EINVAL, []  # Linux's sys_rtas filter: buffers must be in the RMO region
+        buffers = [rtas_pb2.GuestBuffer(address=a, data=self._read(a, length)) for a, length, _ in wanted]
+        request = rtas_pb2.CallRequest(
+            platform=self.platform, token=token, nargs=len(args), nret=nret, args=args, buffers=buffers
+        )
+        try:
+            response = self.client.rtas.Call(request)
+        except grpc.RpcError as error:
+            code = error.code()
+            log.error("sandbox.rtas_call_failed", token=token, code=code.name, details=error.details())
+            return (errno.EINVAL if code == grpc.StatusCode.INVALID_ARGUMENT else errno.EIO), []
+        for buffer in response.buffers:
+            self._write(buffer.address, buffer.data)
         rets = [ret & 0xFFFFFFFF for ret in response.rets]
         status = response.rets[0] if response.rets else 0
         if token in CHANGING_TOKENS or (token == rtas.TOKEN_IBM_CONFIGURE_CONNECTOR and status not in WALK_GOES_ON):
             self.refresh()
         return 0, rets
+
+    def _read(self, address: int, length: int) -> bytes:
+        """Guest memory: the /dev/mem stand-in's bytes (the page cache librtas's mapping shares)."""
+        fd = os.open(self.memory, os.O_RDONLY)
+        try:
+            return os.pread(fd, length, address)
+        finally:
+            os.close(fd)
+
+    def _write(self, address: int, data: bytes) -> None:
+        fd = os.open(self.memory, os.O_WRONLY)
+        try:
+            os.pwrite(fd, data, address)
+        finally:
+            os.close(fd)
 
     # ---- ofdt ----
 
