@@ -38,6 +38,12 @@ int32_t ResultStatus(const pb::RtasResult& result) {
       return result.check_exception().status();
     case pb::RtasResult::kEventScan:
       return result.event_scan().status();
+    case pb::RtasResult::kQueryCpuStoppedState:
+      return result.query_cpu_stopped_state().status();
+    case pb::RtasResult::kStartCpu:
+      return result.start_cpu().status();
+    case pb::RtasResult::kStopSelf:
+      return result.stop_self().status();
     case pb::RtasResult::kRaw:
       return result.raw().rets_size() > 0 ? result.raw().rets(0) : 0;
     case pb::RtasResult::kConfigureConnectorWalk: {

@@ -80,6 +80,9 @@ const UNARY_RPCS = {
   get_power_level: 'GetPowerLevel',
   check_exception: 'CheckException',
   event_scan: 'EventScan',
+  query_cpu_stopped_state: 'QueryCpuStoppedState',
+  start_cpu: 'StartCpu',
+  stop_self: 'StopSelf',
   raw: 'Call',
 };
 
