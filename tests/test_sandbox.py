@@ -354,12 +354,18 @@ def test_cli_binds_a_stand_in(server: PaprServer, client: Client, tmp_path: Path
     assert (tmp_path / "C24" / "power").read_text() == "1\n"
 
 
-def test_cli_errors(server: PaprServer, client: Client) -> None:
+def test_cli_errors(server: PaprServer, client: Client, tmp_path: Path) -> None:
     no_proot = cli(server, "--", "true", env={**os.environ, "PAPR_EMU_PROOT": "/nonexistent/proot"})
     assert no_proot.returncode == 125
     assert "PRoot not found (/nonexistent/proot)" in no_proot.stderr and "apt-get install proot" in no_proot.stderr
     no_platform = cli(server, "--platform", "nope", "--", "true")
     assert no_platform.returncode == 125 and "platform 'nope'" in no_platform.stderr
+    proot = shutil.which("proot")
+    assert proot is not None
+    no_compiler = cli(
+        server, "--", "true", env={"PATH": "/nonexistent", "XDG_CACHE_HOME": str(tmp_path), "PAPR_EMU_PROOT": proot}
+    )
+    assert no_compiler.returncode == 125 and "no C compiler found ($CC, cc or gcc)" in no_compiler.stderr
     bad_bind = cli(server, "--bind", "relative", "--", "true")
     assert bad_bind.returncode == 125 and "--bind relative: not HOST:GUEST" in bad_bind.stderr
     no_command = cli(server)
