@@ -78,6 +78,9 @@ def test_unknown_platform_on_every_rpc(client: Client) -> None:
         lambda: list(client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform=missing))),
         lambda: client.rtas.CheckException(rtas_pb2.CheckExceptionRequest(platform=missing)),
         lambda: client.rtas.EventScan(rtas_pb2.EventScanRequest(platform=missing)),
+        lambda: client.rtas.QueryCpuStoppedState(rtas_pb2.QueryCpuStoppedStateRequest(platform=missing)),
+        lambda: client.rtas.StartCpu(rtas_pb2.StartCpuRequest(platform=missing)),
+        lambda: client.rtas.StopSelf(rtas_pb2.StopSelfRequest(platform=missing)),
         lambda: list(client.interrupts.WatchInterrupts(interrupt_pb2.WatchInterruptsRequest(platform=missing))),
     ]
     for call in calls:

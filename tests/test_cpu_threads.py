@@ -153,12 +153,6 @@ def test_batches_and_sessions_give_what_the_unary_calls_give(client: Client) -> 
             client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 
 
-def test_a_platform_that_does_not_exist_is_not_found(client: Client) -> None:
-    with pytest.raises(grpc.RpcError) as error:
-        client.rtas.StopSelf(rtas_pb2.StopSelfRequest(platform="no-such-platform", cpu_id=0))
-    assert error.value.code() == grpc.StatusCode.NOT_FOUND
-
-
 # --- unplug while threads run ---------------------------------------------------------------------
 
 
