@@ -40,6 +40,7 @@ from .tree import DeviceTreeDir
 EXIT_SANDBOX: Final = 125
 PROOT_VARIABLE: Final = "PAPR_EMU_PROOT"
 SOCKET_VARIABLE: Final = "PAPR_EMU_SANDBOX_SOCKET"
+ENV: Final = "/usr/bin/env"  # coreutils; starts the command with LD_PRELOAD set, inside PRoot
 #: Where librtas finds its work-area region ("ADDR SIZE" in hex, as the kernel prints it):
 #: 64 KiB (the kernel's RTAS_USER_REGION_SIZE), just below 128 MiB, inside any guest's RMA.
 RMO: Final = Region(0x07FF0000, 0x10000)
@@ -97,15 +98,18 @@ class Sandbox:
     extra_bindings: list[tuple[str, str]] = field(default_factory=list)  # --bind HOST:GUEST
 
     def command(self, argv: list[str]) -> list[str]:
+        """PRoot with the bindings, running ``argv`` with the preload library.
+
+        The library goes in through ``env`` inside PRoot, so that PRoot itself runs without it.
+        """
         binds = [f"--bind={self.directory / entry}:{guest}" for entry, guest in BINDINGS]
         binds += [f"--bind={host}:{guest}" for host, guest in self.extra_bindings]
-        return [self.proot, "-0", f"--cwd={os.getcwd()}", *binds, *argv]
+        preload = " ".join(filter(None, [str(self.preload), os.environ.get("LD_PRELOAD")]))
+        return [self.proot, "-0", f"--cwd={os.getcwd()}", *binds, ENV, f"LD_PRELOAD={preload}", *argv]
 
     def environment(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["LD_PRELOAD"] = " ".join(filter(None, [str(self.preload), env.get("LD_PRELOAD")]))
-        env[SOCKET_VARIABLE] = str(self.bridge.socket_path)
-        return env
+        """The environment for :meth:`command`: this one, with the bridge's socket."""
+        return {**os.environ, SOCKET_VARIABLE: str(self.bridge.socket_path)}
 
     def run(self, argv: list[str]) -> int:
         """Run ``argv`` in the sandbox; its exit status (128+N for signal N)."""
