@@ -370,3 +370,30 @@ def test_cli_errors(server: PaprServer, client: Client, tmp_path: Path) -> None:
     assert bad_bind.returncode == 125 and "--bind relative: not HOST:GUEST" in bad_bind.stderr
     no_command = cli(server)
     assert no_command.returncode == 2 and "no command" in no_command.stderr
+
+
+@pytest.mark.skipif(not os.environ.get("PAPR_EMU_DRMGR"), reason="$PAPR_EMU_DRMGR names no drmgr (docs/sandbox.md)")
+def test_drmgr_adds_and_removes_a_pci_slot(twins: Twins, tmp_path: Path) -> None:
+    """drmgr, built from powerpc-utils' source (not in CI: no source reachable there), as docs/sandbox.md shows."""
+    slots = tmp_path / "slots"
+    (slots / "control").mkdir(parents=True)
+    (slots / "C24").mkdir()
+    for name in ("control/add_slot", "control/remove_slot", "C24/power"):
+        (slots / name).touch()
+    twins.sandbox.extra_bindings = [(str(slots), "/sys/bus/pci/slots")]
+    drmgr = os.environ["PAPR_EMU_DRMGR"]
+
+    def run(*args: str) -> None:
+        command = twins.sandbox.command([drmgr, "-c", "pci", *args, "-s", "C24", "-n", "-I"])
+        subprocess.run(command, env=twins.sandbox.environment(), stdin=subprocess.DEVNULL, timeout=120, check=True)
+
+    twins.plug("nic", NIC)
+    run("-a")
+    assert connector(twins.client, twins.platform, NIC_DRC).state == connector_pb2.DRC_STATE_PHYSICAL_CONFIGURED
+    assert (slots / "C24" / "power").read_text().strip() == "1"
+    twins.check_tree()
+    twins.unplug("nic")
+    run("-r")
+    assert connector(twins.client, twins.platform, NIC_DRC).device_id == ""
+    assert "/pci@800000020000000/ethernet@3" not in twins.sandbox.bridge.tree.nodes()
+    twins.check_tree()
