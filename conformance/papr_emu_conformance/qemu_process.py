@@ -9,8 +9,13 @@ Adapted from, and used by, ``docs/qemu-7.2/capture.py``. Facts it relies on (see
 * RTAS calls go through the qtest ``rtas NAME NARGS ARGS NRET RETS`` line command, with the
   argument and return cells big-endian in guest RAM.
 
-Every read from QEMU is bounded by ``io_timeout``; a QEMU that does not answer is killed
-(by its own pid) and reported as :class:`QemuHung`; one that exits is :class:`QemuExited`.
+QMP goes through ``qemu.qmp``, QEMU's own client library (asyncio: each process has its own
+event loop, run only while a command waits for its answer). Measured against the hand-written
+JSON-lines client it replaced: a scenario on the QEMU side takes 0.2-0.3 s longer (dimm-cycle
+1.68 s against 1.48 s; its import and the loop per QEMU), for a client that QEMU maintains
+with its protocol (greeting, negotiation, ids, events). Every read from QEMU, qtest or QMP,
+is bounded by ``io_timeout``; a QEMU that does not answer is killed (by its own pid) and
+reported as :class:`QemuHung`; one that exits is :class:`QemuExited`.
 
 Example::
 
@@ -20,7 +25,7 @@ Example::
 
 from __future__ import annotations
 
-import json
+import asyncio
 import os
 import shutil
 import socket
@@ -28,8 +33,13 @@ import struct
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
+
+from qemu.qmp import ConnectError, ExecuteError, QMPClient, QMPError
+
+T = TypeVar("T")
 
 MACHINE = "pseries,cap-cfpc=broken,cap-sbbc=broken,cap-ibs=broken,cap-ccf-assist=off"
 COMMON_ARGS = ("-display", "none", "-nodefaults", "-nographic", "-serial", "none", "-monitor", "none")
@@ -110,7 +120,8 @@ class QemuProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._stderr: IO[bytes] | None = None
         self._qtest: IO[str] | None = None
-        self._qmp: IO[str] | None = None
+        self._loop = asyncio.new_event_loop()  # QMPClient's; runs only inside _wait
+        self._qmp: QMPClient | None = None
         self._sockets: list[socket.socket] = []
         self.dead = False
 
@@ -159,37 +170,50 @@ class QemuProcess:
             raise QemuStartError(text or str(error)) from error
 
     def _connect_qmp(self) -> None:
+        """Connect QMP (qemu.qmp reads the greeting and negotiates capabilities), retrying until QEMU listens."""
         deadline = time.monotonic() + self.io_timeout
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.settimeout(self.io_timeout)
+            client = QMPClient(f"qemu-{os.getpid()}")
             try:
-                sock.connect(str(self._tmp / "M"))
+                self._wait(client.connect(str(self._tmp / "M")), "QMP connect")
                 break
-            except OSError:
-                sock.close()
+            except ConnectError:
                 if self._proc is not None and self._proc.poll() is not None:
                     raise QemuStartError(self.stderr_text() or f"QEMU exited with {self._proc.returncode}") from None
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.02)
-        self._sockets.append(sock)
-        self._qmp = sock.makefile("rw", encoding="utf-8", newline="\n")
-        self._qmp_read()  # the greeting
-        self.qmp("qmp_capabilities")
+        self._qmp = client
+
+    def _wait(self, step: Awaitable[T], what: str) -> T:
+        """Run a qemu.qmp coroutine on this process's loop, for at most ``io_timeout`` seconds."""
+        try:
+            return self._loop.run_until_complete(asyncio.wait_for(step, self.io_timeout))
+        except TimeoutError as error:
+            raise self._hung(what) from error
 
     def close(self) -> None:
         """Quit QEMU (kill it, by pid, if it does not quit) and remove the sockets."""
         proc = self._proc
-        if proc is not None and proc.poll() is None and not self.dead:
+        if proc is not None and proc.poll() is None and not self.dead and self._qmp is not None:
             try:
-                self._qmp_send({"execute": "quit"})
+                self._wait(self._qmp.execute("quit"), "QMP quit")
+            except (QemuError, QMPError):
+                pass  # QEMU may close the connection before it answers
+            try:
                 proc.wait(timeout=5)
-            except (OSError, ValueError, subprocess.TimeoutExpired):
+            except subprocess.TimeoutExpired:
                 pass
         if proc is not None and proc.poll() is None:
             proc.kill()
             proc.wait(timeout=5)
+        if self._qmp is not None:
+            try:
+                self._loop.run_until_complete(self._qmp.disconnect())
+            except (QMPError, OSError, EOFError):
+                pass  # the connection ended with QEMU; disconnect() re-raises why
+            self._qmp = None
+        self._loop.close()
         for sock in self._sockets:
             sock.close()
         self._sockets.clear()
@@ -277,44 +301,18 @@ class QemuProcess:
 
     # ---- QMP ----------------------------------------------------------------------------
 
-    def _qmp_send(self, message: dict[str, Any]) -> None:
-        if self._qmp is None:
-            raise QemuExited("QEMU is gone")
-        self._qmp.write(json.dumps(message) + "\n")
-        self._qmp.flush()
-
-    def _qmp_read(self) -> dict[str, Any]:
-        assert self._qmp is not None
-        try:
-            line = self._qmp.readline()
-        except TimeoutError as error:
-            raise self._hung("QMP") from error
-        except (ConnectionResetError, OSError) as error:
-            raise self._lost("QMP") from error
-        if not line:
-            raise self._lost("QMP")
-        message: dict[str, Any] = json.loads(line)
-        return message
-
     def qmp(self, command: str, **arguments: Any) -> Any:
         """Run a QMP command; events that arrive meanwhile are appended to ``events``."""
-        if self.dead:
+        if self.dead or self._qmp is None:
             raise QemuExited("QEMU is gone")
-        message: dict[str, Any] = {"execute": command}
-        if arguments:
-            message["arguments"] = arguments
         try:
-            self._qmp_send(message)
-        except (BrokenPipeError, ConnectionResetError) as error:
+            return self._wait(self._qmp.execute(command, arguments or None), f"QMP {command}")
+        except ExecuteError as error:
+            raise QmpError(error.error_class, error.error.error.desc) from None
+        except (QMPError, OSError, EOFError) as error:  # the connection ended (ExecInterruptedError, StateError)
             raise self._lost(f"QMP {command}") from error
-        while True:
-            reply = self._qmp_read()
-            if "event" in reply:
-                self.events.append(reply)
-            elif "error" in reply:
-                raise QmpError(reply["error"]["class"], reply["error"]["desc"])
-            else:
-                return reply["return"]
+        finally:
+            self.events.extend(dict(event) for event in self._qmp.events.clear())
 
     def take_events(self) -> list[dict[str, Any]]:
         """Every QMP event QEMU sent so far (a ``query-status`` round trip flushes them), then forget them."""
