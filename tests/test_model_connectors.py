@@ -95,6 +95,19 @@ class RecordingOwner:
         self.calls.append(("fragment", drc.index, None))
         return self.node
 
+    # A QEMU-style platform: it provides nothing the guest asks for and allows nothing extra.
+    def provide(self, drc: Drc[Any]) -> bool:
+        return False
+
+    def may_isolate(self, drc: Drc[Any]) -> bool:
+        return False
+
+    def released_on_deallocate(self, drc: Drc[Any]) -> bool:
+        return False
+
+    def configured(self, drc: Drc[Any]) -> None:
+        pass
+
     def callbacks(self) -> list[Call]:
         """The calls that are decisions (release, refusal), without fragment builds."""
         return [call for call in self.calls if call[0] != "fragment"]

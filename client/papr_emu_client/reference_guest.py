@@ -90,6 +90,7 @@ class RefusalPolicy:
     """What the guest refuses to give back, and how it says so."""
 
     lmbs_not_offlinable: set[int] = field(default_factory=set)  # LMB DRC indexes ("cannot be offlined")
+    lmbs_not_addable: set[int] = field(default_factory=set)  # LMB DRC indexes whose add_memory fails
     busy_cpus: set[int] = field(default_factory=set)  # CPU DRC indexes ("CPU busy")
     signal: Literal["unisolate", "configure-connector"] = "unisolate"
 
@@ -325,94 +326,154 @@ class ReferenceGuest:
 
     # --- memory (hotplug-memory.c) ----------------------------------------------------------------
 
-    @staticmethod
-    def _lmb_accept(index: int, node: DtNode) -> str | None:
-        """dlpar_add_lmb's check of the configured node: it needs the LMB's associativity."""
+    def _lmb_accept(self, index: int, node: DtNode) -> str | None:
+        """dlpar_add_lmb after its configure-connector: the node needs the LMB's associativity,
+        then add_memory must succeed (a policy can make it fail for given LMBs)."""
         if node.properties.get("ibm,associativity") is None:
             return "ibm,configure-connector (no ibm,associativity)"
+        if index in self.policy.lmbs_not_addable:
+            return "add_memory failed"
         return None
 
     def _remove_lmb(self, index: int) -> bool:
         """dlpar_remove_lmb: offline and remove; no RTAS calls. False if it cannot be offlined."""
-        if index in self.policy.lmbs_not_offlinable:
+        if index not in self.assigned_lmbs or index in self.policy.lmbs_not_offlinable:
             return False
         self.assigned_lmbs.discard(index)
         return True
 
-    def memory_add(self, event: HotplugEvent) -> Outcome:
-        if event.id_type == ID_COUNT:
-            candidates = [i for i in self.lmbs if i not in self.assigned_lmbs]
-            wanted = event.count
-            stop_on_failure = False
-        elif event.id_type == ID_COUNT_INDEXED:
-            candidates = [event.index + n for n in range(event.count)]
-            if any(i not in self.lmbs for i in candidates):
-                return Outcome(event, "failed", "index range not in the device tree")
-            candidates = [i for i in candidates if i not in self.assigned_lmbs]
-            wanted = len(candidates)
-            stop_on_failure = True
-        else:
-            return Outcome(event, "ignored", f"memory add by id type {event.id_type}")
-        # dlpar_acquire_drc then dlpar_add_lmb (configure-connector, associativity) per LMB; by
-        # count a failing LMB is skipped, by indexed count the first failure ends the add.
+    def _add_lmbs(self, candidates: list[int], wanted: int, keep_going: bool) -> tuple[list[int], list[int]]:
+        """dlpar_acquire_drc then dlpar_add_lmb (configure-connector, then add_memory) per LMB.
+
+        ``keep_going``: a failing LMB is skipped (by count); else the first failure ends the
+        add (by indexed count). Returns (added in order, added beyond a failure by
+        concurrent unary calls); the caller rolls back both.
+        """
         batch = self.rtas.acquire_drcs(
             candidates,
             configure=True,
-            keep_going=not stop_on_failure,
+            keep_going=keep_going,
             count=wanted,
             accept=self._lmb_accept,
             walk_calls=LMB_WALK_CALLS,
             progress=lambda finished: self._step("memory add", min(finished, wanted), wanted),
         )
         added = [r.drc_index for r in batch.in_order if r.error is None]
-        # Concurrent unary: LMBs under way when one failed have been added too; rolled back with the others.
         overrun = [r.drc_index for r in batch.results[len(batch.in_order) :] if r.error is None]
         self.assigned_lmbs.update(added + overrun)
         self._step("memory add", len(added), wanted)
+        return added, overrun
+
+    def _undo_add(self, added: list[int]) -> None:
+        """The add failed: dlpar_remove_lmb, then dlpar_release_drc, on each LMB it added; the
+        first release that fails ends the rollback with its error."""
+        rollback = self.rtas.release_drcs(added)
+        for result in rollback.results:
+            self.assigned_lmbs.discard(result.drc_index)
+        rollback.raise_first()
+
+    def _lmb_range(self, event: HotplugEvent) -> list[int] | None:
+        """get_lmb_range: the event's LMBs, or None if any is not in the device tree."""
+        indexes = [event.index + n for n in range(event.count)]
+        return indexes if event.count and all(i in self.lmbs for i in indexes) else None
+
+    def memory_add(self, event: HotplugEvent) -> Outcome:
+        """dlpar_memory_add_by_count, _by_index and _by_ic."""
+        if event.id_type == ID_COUNT:
+            candidates = [i for i in self.lmbs if i not in self.assigned_lmbs]
+            if not event.count or len(candidates) < event.count:  # "validate that there are enough LMBs"
+                return Outcome(event, "failed", f"not enough LMBs available ({len(candidates)} of {event.count})")
+            added, overrun = self._add_lmbs(candidates, event.count, keep_going=True)
+            wanted = event.count
+        elif event.id_type == ID_INDEX:
+            if event.index not in self.lmbs:
+                return Outcome(event, "failed", "LMB not in the device tree", (event.index,))
+            added, overrun = self._add_lmbs([event.index], 1, keep_going=False)
+            if not added:  # dlpar_add_lmb failed: its LMB was released again, nothing to undo
+                return Outcome(event, "failed", f"Failed to hot-add memory, drc index {event.index:x}")
+            return Outcome(event, "done", "1 LMBs", tuple(added))
+        elif event.id_type == ID_COUNT_INDEXED:
+            indexes = self._lmb_range(event)
+            if indexes is None:
+                return Outcome(event, "failed", "index range not in the device tree")
+            candidates = [i for i in indexes if i not in self.assigned_lmbs]
+            wanted = len(candidates)
+            added, overrun = self._add_lmbs(candidates, wanted, keep_going=False)
+        else:
+            return Outcome(event, "ignored", f"memory add by id type {event.id_type}")
         if len(added) < wanted:
-            # Roll back what was added: remove, then dlpar_release_drc, each; the first release
-            # that fails ends the rollback with its error.
-            rollback = self.rtas.release_drcs(added + overrun)
-            for result in rollback.results:
-                self._remove_lmb(result.drc_index)
-            rollback.raise_first()
+            # "Memory hot-add failed, removing any added LMBs" (concurrent unary: those under way too)
+            self._undo_add(added + overrun)
             return Outcome(event, "failed", f"added {len(added)} of {wanted} LMBs", tuple(added))
         return Outcome(event, "done", f"{len(added)} LMBs", tuple(added))
 
+    def _release_removed(self, removed: list[int]) -> None:
+        """After a successful remove: dlpar_release_drc on each; the kernel ignores its result."""
+        self._step("memory remove", 0, len(removed))
+        self.rtas.release_drcs(
+            removed, keep_going=True, progress=lambda finished: self._step("memory remove", finished, len(removed))
+        )
+        self._step("memory remove", len(removed), len(removed))
+
+    def _readd(self, removed: list[int], unisolate: bool) -> None:
+        """A failed remove puts back what it took: dlpar_add_lmb (configure-connector on the
+        still-configured LMB), after dlpar_unisolate_drc if ``unisolate`` (the hint kernels 5.13+
+        give in remove_by_ic); the first failure propagates."""
+        readded = self.rtas.reconfigure_drcs(
+            removed, unisolate=unisolate, accept=self._lmb_accept, walk_calls=LMB_WALK_CALLS
+        )
+        self.assigned_lmbs.update(readded.done)
+        readded.raise_first()
+
     def memory_remove(self, event: HotplugEvent) -> Outcome:
+        """dlpar_memory_remove_by_count, _by_index and _by_ic."""
+        if event.id_type == ID_COUNT:
+            wanted = event.count
+            removable = [i for i in self.lmbs if i in self.assigned_lmbs]
+            if not wanted or len(removable) < wanted:
+                return Outcome(event, "failed", f"Not enough LMBs available ({len(removable)} of {wanted})")
+            removed: list[int] = []
+            for index in self.lmbs:  # every LMB, in order; one that cannot be removed is skipped
+                if self._remove_lmb(index):
+                    removed.append(index)
+                    if len(removed) == wanted:
+                        break
+            if len(removed) < wanted:
+                # "Memory hot-remove failed, adding LMB's back": no unisolate hint on this path
+                self._readd(removed, unisolate=False)
+                return Outcome(event, "refused", f"removed {len(removed)} of {wanted} LMBs", tuple(removed))
+            self._release_removed(removed)
+            return Outcome(event, "done", f"{len(removed)} LMBs", tuple(removed))
+        if event.id_type == ID_INDEX:
+            if event.index not in self.lmbs:
+                return Outcome(event, "failed", "LMB not in the device tree", (event.index,))
+            if not self._remove_lmb(event.index):
+                # The kernel gives up without a word to the platform: the request stays pending.
+                return Outcome(event, "refused", f"LMB {event.index:#x} cannot be removed", (event.index,))
+            self._release_removed([event.index])
+            return Outcome(event, "done", "1 LMBs", (event.index,))
         if event.id_type != ID_COUNT_INDEXED:
             return Outcome(event, "ignored", f"memory remove by id type {event.id_type}")
-        indexes = [event.index + n for n in range(event.count)]
-        removed: list[int] = []
+        indexes = self._lmb_range(event)
+        if indexes is None:
+            return Outcome(event, "failed", "index range not in the device tree")
+        removed = []
         failed_at = None
         for index in indexes:
             if index not in self.assigned_lmbs:
-                continue
+                continue  # already gone: a no-op for a range removal
             if not self._remove_lmb(index):
                 failed_at = index
                 break
             removed.append(index)
         if failed_at is not None:
-            # "Memory indexed-count-remove failed, adding any removed LMBs"
-            # Per LMB: dlpar_unisolate_drc (kernels 5.13+: the refusal signal), then dlpar_add_lmb's
-            # configure-connector on the still-configured LMB; the first failure propagates.
-            readded = self.rtas.reconfigure_drcs(
-                removed,
-                unisolate=self.policy.signal == "unisolate",
-                accept=self._lmb_accept,
-                walk_calls=LMB_WALK_CALLS,
-            )
-            self.assigned_lmbs.update(readded.done)
-            readded.raise_first()
+            # "Memory indexed-count-remove failed, adding any removed LMBs": per LMB the unisolate
+            # hint (kernels 5.13+: the refusal signal), then dlpar_add_lmb's configure-connector.
+            self._readd(removed, unisolate=self.policy.signal == "unisolate")
             # As in Linux: if the very first LMB could not be offlined, nothing was removed, nothing
             # is re-added, and the platform hears nothing: the unplug stays pending.
             return Outcome(event, "refused", f"LMB {failed_at:#x} cannot be offlined", tuple(removed))
-        self._step("memory remove", 0, len(removed))
-        # dlpar_release_drc on each; the kernel ignores its result here.
-        self.rtas.release_drcs(
-            removed, keep_going=True, progress=lambda finished: self._step("memory remove", finished, len(removed))
-        )
-        self._step("memory remove", len(removed), len(removed))
+        self._release_removed(removed)
         return Outcome(event, "done", f"{len(removed)} LMBs", tuple(removed))
 
     def _unisolate_drc(self, index: int) -> None:

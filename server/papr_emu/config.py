@@ -32,12 +32,13 @@ Example file::
     cpus = 1
     max_cpus = 4
     threads = 1
+    memory_model = "dimm"  # or "lmb": PowerVM-style LMB requests, no DIMMs
 
     [platform.unplug_timeouts]  # optional, seconds; every type off unless set
     cpu_core = 30
 
     [[platform.device]]  # present at boot (coldplugged)
-    type = "dimm"        # dimm | cpu-core | pci-function | phb
+    type = "dimm"        # dimm | cpu-core | pci-function | phb | nvdimm
     id = "dimm0"
     size = "512M"
 
@@ -51,7 +52,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta
@@ -67,6 +68,8 @@ from .model import (
     DimmRequest,
     Geometry,
     InvalidArgument,
+    MemoryModel,
+    NvdimmRequest,
     PciFunctionParams,
     PciModel,
     PhbParams,
@@ -159,6 +162,14 @@ class _Phb(_Device, tag="phb", kw_only=True):
     index: Count
 
 
+class _Nvdimm(_Device, tag="nvdimm", kw_only=True):
+    size: Size
+    label_size: Size = 128 << 10
+    uuid: str
+    slot: Count | None = None
+    address: Size | None = None
+
+
 class _PciFunction(_Device, tag="pci-function", kw_only=True):
     slot: Count
     phb: Count = 0
@@ -166,7 +177,7 @@ class _PciFunction(_Device, tag="pci-function", kw_only=True):
     model: str = "e1000"
 
 
-_DEVICE_TYPES = ", ".join(str(kind.__struct_config__.tag) for kind in (_Dimm, _CpuCore, _PciFunction, _Phb))
+_DEVICE_TYPES = ", ".join(str(kind.__struct_config__.tag) for kind in (_Dimm, _CpuCore, _PciFunction, _Phb, _Nvdimm))
 
 
 class _Platform(_Table):
@@ -177,7 +188,8 @@ class _Platform(_Table):
     cpus: Count | None = None
     max_cpus: Count | None = None
     threads: Count | None = None
-    device: list[_Dimm | _CpuCore | _Phb | _PciFunction] = []
+    memory_model: Literal["dimm", "lmb"] = "dimm"
+    device: list[_Dimm | _CpuCore | _Phb | _PciFunction | _Nvdimm] = []
     unplug_timeouts: _UnplugTimeouts | None = None  # type: ignore[valid-type]
 
 
@@ -188,7 +200,9 @@ class _Document(_Table):
     security: _Security = msgspec.field(default_factory=_Security)
 
 
-_TABLES = (_Document, _Server, _Security, _Limits, _UnplugTimeouts, _Platform, _Dimm, _CpuCore, _Phb, _PciFunction)
+_TABLES = (
+    _Document, _Server, _Security, _Limits, _UnplugTimeouts, _Platform, _Dimm, _CpuCore, _Phb, _PciFunction, _Nvdimm,
+)  # fmt: skip
 
 
 def schema_keys() -> set[str]:
@@ -261,6 +275,13 @@ def _device(device: _Device, where: str) -> tuple[str, PlugRequest]:
         request = CpuCoreParams(device.core_id)
     elif isinstance(device, _Phb):
         request = PhbParams(device.index)
+    elif isinstance(device, _Nvdimm):
+        address = None if device.address is None else parse_size(device.address, f"{where}.address")
+        request = NvdimmRequest(
+            size=parse_size(device.size, f"{where}.size"),
+            label_size=parse_size(device.label_size, f"{where}.label_size"),
+            uuid=device.uuid, slot=device.slot, address=address,
+        )  # fmt: skip
     else:
         assert isinstance(device, _PciFunction)
         model = _PCI_MODELS.get(device.model)
@@ -278,7 +299,7 @@ def _platform(platform: _Platform, where: str) -> PlatformConfig:
     try:
         geometry = Geometry.build(
             memory=size("memory"), max_memory=size("max_memory"), slots=platform.slots, cpus=platform.cpus,
-            max_cpus=platform.max_cpus, threads=platform.threads,
+            max_cpus=platform.max_cpus, threads=platform.threads, memory_model=MemoryModel(platform.memory_model),
         )  # fmt: skip
     except InvalidArgument as error:
         raise ConfigError(f"{where}: {error}") from None

@@ -57,7 +57,7 @@ from typing import Any
 import grpc
 import pytest
 
-from papr.v1 import device_pb2, platform_pb2
+from papr.v1 import platform_pb2
 from papr_emu_client import Client, Credentials, connect_with
 from papr_emu_client.connect import (
     CA_VARIABLE,
@@ -72,18 +72,12 @@ from . import config
 from .access import TokenStore
 from .model import (
     DEFAULT_PLATFORM,
-    CpuCoreParams,
-    DeviceType,
-    DimmRequest,
-    PciFunctionParams,
-    PhbParams,
     Platforms,
-    PlugRequest,
     default_geometry,
-    timeout_key,
 )
 from .security import Security, TlsFiles
 from .server import PaprServer
+from .service import convert
 
 SCOPE_OPTION = "papr_emu_scope"
 
@@ -336,23 +330,14 @@ class PlatformFactory:
         return [self._create(platform) for platform in platforms]
 
     def _create(self, platform: config.PlatformConfig, extra: Iterable[platform_pb2.ColdplugDevice] = ()) -> str:
-        geometry = platform.geometry
-        timeouts = {timeout_key(t): platform.unplug_timeouts.for_type(t) for t in DeviceType}
         request = platform_pb2.CreatePlatformRequest(
             name=platform.name,
-            geometry=platform_pb2.Geometry(
-                memory_bytes=geometry.memory,
-                max_memory_bytes=geometry.max_memory,
-                memory_slots=geometry.slots,
-                cpus=geometry.cpus,
-                max_cpus=geometry.max_cpus,
-                threads_per_core=geometry.threads,
-            ),
+            geometry=convert.geometry_to_pb(platform.geometry),
             coldplug=[
-                *(platform_pb2.ColdplugDevice(id=i, spec=_spec(r)) for i, r in platform.coldplug),
+                *(platform_pb2.ColdplugDevice(id=i, spec=convert.plug_request_to_pb(r)) for i, r in platform.coldplug),
                 *extra,
             ],
-            unplug_timeouts=platform_pb2.UnplugTimeouts(**{f"{key}_seconds": value for key, value in timeouts.items()}),
+            unplug_timeouts=convert.unplug_timeouts_to_pb(platform.unplug_timeouts),
         )
         self.client.platforms.CreatePlatform(request)
         self.created.append(platform.name)
@@ -367,27 +352,6 @@ class PlatformFactory:
                 if error.code() != grpc.StatusCode.NOT_FOUND:  # the test deleted it itself
                     raise
         self.created.clear()
-
-
-def _spec(request: PlugRequest) -> device_pb2.DeviceSpec:
-    """A config file's device as the DeviceSpec that plugs it."""
-    if isinstance(request, DimmRequest):
-        return device_pb2.DeviceSpec(
-            dimm=device_pb2.DimmSpec(size_bytes=request.size, slot=request.slot, address=request.address)
-        )
-    if isinstance(request, CpuCoreParams):
-        return device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=request.core_id))
-    if isinstance(request, PhbParams):
-        return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=request.index))
-    assert isinstance(request, PciFunctionParams)
-    return device_pb2.DeviceSpec(
-        pci_function=device_pb2.PciFunctionSpec(
-            phb_index=request.phb_index,
-            slot=request.slot,
-            function=request.function,
-            model=device_pb2.PciModel.Value(f"PCI_MODEL_{request.model.name}"),
-        )
-    )
 
 
 @pytest.fixture

@@ -44,9 +44,10 @@ from .events import (
     UnplugRequested,
     UnplugTimedOut,
 )
-from .geometry import Geometry
+from .geometry import Geometry, MemoryModel
 from .limits import LIMITS, Budget, LimitOption, Limits
 from .mailbox import SubscriptionClosed
+from .memory_requests import MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished
 from .platform import Platform
 from .registry import DEFAULT_PLATFORM, Platforms, default_geometry
 from .rtas_events import Interrupt, InterruptWatch
@@ -80,6 +81,11 @@ __all__ = [
     "InvalidArgument",
     "LimitOption",
     "Limits",
+    "MemoryAction",
+    "MemoryModel",
+    "MemoryOutcome",
+    "MemoryRequest",
+    "MemoryRequestFinished",
     "NotFound",
     "NvdimmParams",
     "NvdimmRequest",

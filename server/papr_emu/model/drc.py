@@ -81,6 +81,21 @@ class DrcOwner(Protocol):
     def fragment(self, drc: Drc[Any]) -> Node:
         """The device-tree node configure-connector hands out for ``drc`` (it has a device)."""
 
+    # The hooks below let a platform hand out and take back resources the guest asks for
+    # itself (PowerVM-style LMBs); QEMU's platforms answer False / do nothing.
+
+    def provide(self, drc: Drc[Any]) -> bool:
+        """The guest acquires an empty ``drc``: attach a device to it now if the platform grants one."""
+
+    def may_isolate(self, drc: Drc[Any]) -> bool:
+        """The guest isolates ``drc`` with no unplug pending where the type needs one: allow it (and mark it)?"""
+
+    def released_on_deallocate(self, drc: Drc[Any]) -> bool:
+        """The guest sets ``drc`` unusable with no unplug pending: does its device go all the same?"""
+
+    def configured(self, drc: Drc[Any]) -> None:
+        """A configure-connector sequence on ``drc`` completed (it is in its ready state)."""
+
 
 Transition = Callable[["Drc[Any]", DrcOwner], int]
 
@@ -148,7 +163,9 @@ def refused(drc: Drc[Any], owner: DrcOwner) -> int:
 
 
 def allocate(drc: Drc[Any], owner: DrcOwner) -> int:
-    """UNUSABLE -> AVAILABLE: the guest acquires the resource."""
+    """UNUSABLE -> AVAILABLE: the guest acquires the resource (one the platform may provide now)."""
+    if drc.device is None and not drc.unplug_requested:
+        owner.provide(drc)
     if drc.device is None or drc.unplug_requested:
         # Nothing to allocate, or the host wants it gone: "no such indicator" (-3).
         return rtas.PARAMETER_ERROR
@@ -159,7 +176,7 @@ def allocate(drc: Drc[Any], owner: DrcOwner) -> int:
 def deallocate(drc: Drc[Any], owner: DrcOwner) -> int:
     """AVAILABLE -> UNUSABLE: the guest gives the resource back; completes a pending unplug."""
     drc.state = DrcState.LOGICAL_UNUSABLE
-    if drc.unplug_requested:
+    if drc.unplug_requested or (drc.device is not None and owner.released_on_deallocate(drc)):
         owner.release(drc)
     return rtas.SUCCESS
 
@@ -180,7 +197,7 @@ def unisolate_owned(drc: Drc[Any], owner: DrcOwner) -> int:
 
 def isolate_logical(drc: Drc[Any], owner: DrcOwner) -> int:
     """CONFIGURED -> AVAILABLE (no release here; that waits for allocation unusable)."""
-    if drc.type.isolate_needs_pending_unplug and not drc.unplug_requested:
+    if drc.type.isolate_needs_pending_unplug and not drc.unplug_requested and not owner.may_isolate(drc):
         # QEMU: memory removed "by count" may pick LMBs of a DIMM that is not
         # being unplugged; refusing keeps the guest from giving back memory
         # the platform cannot reclaim.
@@ -398,6 +415,7 @@ def configure_step(drc: Drc[Any], out: bytearray, owner: DrcOwner) -> int:
         if drc.cursor == len(drc.walk) - 1:
             drc.state = drc.type.connector_class.ready_state
             drc.rewind()  # a new sequence replays the fragment from the start
+            owner.configured(drc)
             return rtas.CC_COMPLETE
         drc.cursor += 1
         return rtas.CC_PREVIOUS_PARENT

@@ -31,6 +31,7 @@ from .devices import DeviceInfo, DeviceType
 from .drc import RefusalSignal
 from .errors import InvalidArgument, OutOfRange
 from .mailbox import Mailbox, MailboxOverflow
+from .memory_requests import MemoryRequestFinished
 
 RETAINED_EVENTS: Final = 4096
 SUBSCRIPTION_QUEUE_LIMIT: Final = 1024
@@ -182,4 +183,4 @@ class UnplugTimedOut:
     timeout_seconds: float
 
 
-EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected | UnplugTimedOut
+EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected | UnplugTimedOut | MemoryRequestFinished

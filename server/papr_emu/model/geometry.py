@@ -12,6 +12,7 @@ slots, one vCPU, maxcpus = cpus, one thread per core).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from typing import Final
 
@@ -28,6 +29,18 @@ MAX_THREADS: Final = 8
 MAX_PHBS: Final = 31  # SPAPR_MAX_PHBS: PHB connectors 0..30
 
 
+class MemoryModel(enum.Enum):
+    """How the platform hands out device memory.
+
+    ``DIMM``: QEMU's pseries model, memory comes as DIMMs (and NVDIMMs) the management side
+    plugs. ``LMB``: PowerVM's model, the management side asks for LMBs to be added or removed
+    (by count, by index, or an indexed count) and each 256 MiB LMB is assigned on its own.
+    """
+
+    DIMM = "dimm"
+    LMB = "lmb"
+
+
 def _round_up(value: int, align: int) -> int:
     return (value + align - 1) // align * align
 
@@ -42,6 +55,7 @@ class Geometry:
     cpus: int
     max_cpus: int
     threads: int
+    memory_model: MemoryModel = MemoryModel.DIMM
 
     @classmethod
     def build(
@@ -52,6 +66,7 @@ class Geometry:
         cpus: int | None = None,
         max_cpus: int | None = None,
         threads: int | None = None,
+        memory_model: MemoryModel | None = None,
     ) -> Geometry:
         """Resolve defaults and validate; raises InvalidArgument naming the field."""
         memory = DEFAULT_MEMORY if memory is None else memory
@@ -60,6 +75,7 @@ class Geometry:
         threads = 1 if threads is None else threads
         cpus = 1 if cpus is None else cpus
         max_cpus = cpus if max_cpus is None else max_cpus
+        memory_model = MemoryModel.DIMM if memory_model is None else memory_model
 
         if memory <= 0 or memory % LMB_SIZE:
             raise InvalidArgument("geometry.memory_bytes", memory, "must be a positive multiple of 256 MiB")
@@ -77,7 +93,7 @@ class Geometry:
             raise InvalidArgument(
                 "geometry.memory_slots", slots, "slots need device memory (max_memory_bytes > memory_bytes)"
             )
-        if max_memory > memory and not slots:
+        if max_memory > memory and not slots and memory_model is MemoryModel.DIMM:
             raise InvalidArgument(
                 "geometry.memory_slots", slots, "max_memory_bytes > memory_bytes needs at least one slot"
             )
@@ -93,7 +109,7 @@ class Geometry:
             )
         if max_cpus > MAX_CPUS:
             raise InvalidArgument("geometry.max_cpus", max_cpus, f"must be at most {MAX_CPUS}")
-        return cls(memory, max_memory, slots, cpus, max_cpus, threads)
+        return cls(memory, max_memory, slots, cpus, max_cpus, threads, memory_model)
 
     @property
     def device_memory_base(self) -> int:

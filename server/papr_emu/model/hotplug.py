@@ -23,16 +23,17 @@ from typing import Any
 
 from . import plug_rules
 from .cas import CasOptions
-from .devices import Device, Inventory, PlugRequest
+from .devices import Device, Inventory, Lmb, PlugRequest
 from .devicetree import Node
-from .drc import Drc, RefusalSignal
+from .drc import LMB, Drc, RefusalSignal
 from .drc_table import DrcTable
-from .errors import FailedPrecondition
+from .errors import FailedPrecondition, InvalidArgument, NotFound
 from .events import DeviceAdded, DeviceDeleted, EventLog, UnplugRejected, UnplugRequested, UnplugTimedOut
-from .geometry import Geometry
+from .geometry import Geometry, MemoryModel
 from .limits import Budget, Limits, exhausted
+from .memory_requests import MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished
 from .rtas_events import RtasEventQueue
-from .rtas_log import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG, HotplugLog
+from .rtas_log import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG, HP_ID_DRC_COUNT, HP_ID_DRC_INDEX, HotplugLog
 from .snapshots import UnplugOutcome
 from .unplug_timeouts import UnplugTimeouts
 from .view import FragmentView
@@ -77,6 +78,12 @@ class Hotplug:
         self.limits = limits
         self._lmb_budget = lmb_budget  # LMBs attached on every platform of the server
         self.lmbs = 0  # LMBs attached to DIMMs on this platform
+        self.memory_request: MemoryRequest | None = None  # the pending one (MemoryModel.LMB)
+        # The last add, completed when its last LMB was configured: until the next request the guest
+        # may still fail an LMB of it (Linux: add_memory fails after configure-connector), which
+        # makes it pending again.
+        self._completed_add: MemoryRequest | None = None
+        self._memory_requests = 0  # ids handed out
 
     def plug(self, device_id: str, request: PlugRequest, hotplugged: bool) -> Device:
         """Validate and attach a device (coldplug: its connectors go straight to the ready state)."""
@@ -110,7 +117,8 @@ class Hotplug:
             "device.plugged", device=device.id, device_type=device.type.value, drc_index=device.drc_indexes[0],
             drc_count=len(device.drc_indexes), hotplugged=hotplugged,
         )  # fmt: skip
-        self._events.publish(DeviceAdded(device.info()))
+        if device.announced:
+            self._events.publish(DeviceAdded(device.info()))
         return device
 
     def unplug(self, device: Device) -> UnplugOutcome:
@@ -143,7 +151,8 @@ class Hotplug:
         if timeout is not None:
             device.unplug_deadline = self._monotonic() + timeout
         self.log.info("device.unplug_requested", device=device.id, drc_index=min(device.attached))
-        self._events.publish(UnplugRequested(device.id, device.type, _compact(device.attached)))
+        if device.announced:
+            self._events.publish(UnplugRequested(device.id, device.type, _compact(device.attached)))
 
     # --- the DrcOwner protocol: what connector transitions call back ------------------------------
 
@@ -155,6 +164,10 @@ class Hotplug:
         """The guest refused the pending unplug: cancel it (for a DIMM, on every LMB)."""
         device = drc.device
         assert isinstance(device, Device)
+        request = self.memory_request
+        if request is not None and drc.index in request.marked:  # an LMB a memory request removes
+            self._finish_memory_request(MemoryOutcome.REFUSED, signal, drc.index)
+            return
         self._cancel_unplug(device)
         self.log.warning("device.unplug_rejected", device=device.id, drc_index=drc.index, signal=signal.value)
         self._events.publish(UnplugRejected(device.id, device.type, signal, drc.index))
@@ -179,6 +192,21 @@ class Hotplug:
         self.log.debug("drc.released", drc_index=drc.index, device=device.id, left=len(device.attached))
         if not device.attached:
             self._delete(device, released_by)
+        if self.memory_request is not None:
+            outcome = self.memory_request.released(drc.index)
+            if outcome is not None:
+                self._finish_memory_request(outcome)
+                return
+        completed = self._completed_add
+        if completed is not None and drc.index in completed.held:
+            # The guest gives back an LMB of the add it completed: it failed that LMB after all
+            # (add_memory). The add is pending again: by count the guest may take another LMB;
+            # it ends once more, completed or refused (the last event for an id is its outcome).
+            self._completed_add = None
+            self.memory_request = completed
+            outcome = completed.released(drc.index)
+            if outcome is not None:
+                self._finish_memory_request(outcome)
 
     def _delete(self, device: Device, released_by: int) -> None:
         for dependent in device.dependents(self._inventory):
@@ -191,6 +219,8 @@ class Hotplug:
         self._inventory.remove(device)
         self._give_back(device.memory_blocks)
         device.unplug_pending = False
+        if not device.announced:
+            return
         self.log.info("device.deleted", device=device.id, drc_index=released_by, drc_count=len(device.drc_indexes))
         self._events.publish(DeviceDeleted(device.id, device.type, device.drc_indexes, released_by))
 
@@ -225,6 +255,140 @@ class Hotplug:
             self.log.warning("device.unplug_timed_out", device=device.id, timeout=timeout)
             self._events.publish(UnplugTimedOut(device.id, device.type, timeout))
         return [d.id for d in expired]
+
+    # --- the hooks for resources the guest asks for (PowerVM-style LMBs) -------------------------
+
+    def provide(self, drc: Drc[Any]) -> bool:
+        """The guest acquires an unassigned LMB: assign it if the pending add request covers it."""
+        request = self.memory_request
+        if request is None or drc.type is not LMB or not request.may_acquire(drc.index):
+            return False
+        if self.lmbs + 1 > self.limits.lmbs_per_platform or not self._lmb_budget.reserve(1):
+            self.log.warning("memory.lmb_limit", drc_index=drc.index, lmbs=self.lmbs)
+            return False  # the guest's acquire fails (-3), as for an LMB the platform cannot back
+        self.lmbs += 1
+        device = Lmb(f"lmb{drc.id}", hotplugged=True, lmb_id=drc.id)
+        drc.device = device
+        device.attached.add(drc.index)
+        self._inventory.add(device)
+        request.acquired(drc.index)
+        return True
+
+    def may_isolate(self, drc: Drc[Any]) -> bool:
+        """An LMB added under the pending (or just completed) add request may be given back: a rollback."""
+        requests = (r for r in (self.memory_request, self._completed_add) if r is not None)
+        if drc.device is None or not any(r.may_give_back(drc.index) for r in requests):
+            return False
+        drc.unplug_requested = True  # released at allocation unusable
+        drc.device.unplug_pending = True
+        return True
+
+    def released_on_deallocate(self, drc: Drc[Any]) -> bool:
+        device = drc.device
+        return isinstance(device, Device) and device.released_when_unusable
+
+    def configured(self, drc: Drc[Any]) -> None:
+        request = self.memory_request
+        if request is not None and request.reached_configured(drc.index) is MemoryOutcome.COMPLETED:
+            self._finish_memory_request(MemoryOutcome.COMPLETED)
+
+    # --- PowerVM-style memory requests -----------------------------------------------------------
+
+    def request_memory(self, action: MemoryAction, id_type: int, count: int, first_index: int) -> MemoryRequest:
+        """Queue a request to add or remove LMBs (by count, index or indexed count); see memory_requests."""
+        if self.geometry.memory_model is not MemoryModel.LMB:
+            raise FailedPrecondition(
+                "this platform's memory comes as DIMMs (memory model dimm): plug or unplug a DIMM instead"
+            )
+        if self.memory_request is not None:
+            pending = self.memory_request
+            raise FailedPrecondition(f"memory request {pending.id} ({pending.describe()}) is still pending")
+        if id_type == HP_ID_DRC_INDEX:
+            count = 1
+        elif count < 1:
+            raise InvalidArgument("count", count, "must be at least 1")
+        adding = action is MemoryAction.ADD
+        if id_type == HP_ID_DRC_COUNT:
+            candidates = [d for d in self._lmb_connectors() if (d.device is None) == adding]
+            if len(candidates) < count:
+                state = "unassigned" if adding else "assigned"
+                raise FailedPrecondition(f"{action.value} {count} LMBs: only {len(candidates)} are {state}")
+            scope: frozenset[int] | None = None
+            target = count
+        else:
+            field = "drc_index" if id_type == HP_ID_DRC_INDEX else "indexed_count"
+            named = [self._lmb_connector(first_index + n, field) for n in range(count)]
+            scope = frozenset(d.index for d in named if (d.device is None) == adding)
+            if not scope:
+                state = "assigned" if adding else "unassigned"
+                what = f"LMB {first_index:#x} is" if count == 1 else f"every LMB from {first_index:#x} is"
+                raise FailedPrecondition(f"{action.value}: {what} {state} already")
+            target = len(scope)
+        if adding and self.lmbs + target > self.limits.lmbs_per_platform:
+            raise exhausted(
+                "lmbs_per_platform", self.limits.lmbs_per_platform,
+                f"adding {target} LMBs would attach {self.lmbs + target} LMBs on this platform",
+            )  # fmt: skip
+        queued, limit = len(self._rtas_events), self.limits.queued_event_logs
+        if queued + 1 > limit:
+            raise exhausted("queued_event_logs", limit, "a memory request queues one event log")
+        self._completed_add = None  # a new request: the last add stands
+        self._memory_requests += 1
+        first = first_index if id_type != HP_ID_DRC_COUNT else 0
+        request = MemoryRequest(self._memory_requests, action, id_type, first, count, target, scope)
+        if not adding:
+            covered = scope if scope is not None else {d.index for d in self._lmb_connectors() if d.device}
+            for index in sorted(covered):
+                drc = self._drcs.get(index)
+                assert drc is not None and drc.device is not None
+                drc.unplug_requested = True
+                drc.device.unplug_pending = True
+                request.marked.add(index)
+        self.memory_request = request
+        self._queue_logs([request.log()])
+        self.log.info("memory.requested", request=request.id, what=request.describe(), target=target)
+        return request
+
+    def _lmb_connectors(self) -> list[Drc[Device]]:
+        g = self.geometry
+        found = (self._drcs.get(LMB.index(g.first_lmb_id + n)) for n in range(g.lmb_count))
+        return [d for d in found if d is not None]
+
+    def _lmb_connector(self, index: int, field: str) -> Drc[Device]:
+        drc = self._drcs.get(index)
+        if drc is None or drc.type is not LMB:
+            raise NotFound(field, index, "LMB connector")
+        return drc
+
+    def _finish_memory_request(
+        self, outcome: MemoryOutcome, signal: RefusalSignal | None = None, drc_index: int = 0
+    ) -> None:
+        request = self.memory_request
+        assert request is not None
+        self.memory_request = None
+        if request.action is MemoryAction.ADD and outcome is MemoryOutcome.COMPLETED:
+            self._completed_add = request
+        for index in sorted(request.marked):  # what a remove marked and the guest kept
+            drc = self._drcs.get(index)
+            if drc is not None and drc.device is not None:
+                drc.unplug_requested = False
+                drc.device.unplug_pending = False
+        self._announce_memory_outcome(request, outcome, signal, drc_index)
+
+    def _announce_memory_outcome(
+        self, request: MemoryRequest, outcome: MemoryOutcome, signal: RefusalSignal | None = None, drc_index: int = 0
+    ) -> None:
+        changed = request.lmbs_changed
+        self.log.info(
+            "memory.request_finished", request=request.id, what=request.describe(), outcome=outcome.value,
+            lmbs=changed, drc_index=drc_index, signal=signal.value if signal else None,
+        )  # fmt: skip
+        self._events.publish(
+            MemoryRequestFinished(
+                request.id, request.action, request.id_type, request.first_index, request.count, outcome, changed,
+                signal, drc_index,
+            )
+        )  # fmt: skip
 
     # --- limits ------------------------------------------------------------------------------------
 
@@ -261,7 +425,11 @@ class Hotplug:
 
         On every connector with a device, a pending unplug completes (release), then the
         connector is ready if it still has a device, else empty; queued hotplug logs go.
+        A pending memory request ends (cancelled: its log is gone) before anything else, so
+        the LMBs it marked for removal stay.
         """
+        if self.memory_request is not None:
+            self._finish_memory_request(MemoryOutcome.CANCELLED)
         for index in sorted(i for d in self._inventory for i in d.attached):
             drc = self._drcs.get(index)
             if drc is None:  # its PHB went away with an earlier release
@@ -270,6 +438,14 @@ class Hotplug:
                 self._release(drc, released_by=0)
             drc.reset()
         return self._rtas_events.drop()
+
+    def present_after_reset(self) -> list[Device]:
+        """The devices a machine reset now would leave: pending unplugs completed (by id).
+
+        LMBs marked for a pending memory request stay: a reset ends the request first.
+        """
+        marked = self.memory_request.marked if self.memory_request is not None else set()
+        return [d for d in self._inventory if not d.unplug_pending or not d.attached.isdisjoint(marked)]
 
     def fragment_view(self, devices: tuple[Device, ...] = ()) -> FragmentView:
         """What fragments are built from; ``devices``: those whose nodes nest under other nodes' (a PHB's)."""

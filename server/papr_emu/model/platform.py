@@ -46,7 +46,6 @@ from .devices import (
     Inventory,
     PhbParams,
     PlugRequest,
-    dimms_by_address,
     memory_devices_by_address,
 )
 from .devicetree import Node
@@ -56,14 +55,15 @@ from .dtb import to_dtb
 from .errors import InvalidArgument, NotFound
 from .events import EventLog, Subscription
 from .fragments import hpt_shift_for_ram_size
-from .geometry import MAX_PHBS, Geometry
+from .geometry import MAX_PHBS, Geometry, MemoryModel
 from .hotplug import Hotplug
 from .limits import Budget, Limits
+from .memory_requests import MemoryAction, MemoryRequest
 from .rtas_events import InterruptWatch, RtasEventQueue
 from .snapshots import ConnectorInfo, PlatformGauges, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
 from .unplug_timeouts import UnplugTimeouts
-from .view import PlatformView
+from .view import PlatformView, assigned_extents
 
 T = TypeVar("T")
 
@@ -189,8 +189,9 @@ class Platform:
             return self._device(device_id).info()
 
     def devices(self, device_type: DeviceType | None = None) -> list[DeviceInfo]:
+        """The devices, by id; LMBs of a PowerVM-style platform are connectors' business, not listed."""
         with self._lock:
-            return [d.info() for d in self._inventory if device_type is None or d.type is device_type]
+            return [d.info() for d in self._inventory if d.listed and (device_type is None or d.type is device_type)]
 
     def _device(self, device_id: str) -> Device:
         device = self._inventory.get(device_id)
@@ -214,6 +215,14 @@ class Platform:
         """Cancel pending unplugs whose timeout has passed; returns the device ids."""
         with self._lock:
             return self._hotplug.expire_unplugs(now)
+
+    def request_memory(self, action: MemoryAction, id_type: int, count: int = 0, first_index: int = 0) -> MemoryRequest:
+        """Ask the guest to add or remove LMBs (MemoryModel.LMB): by count, index or indexed count.
+
+        The outcome arrives as a MemoryRequestFinished event; see :mod:`.memory_requests`.
+        """
+        with self._lock:
+            return self._hotplug.request_memory(action, id_type, count, first_index)
 
     # --- RTAS -------------------------------------------------------------------------------------
 
@@ -355,8 +364,8 @@ class Platform:
     def view(self) -> PlatformView:
         """A plain view of the platform now, for building its device tree."""
         with self._lock:
-            present = tuple(self._inventory.present())
-            extents = tuple((d.address, d.size) for d in dimms_by_address(self._inventory) if not d.unplug_pending)
+            present = tuple(self._hotplug.present_after_reset())
+            extents = assigned_extents(present, merge_runs=self.geometry.memory_model is MemoryModel.LMB)
             fragments = self._hotplug.fragment_view(present)  # the boot tree: pending unplugs completed
             return PlatformView(self.geometry, self.options, fragments, present, extents)
 

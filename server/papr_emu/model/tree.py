@@ -86,7 +86,7 @@ def _event_sources_node() -> Node:
 def _dynamic_memory_v1(view: PlatformView) -> bytes:
     g = view.geometry
     entry = struct.Struct(">QIIII")
-    backed = {a // LMB_SIZE + n for a, size in view.dimm_extents for n in range(size // LMB_SIZE)}
+    backed = {a // LMB_SIZE + n for a, size in view.assigned_extents for n in range(size // LMB_SIZE)}
     first_device_lmb = g.first_lmb_id
     entries = [entry.pack(lmb * LMB_SIZE, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID)
                for lmb in range(first_device_lmb)]  # fmt: skip
@@ -104,7 +104,7 @@ def _dynamic_memory_v2(view: PlatformView) -> bytes:
 
     sets = [lmb_set(g.first_lmb_id, 0, 0, NO_ASSOCIATIVITY, LMB_RESERVED | LMB_DRC_INVALID)]
     cursor = g.device_memory_base
-    for address, size in view.dimm_extents:
+    for address, size in view.assigned_extents:
         if cursor < address:
             sets.append(lmb_set((address - cursor) // LMB_SIZE, cursor, 0x80000000 | cursor // LMB_SIZE,
                                 NO_ASSOCIATIVITY, 0))  # fmt: skip

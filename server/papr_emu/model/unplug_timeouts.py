@@ -17,7 +17,7 @@ import math
 from collections.abc import Mapping
 from typing import Final
 
-from .devices import DeviceType
+from .devices import DeviceType, device_class_of
 from .errors import InvalidArgument
 
 
@@ -26,8 +26,11 @@ def timeout_key(device_type: DeviceType) -> str:
     return device_type.name.lower()
 
 
-#: Every keyword :class:`UnplugTimeouts` accepts, one per device type.
-TIMEOUT_KEYS: Final = tuple(timeout_key(t) for t in DeviceType)
+#: The device types an unplug timeout can apply to: those unplugged with UnplugDevice.
+TIMED_TYPES: Final = tuple(t for t in DeviceType if device_class_of(t).unplug_timeout)
+
+#: Every keyword :class:`UnplugTimeouts` accepts, one per such device type.
+TIMEOUT_KEYS: Final = tuple(timeout_key(t) for t in TIMED_TYPES)
 
 
 class UnplugTimeouts:
@@ -44,7 +47,7 @@ class UnplugTimeouts:
     def __init__(self, **seconds: float | None) -> None:
         """Keywords from :data:`TIMEOUT_KEYS`; raises InvalidArgument naming the key that is wrong."""
         by_type: dict[DeviceType, float] = {}
-        for device_type in DeviceType:
+        for device_type in TIMED_TYPES:
             value = seconds.pop(timeout_key(device_type), None)
             if value is None:
                 continue

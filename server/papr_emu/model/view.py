@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .cas import CasOptions
@@ -58,4 +59,23 @@ class PlatformView:
     options: CasOptions
     fragments: FragmentView
     present: tuple[Device, ...]  # attached devices whose unplug is not pending, by id
-    dimm_extents: tuple[tuple[int, int], ...]  # (address, size) of the present DIMMs, in address order
+    #: (address, size) of the LMB-backed memory drconf memory shows assigned, in address order: one
+    #: extent per DIMM (QEMU lists each DIMM as a set), or per run of assigned LMBs (PowerVM style).
+    assigned_extents: tuple[tuple[int, int], ...]
+
+
+def assigned_extents(devices: Iterable[Device], merge_runs: bool = False) -> tuple[tuple[int, int], ...]:
+    """The devices' assigned memory in address order; ``merge_runs``: adjacent extents become one.
+
+    >>> from papr_emu.model.devices import Lmb
+    >>> lmbs = [Lmb(f"lmb{n}", hotplugged=True, lmb_id=n) for n in (5, 4, 7)]
+    >>> [(hex(a), s >> 28) for a, s in assigned_extents(lmbs, merge_runs=True)]
+    [('0x40000000', 2), ('0x70000000', 1)]
+    """
+    extents: list[tuple[int, int]] = []
+    for address, size in sorted(m for d in devices if (m := d.assigned_memory) is not None):
+        if merge_runs and extents and sum(extents[-1]) == address:
+            extents[-1] = (extents[-1][0], extents[-1][1] + size)
+        else:
+            extents.append((address, size))
+    return tuple(extents)

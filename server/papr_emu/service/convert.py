@@ -27,6 +27,10 @@ from ..model import (
     Event,
     Geometry,
     InvalidArgument,
+    MemoryAction,
+    MemoryModel,
+    MemoryOutcome,
+    MemoryRequestFinished,
     NvdimmParams,
     NvdimmRequest,
     PciFunctionParams,
@@ -42,6 +46,8 @@ from ..model import (
     drc_type_by_shift,
     timeout_key,
 )
+from ..model.devices import device_class_for
+from ..model.rtas_log import HP_ID_DRC_COUNT, HP_ID_DRC_COUNT_INDEXED, HP_ID_DRC_INDEX
 
 _DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
     DeviceType.DIMM: device_pb2.DEVICE_TYPE_DIMM,
@@ -81,6 +87,10 @@ def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
     def opt(name: str) -> int | None:
         return int(getattr(message, name)) if message.HasField(name) else None  # type: ignore[arg-type]
 
+    if message.memory_model and message.memory_model not in _MEMORY_MODEL_FROM_PB:
+        raise InvalidArgument(
+            "geometry.memory_model", message.memory_model, "must be MEMORY_MODEL_DIMM or MEMORY_MODEL_LMB"
+        )
     return Geometry.build(
         memory=opt("memory_bytes"),
         max_memory=opt("max_memory_bytes"),
@@ -88,7 +98,39 @@ def geometry_from_pb(message: platform_pb2.Geometry) -> Geometry:
         cpus=opt("cpus"),
         max_cpus=opt("max_cpus"),
         threads=opt("threads_per_core"),
+        memory_model=_MEMORY_MODEL_FROM_PB.get(message.memory_model),
     )
+
+
+_MEMORY_MODEL_TO_PB = {MemoryModel.DIMM: platform_pb2.MEMORY_MODEL_DIMM, MemoryModel.LMB: platform_pb2.MEMORY_MODEL_LMB}
+_MEMORY_MODEL_FROM_PB = {v: k for k, v in _MEMORY_MODEL_TO_PB.items()}  # UNSPECIFIED: absent, the default
+_MEMORY_ACTION_TO_PB = {
+    MemoryAction.ADD: hotplug_pb2.MEMORY_ACTION_ADD,
+    MemoryAction.REMOVE: hotplug_pb2.MEMORY_ACTION_REMOVE,
+}
+_MEMORY_ACTION_FROM_PB = {v: k for k, v in _MEMORY_ACTION_TO_PB.items()}
+_MEMORY_OUTCOME_TO_PB = {
+    MemoryOutcome.COMPLETED: hotplug_pb2.MEMORY_OUTCOME_COMPLETED,
+    MemoryOutcome.REFUSED: hotplug_pb2.MEMORY_OUTCOME_REFUSED,
+    MemoryOutcome.CANCELLED: hotplug_pb2.MEMORY_OUTCOME_CANCELLED,
+}
+
+
+def memory_request_from_pb(request: hotplug_pb2.RequestMemoryRequest) -> tuple[MemoryAction, int, int, int]:
+    """(action, hotplug-log identifier type, count, first DRC index) of a RequestMemory call."""
+    action = _MEMORY_ACTION_FROM_PB.get(request.action)
+    if action is None:
+        raise InvalidArgument("action", request.action, "must be MEMORY_ACTION_ADD or MEMORY_ACTION_REMOVE")
+    target = request.WhichOneof("target")
+    if target == "count":
+        return action, HP_ID_DRC_COUNT, request.count, 0
+    if target == "drc_index":
+        return action, HP_ID_DRC_INDEX, 1, request.drc_index
+    if target == "indexed_count":
+        if request.indexed_count.count < 1:
+            raise InvalidArgument("indexed_count.count", request.indexed_count.count, "must be at least 1")
+        return action, HP_ID_DRC_COUNT_INDEXED, request.indexed_count.count, request.indexed_count.first_drc_index
+    raise InvalidArgument("target", "", "must set one of count, drc_index, indexed_count")
 
 
 #: The UnplugTimeouts field of each device type.
@@ -126,6 +168,7 @@ def geometry_to_pb(geometry: Geometry) -> platform_pb2.Geometry:
         cpus=geometry.cpus,
         max_cpus=geometry.max_cpus,
         threads_per_core=geometry.threads,
+        memory_model=_MEMORY_MODEL_TO_PB[geometry.memory_model],
     )
 
 
@@ -160,6 +203,23 @@ def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> Pl
             address=nvdimm.address if nvdimm.HasField("address") else None,
         )
     raise InvalidArgument(field, "", "must set one of dimm, cpu_core, pci_function, phb, nvdimm")
+
+
+def plug_request_to_pb(request: PlugRequest) -> device_pb2.DeviceSpec:
+    """A plug request (a config file's boot device) as the DeviceSpec that makes it; unset stays unset."""
+    if isinstance(request, DimmRequest):
+        return device_pb2.DeviceSpec(
+            dimm=device_pb2.DimmSpec(size_bytes=request.size, slot=request.slot, address=request.address)
+        )
+    if isinstance(request, NvdimmRequest):
+        return device_pb2.DeviceSpec(
+            nvdimm=device_pb2.NvdimmSpec(
+                size_bytes=request.size, label_size_bytes=request.label_size, uuid=request.uuid,
+                slot=request.slot, address=request.address,
+            )
+        )  # fmt: skip
+    # The other types' requests are their parameters, with nothing left to resolve.
+    return _SPEC_TO_PB[device_class_for(request).type](request)
 
 
 def _dimm_spec(params: DimmParams) -> device_pb2.DeviceSpec:
@@ -296,6 +356,20 @@ def event_to_pb(event: Event) -> hotplug_pb2.Event:
                 device_id=body.device_id,
                 device_type=_DEVICE_TYPE_TO_PB[body.device_type],
                 signal=_SIGNAL_TO_PB[body.signal],
+                drc_index=body.drc_index,
+            )
+        )
+    elif isinstance(body, MemoryRequestFinished):
+        message.memory_request_finished.CopyFrom(
+            hotplug_pb2.MemoryRequestFinished(
+                request_id=body.request_id,
+                action=_MEMORY_ACTION_TO_PB[body.action],
+                id_type=body.id_type,
+                first_drc_index=body.first_index,
+                count=body.count,
+                outcome=_MEMORY_OUTCOME_TO_PB[body.outcome],
+                lmbs_changed=body.lmbs_changed,
+                signal=_SIGNAL_TO_PB[body.signal] if body.signal else hotplug_pb2.REFUSAL_SIGNAL_UNSPECIFIED,
                 drc_index=body.drc_index,
             )
         )

@@ -43,6 +43,19 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
         )
         return hotplug_pb2.UnplugDeviceResponse(deleted=outcome.deleted, device=convert.device_to_pb(outcome.device))
 
+    async def RequestMemory(
+        self, request: hotplug_pb2.RequestMemoryRequest, context: grpc.aio.ServicerContext
+    ) -> hotplug_pb2.RequestMemoryResponse:
+        def ask() -> hotplug_pb2.RequestMemoryResponse:
+            platform = self._platforms.get(request.platform)
+            action, id_type, count, first_index = convert.memory_request_from_pb(request)
+            queued = platform.request_memory(action, id_type, count, first_index)
+            return hotplug_pb2.RequestMemoryResponse(
+                request_id=queued.id, target_lmbs=queued.target, description=queued.describe()
+            )
+
+        return await call_or_abort(context, self._run.blocking(ask))
+
     async def GetDevice(
         self, request: hotplug_pb2.GetDeviceRequest, context: grpc.aio.ServicerContext
     ) -> hotplug_pb2.GetDeviceResponse:

@@ -21,6 +21,30 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _MemoryAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemoryActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMORY_ACTION_UNSPECIFIED: _MemoryAction.ValueType  # 0
+    """Not set; rejected."""
+    MEMORY_ACTION_ADD: _MemoryAction.ValueType  # 1
+    """Add LMBs (hotplug log action 1)."""
+    MEMORY_ACTION_REMOVE: _MemoryAction.ValueType  # 2
+    """Remove LMBs (hotplug log action 2)."""
+
+class MemoryAction(_MemoryAction, metaclass=_MemoryActionEnumTypeWrapper):
+    """MemoryAction is what a memory request asks of the guest."""
+
+MEMORY_ACTION_UNSPECIFIED: MemoryAction.ValueType  # 0
+"""Not set; rejected."""
+MEMORY_ACTION_ADD: MemoryAction.ValueType  # 1
+"""Add LMBs (hotplug log action 1)."""
+MEMORY_ACTION_REMOVE: MemoryAction.ValueType  # 2
+"""Remove LMBs (hotplug log action 2)."""
+Global___MemoryAction: _TypeAlias = MemoryAction  # noqa: Y015
+
 class _RefusalSignal:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -52,6 +76,140 @@ REFUSAL_SIGNAL_UNISOLATE: RefusalSignal.ValueType  # 2
 logical connector whose unplug is pending (kernels 5.12+ for CPUs, 5.13+ for memory).
 """
 Global___RefusalSignal: _TypeAlias = RefusalSignal  # noqa: Y015
+
+class _MemoryOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemoryOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMORY_OUTCOME_UNSPECIFIED: _MemoryOutcome.ValueType  # 0
+    """Not set."""
+    MEMORY_OUTCOME_COMPLETED: _MemoryOutcome.ValueType  # 1
+    """The target number of LMBs was added (configured) or removed (released)."""
+    MEMORY_OUTCOME_REFUSED: _MemoryOutcome.ValueType  # 2
+    """The guest refused: a refusal signal on an LMB a remove covered (nothing
+    was removed), or it gave back every LMB an add had given it (its rollback).
+    """
+    MEMORY_OUTCOME_CANCELLED: _MemoryOutcome.ValueType  # 3
+    """CAS reset the connectors while the request was pending and dropped its log."""
+
+class MemoryOutcome(_MemoryOutcome, metaclass=_MemoryOutcomeEnumTypeWrapper):
+    """MemoryOutcome is how a memory request ended."""
+
+MEMORY_OUTCOME_UNSPECIFIED: MemoryOutcome.ValueType  # 0
+"""Not set."""
+MEMORY_OUTCOME_COMPLETED: MemoryOutcome.ValueType  # 1
+"""The target number of LMBs was added (configured) or removed (released)."""
+MEMORY_OUTCOME_REFUSED: MemoryOutcome.ValueType  # 2
+"""The guest refused: a refusal signal on an LMB a remove covered (nothing
+was removed), or it gave back every LMB an add had given it (its rollback).
+"""
+MEMORY_OUTCOME_CANCELLED: MemoryOutcome.ValueType  # 3
+"""CAS reset the connectors while the request was pending and dropped its log."""
+Global___MemoryOutcome: _TypeAlias = MemoryOutcome  # noqa: Y015
+
+@_typing.final
+class LmbRange(_message.Message):
+    """LmbRange names count LMBs from a first one (identifier type "indexed count")."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIRST_DRC_INDEX_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    first_drc_index: _builtins.int
+    """The first LMB's DRC index (0x8000_0000 | LMB id)."""
+    count: _builtins.int
+    """How many LMBs, at least 1; each must be an LMB connector."""
+    def __init__(
+        self,
+        *,
+        first_drc_index: _builtins.int = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_drc_index", b"first_drc_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LmbRange: _TypeAlias = LmbRange  # noqa: Y015
+
+@_typing.final
+class RequestMemoryRequest(_message.Message):
+    """RequestMemoryRequest asks for LMBs to be added or removed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    DRC_INDEX_FIELD_NUMBER: _builtins.int
+    INDEXED_COUNT_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name; its geometry must have MEMORY_MODEL_LMB."""
+    action: Global___MemoryAction.ValueType
+    """Add or remove."""
+    count: _builtins.int
+    """Any LMBs, this many (identifier type count): unassigned ones for an
+    add, assigned ones for a remove; at least 1.
+    """
+    drc_index: _builtins.int
+    """The one LMB with this DRC index (identifier type index)."""
+    @_builtins.property
+    def indexed_count(self) -> Global___LmbRange:
+        """The LMBs of a range (identifier type indexed count); an add covers the
+        unassigned ones in it, a remove the assigned ones.
+        """
+
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+        action: Global___MemoryAction.ValueType = ...,
+        count: _builtins.int = ...,
+        drc_index: _builtins.int = ...,
+        indexed_count: Global___LmbRange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "drc_index", b"drc_index", "indexed_count", b"indexed_count", "target", b"target"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "count", b"count", "drc_index", b"drc_index", "indexed_count", b"indexed_count", "platform", b"platform", "target", b"target"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_target: _TypeAlias = _typing.Literal["count", "drc_index", "indexed_count"]  # noqa: Y015
+    _WhichOneofArgType_target: _TypeAlias = _typing.Literal["target", b"target"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_target) -> _WhichOneofReturnType_target | None: ...
+
+Global___RequestMemoryRequest: _TypeAlias = RequestMemoryRequest  # noqa: Y015
+
+@_typing.final
+class RequestMemoryResponse(_message.Message):
+    """RequestMemoryResponse returns the queued request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    TARGET_LMBS_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """The request's id, which its MemoryRequestFinished event carries."""
+    target_lmbs: _builtins.int
+    """How many LMBs must change for it to complete."""
+    description: _builtins.str
+    """The request in words, e.g. "add 2 LMBs by count"."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        target_lmbs: _builtins.int = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "request_id", b"request_id", "target_lmbs", b"target_lmbs"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequestMemoryResponse: _TypeAlias = RequestMemoryResponse  # noqa: Y015
 
 @_typing.final
 class PlugDeviceRequest(_message.Message):
@@ -335,6 +493,7 @@ class Event(_message.Message):
     DEVICE_DELETED_FIELD_NUMBER: _builtins.int
     UNPLUG_REJECTED_FIELD_NUMBER: _builtins.int
     UNPLUG_TIMED_OUT_FIELD_NUMBER: _builtins.int
+    MEMORY_REQUEST_FINISHED_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-platform sequence number: 1 for the first event, then +1 with no gaps."""
     platform: _builtins.str
@@ -367,6 +526,10 @@ class Event(_message.Message):
         and was cancelled (only with an UnplugTimeouts policy; off by default).
         """
 
+    @_builtins.property
+    def memory_request_finished(self) -> Global___MemoryRequestFinished:
+        """A memory request (RequestMemory) ended."""
+
     def __init__(
         self,
         *,
@@ -378,12 +541,13 @@ class Event(_message.Message):
         device_deleted: Global___DeviceDeleted | None = ...,
         unplug_rejected: Global___UnplugRejected | None = ...,
         unplug_timed_out: Global___UnplugTimedOut | None = ...,
+        memory_request_finished: Global___MemoryRequestFinished | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out", "memory_request_finished"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -548,3 +712,59 @@ class UnplugTimedOut(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___UnplugTimedOut: _TypeAlias = UnplugTimedOut  # noqa: Y015
+
+@_typing.final
+class MemoryRequestFinished(_message.Message):
+    """MemoryRequestFinished reports the end of a memory request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    ID_TYPE_FIELD_NUMBER: _builtins.int
+    FIRST_DRC_INDEX_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    LMBS_CHANGED_FIELD_NUMBER: _builtins.int
+    SIGNAL_FIELD_NUMBER: _builtins.int
+    DRC_INDEX_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """The request's id (RequestMemoryResponse.request_id)."""
+    action: Global___MemoryAction.ValueType
+    """Add or remove."""
+    id_type: _builtins.int
+    """The hotplug log's identifier type: 2 index, 3 count, 4 indexed count."""
+    first_drc_index: _builtins.int
+    """The LMB (index) or first LMB (indexed count); 0 by count."""
+    count: _builtins.int
+    """The count the log carried (1 by index)."""
+    outcome: Global___MemoryOutcome.ValueType
+    """How it ended."""
+    lmbs_changed: _builtins.int
+    """LMBs added (and configured) or removed (released) under the request when
+    it ended: the target when completed, 0 after a refusal or a full rollback.
+    """
+    signal: Global___RefusalSignal.ValueType
+    """For a refused remove: how the guest refused, and on which LMB."""
+    drc_index: _builtins.int
+    """The LMB that carried the refusal signal; 0 otherwise."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        action: Global___MemoryAction.ValueType = ...,
+        id_type: _builtins.int = ...,
+        first_drc_index: _builtins.int = ...,
+        count: _builtins.int = ...,
+        outcome: Global___MemoryOutcome.ValueType = ...,
+        lmbs_changed: _builtins.int = ...,
+        signal: Global___RefusalSignal.ValueType = ...,
+        drc_index: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "count", b"count", "drc_index", b"drc_index", "first_drc_index", b"first_drc_index", "id_type", b"id_type", "lmbs_changed", b"lmbs_changed", "outcome", b"outcome", "request_id", b"request_id", "signal", b"signal"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MemoryRequestFinished: _TypeAlias = MemoryRequestFinished  # noqa: Y015

@@ -61,6 +61,11 @@ class HotplugServiceStub:
                 request_serializer=papr_dot_v1_dot_hotplug__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_hotplug__pb2.WatchEventsResponse.FromString,
                 _registered_method=True)
+        self.RequestMemory = channel.unary_unary(
+                '/papr.v1.HotplugService/RequestMemory',
+                request_serializer=papr_dot_v1_dot_hotplug__pb2.RequestMemoryRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_hotplug__pb2.RequestMemoryResponse.FromString,
+                _registered_method=True)
 
 
 class HotplugServiceServicer:
@@ -138,6 +143,28 @@ class HotplugServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RequestMemory(self, request, context):
+        """RequestMemory asks the guest of a MEMORY_MODEL_LMB platform to add or
+        remove LMBs, as a PowerVM management console does: the platform queues
+        one memory hotplug log (identifier type count, index or indexed count),
+        and the guest picks, acquires or releases LMBs itself (Linux's
+        dlpar_memory_{add,remove}_by_{count,index,ic}). While the request is
+        pending, the guest may acquire the unassigned LMBs an add covers (up to
+        its target) and isolate the assigned LMBs a remove covers. Its outcome
+        is one MemoryRequestFinished event: completed (the target number of LMBs
+        configured, or released), refused (a refusal signal on an LMB a remove
+        covers, or the guest gave back everything an add had given it: Linux's
+        rollback) or cancelled (CAS reset the connectors). One request is pending
+        at a time. Errors: NOT_FOUND (platform; an index that is no LMB
+        connector), INVALID_ARGUMENT (no action or target, count 0),
+        FAILED_PRECONDITION (a DIMM platform; a request pending; not enough
+        unassigned or assigned LMBs; the named LMBs all assigned or unassigned
+        already), RESOURCE_EXHAUSTED (LMBs per platform, unread event logs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HotplugServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +192,11 @@ def add_HotplugServiceServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=papr_dot_v1_dot_hotplug__pb2.WatchEventsRequest.FromString,
                     response_serializer=papr_dot_v1_dot_hotplug__pb2.WatchEventsResponse.SerializeToString,
+            ),
+            'RequestMemory': grpc.unary_unary_rpc_method_handler(
+                    servicer.RequestMemory,
+                    request_deserializer=papr_dot_v1_dot_hotplug__pb2.RequestMemoryRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_hotplug__pb2.RequestMemoryResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -304,6 +336,33 @@ class HotplugService:
             '/papr.v1.HotplugService/WatchEvents',
             papr_dot_v1_dot_hotplug__pb2.WatchEventsRequest.SerializeToString,
             papr_dot_v1_dot_hotplug__pb2.WatchEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RequestMemory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.HotplugService/RequestMemory',
+            papr_dot_v1_dot_hotplug__pb2.RequestMemoryRequest.SerializeToString,
+            papr_dot_v1_dot_hotplug__pb2.RequestMemoryResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,6 +83,24 @@ class HotplugServiceStub:
     and --max-streams-per-platform (default 16) on one platform; a stream over
     a limit fails with RESOURCE_EXHAUSTED naming it.
     """
+    RequestMemory: _grpc.UnaryUnaryMultiCallable[_hotplug_pb2.RequestMemoryRequest, _hotplug_pb2.RequestMemoryResponse]
+    """RequestMemory asks the guest of a MEMORY_MODEL_LMB platform to add or
+    remove LMBs, as a PowerVM management console does: the platform queues
+    one memory hotplug log (identifier type count, index or indexed count),
+    and the guest picks, acquires or releases LMBs itself (Linux's
+    dlpar_memory_{add,remove}_by_{count,index,ic}). While the request is
+    pending, the guest may acquire the unassigned LMBs an add covers (up to
+    its target) and isolate the assigned LMBs a remove covers. Its outcome
+    is one MemoryRequestFinished event: completed (the target number of LMBs
+    configured, or released), refused (a refusal signal on an LMB a remove
+    covers, or the guest gave back everything an add had given it: Linux's
+    rollback) or cancelled (CAS reset the connectors). One request is pending
+    at a time. Errors: NOT_FOUND (platform; an index that is no LMB
+    connector), INVALID_ARGUMENT (no action or target, count 0),
+    FAILED_PRECONDITION (a DIMM platform; a request pending; not enough
+    unassigned or assigned LMBs; the named LMBs all assigned or unassigned
+    already), RESOURCE_EXHAUSTED (LMBs per platform, unread event logs).
+    """
 
 @_typing.type_check_only
 class HotplugServiceAsyncStub(HotplugServiceStub):
@@ -138,6 +156,24 @@ class HotplugServiceAsyncStub(HotplugServiceStub):
     open streams are limited: at most --max-streams (default 48) on the server
     and --max-streams-per-platform (default 16) on one platform; a stream over
     a limit fails with RESOURCE_EXHAUSTED naming it.
+    """
+    RequestMemory: _aio.UnaryUnaryMultiCallable[_hotplug_pb2.RequestMemoryRequest, _hotplug_pb2.RequestMemoryResponse]  # type: ignore[assignment]
+    """RequestMemory asks the guest of a MEMORY_MODEL_LMB platform to add or
+    remove LMBs, as a PowerVM management console does: the platform queues
+    one memory hotplug log (identifier type count, index or indexed count),
+    and the guest picks, acquires or releases LMBs itself (Linux's
+    dlpar_memory_{add,remove}_by_{count,index,ic}). While the request is
+    pending, the guest may acquire the unassigned LMBs an add covers (up to
+    its target) and isolate the assigned LMBs a remove covers. Its outcome
+    is one MemoryRequestFinished event: completed (the target number of LMBs
+    configured, or released), refused (a refusal signal on an LMB a remove
+    covers, or the guest gave back everything an add had given it: Linux's
+    rollback) or cancelled (CAS reset the connectors). One request is pending
+    at a time. Errors: NOT_FOUND (platform; an index that is no LMB
+    connector), INVALID_ARGUMENT (no action or target, count 0),
+    FAILED_PRECONDITION (a DIMM platform; a request pending; not enough
+    unassigned or assigned LMBs; the named LMBs all assigned or unassigned
+    already), RESOURCE_EXHAUSTED (LMBs per platform, unread event logs).
     """
 
 class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -221,6 +257,30 @@ class HotplugServiceServicer(metaclass=_abc_1.ABCMeta):
         open streams are limited: at most --max-streams (default 48) on the server
         and --max-streams-per-platform (default 16) on one platform; a stream over
         a limit fails with RESOURCE_EXHAUSTED naming it.
+        """
+
+    @_abc_1.abstractmethod
+    def RequestMemory(
+        self,
+        request: _hotplug_pb2.RequestMemoryRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_hotplug_pb2.RequestMemoryResponse, _abc.Awaitable[_hotplug_pb2.RequestMemoryResponse]]:
+        """RequestMemory asks the guest of a MEMORY_MODEL_LMB platform to add or
+        remove LMBs, as a PowerVM management console does: the platform queues
+        one memory hotplug log (identifier type count, index or indexed count),
+        and the guest picks, acquires or releases LMBs itself (Linux's
+        dlpar_memory_{add,remove}_by_{count,index,ic}). While the request is
+        pending, the guest may acquire the unassigned LMBs an add covers (up to
+        its target) and isolate the assigned LMBs a remove covers. Its outcome
+        is one MemoryRequestFinished event: completed (the target number of LMBs
+        configured, or released), refused (a refusal signal on an LMB a remove
+        covers, or the guest gave back everything an add had given it: Linux's
+        rollback) or cancelled (CAS reset the connectors). One request is pending
+        at a time. Errors: NOT_FOUND (platform; an index that is no LMB
+        connector), INVALID_ARGUMENT (no action or target, count 0),
+        FAILED_PRECONDITION (a DIMM platform; a request pending; not enough
+        unassigned or assigned LMBs; the named LMBs all assigned or unassigned
+        already), RESOURCE_EXHAUSTED (LMBs per platform, unread event logs).
         """
 
 def add_HotplugServiceServicer_to_server(servicer: HotplugServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

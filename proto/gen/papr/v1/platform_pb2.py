@@ -28,51 +28,53 @@ from papr.v1 import device_pb2 as papr_dot_v1_dot_device__pb2
 from papr.v1 import guest_pb2 as papr_dot_v1_dot_guest__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16papr/v1/platform.proto\x12\x07papr.v1\x1a\x14papr/v1/access.proto\x1a\x17papr/v1/connector.proto\x1a\x14papr/v1/device.proto\x1a\x13papr/v1/guest.proto\"\x8a\x02\n\x08Geometry\x12\x19\n\x0cmemory_bytes\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1d\n\x10max_memory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x19\n\x0cmemory_slots\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04\x63pus\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x15\n\x08max_cpus\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\x1d\n\x10threads_per_core\x18\x06 \x01(\rH\x05\x88\x01\x01\x42\x0f\n\r_memory_bytesB\x13\n\x11_max_memory_bytesB\x0f\n\r_memory_slotsB\x07\n\x05_cpusB\x0b\n\t_max_cpusB\x13\n\x11_threads_per_core\"?\n\x0e\x43oldplugDevice\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"?\n\x0e\x43onnectorCount\x12\x1e\n\x04type\x18\x01 \x01(\x0e\x32\x10.papr.v1.DrcType\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xd4\x02\n\x08Platform\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x08geometry\x18\x02 \x01(\x0b\x32\x11.papr.v1.Geometry\x12\x31\n\x10\x63onnector_counts\x18\x03 \x03(\x0b\x32\x17.papr.v1.ConnectorCount\x12\x17\n\x0f\x63onnector_total\x18\x04 \x01(\r\x12\x14\n\x0c\x64\x65vice_count\x18\x05 \x01(\r\x12\x1b\n\x13last_event_sequence\x18\x06 \x01(\x04\x12\x1a\n\x12\x64\x65vice_memory_base\x18\x07 \x01(\x04\x12\x30\n\x0funplug_timeouts\x18\x08 \x01(\x0b\x32\x17.papr.v1.UnplugTimeouts\x12\x1b\n\x13pending_rtas_events\x18\t \x01(\r\x12+\n\x07options\x18\n \x01(\x0b\x32\x1a.papr.v1.NegotiatedOptions\"\x86\x02\n\x0eUnplugTimeouts\x12\x1d\n\x10\x63pu_core_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x64imm_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12!\n\x14pci_function_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0bphb_seconds\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1b\n\x0envdimm_seconds\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x13\n\x11_cpu_core_secondsB\x0f\n\r_dimm_secondsB\x17\n\x15_pci_function_secondsB\x0e\n\x0c_phb_secondsB\x11\n\x0f_nvdimm_seconds\"\xa7\x01\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x08geometry\x18\x02 \x01(\x0b\x32\x11.papr.v1.Geometry\x12)\n\x08\x63oldplug\x18\x03 \x03(\x0b\x32\x17.papr.v1.ColdplugDevice\x12\x30\n\x0funplug_timeouts\x18\x04 \x01(\x0b\x32\x17.papr.v1.UnplugTimeouts\"\x95\x01\n\x16\x43reatePlatformResponse\x12#\n\x08platform\x18\x01 \x01(\x0b\x32\x11.papr.v1.Platform\x12+\n\rmanager_token\x18\x02 \x01(\x0b\x32\x14.papr.v1.AccessToken\x12)\n\x0bguest_token\x18\x03 \x01(\x0b\x32\x14.papr.v1.AccessToken\"&\n\x12GetPlatformRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\":\n\x13GetPlatformResponse\x12#\n\x08platform\x18\x01 \x01(\x0b\x32\x11.papr.v1.Platform\"\x16\n\x14ListPlatformsRequest\"=\n\x15ListPlatformsResponse\x12$\n\tplatforms\x18\x01 \x03(\x0b\x32\x11.papr.v1.Platform\")\n\x15\x44\x65letePlatformRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\"\x18\n\x16\x44\x65letePlatformResponse\"\x87\x01\n\x15ListConnectorsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1e\n\x04type\x18\x02 \x01(\x0e\x32\x10.papr.v1.DrcType\x12\x15\n\rattached_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x16ListConnectorsResponse\x12&\n\nconnectors\x18\x01 \x03(\x0b\x32\x12.papr.v1.Connector\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x13GetConnectorRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x11\n\tdrc_index\x18\x02 \x01(\r\"=\n\x14GetConnectorResponse\x12%\n\tconnector\x18\x01 \x01(\x0b\x32\x12.papr.v1.Connector\"(\n\x14GetDeviceTreeRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\":\n\x15GetDeviceTreeResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04\x32\xc3\x04\n\x0fPlatformService\x12Q\n\x0e\x43reatePlatform\x12\x1e.papr.v1.CreatePlatformRequest\x1a\x1f.papr.v1.CreatePlatformResponse\x12H\n\x0bGetPlatform\x12\x1b.papr.v1.GetPlatformRequest\x1a\x1c.papr.v1.GetPlatformResponse\x12N\n\rListPlatforms\x12\x1d.papr.v1.ListPlatformsRequest\x1a\x1e.papr.v1.ListPlatformsResponse\x12Q\n\x0e\x44\x65letePlatform\x12\x1e.papr.v1.DeletePlatformRequest\x1a\x1f.papr.v1.DeletePlatformResponse\x12Q\n\x0eListConnectors\x12\x1e.papr.v1.ListConnectorsRequest\x1a\x1f.papr.v1.ListConnectorsResponse\x12K\n\x0cGetConnector\x12\x1c.papr.v1.GetConnectorRequest\x1a\x1d.papr.v1.GetConnectorResponse\x12P\n\rGetDeviceTree\x12\x1d.papr.v1.GetDeviceTreeRequest\x1a\x1e.papr.v1.GetDeviceTreeResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16papr/v1/platform.proto\x12\x07papr.v1\x1a\x14papr/v1/access.proto\x1a\x17papr/v1/connector.proto\x1a\x14papr/v1/device.proto\x1a\x13papr/v1/guest.proto\"\xb6\x02\n\x08Geometry\x12\x19\n\x0cmemory_bytes\x18\x01 \x01(\x04H\x00\x88\x01\x01\x12\x1d\n\x10max_memory_bytes\x18\x02 \x01(\x04H\x01\x88\x01\x01\x12\x19\n\x0cmemory_slots\x18\x03 \x01(\rH\x02\x88\x01\x01\x12\x11\n\x04\x63pus\x18\x04 \x01(\rH\x03\x88\x01\x01\x12\x15\n\x08max_cpus\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\x1d\n\x10threads_per_core\x18\x06 \x01(\rH\x05\x88\x01\x01\x12*\n\x0cmemory_model\x18\x07 \x01(\x0e\x32\x14.papr.v1.MemoryModelB\x0f\n\r_memory_bytesB\x13\n\x11_max_memory_bytesB\x0f\n\r_memory_slotsB\x07\n\x05_cpusB\x0b\n\t_max_cpusB\x13\n\x11_threads_per_core\"?\n\x0e\x43oldplugDevice\x12\n\n\x02id\x18\x01 \x01(\t\x12!\n\x04spec\x18\x02 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"?\n\x0e\x43onnectorCount\x12\x1e\n\x04type\x18\x01 \x01(\x0e\x32\x10.papr.v1.DrcType\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xd4\x02\n\x08Platform\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x08geometry\x18\x02 \x01(\x0b\x32\x11.papr.v1.Geometry\x12\x31\n\x10\x63onnector_counts\x18\x03 \x03(\x0b\x32\x17.papr.v1.ConnectorCount\x12\x17\n\x0f\x63onnector_total\x18\x04 \x01(\r\x12\x14\n\x0c\x64\x65vice_count\x18\x05 \x01(\r\x12\x1b\n\x13last_event_sequence\x18\x06 \x01(\x04\x12\x1a\n\x12\x64\x65vice_memory_base\x18\x07 \x01(\x04\x12\x30\n\x0funplug_timeouts\x18\x08 \x01(\x0b\x32\x17.papr.v1.UnplugTimeouts\x12\x1b\n\x13pending_rtas_events\x18\t \x01(\r\x12+\n\x07options\x18\n \x01(\x0b\x32\x1a.papr.v1.NegotiatedOptions\"\x86\x02\n\x0eUnplugTimeouts\x12\x1d\n\x10\x63pu_core_seconds\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x19\n\x0c\x64imm_seconds\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12!\n\x14pci_function_seconds\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x18\n\x0bphb_seconds\x18\x04 \x01(\x01H\x03\x88\x01\x01\x12\x1b\n\x0envdimm_seconds\x18\x05 \x01(\x01H\x04\x88\x01\x01\x42\x13\n\x11_cpu_core_secondsB\x0f\n\r_dimm_secondsB\x17\n\x15_pci_function_secondsB\x0e\n\x0c_phb_secondsB\x11\n\x0f_nvdimm_seconds\"\xa7\x01\n\x15\x43reatePlatformRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12#\n\x08geometry\x18\x02 \x01(\x0b\x32\x11.papr.v1.Geometry\x12)\n\x08\x63oldplug\x18\x03 \x03(\x0b\x32\x17.papr.v1.ColdplugDevice\x12\x30\n\x0funplug_timeouts\x18\x04 \x01(\x0b\x32\x17.papr.v1.UnplugTimeouts\"\x95\x01\n\x16\x43reatePlatformResponse\x12#\n\x08platform\x18\x01 \x01(\x0b\x32\x11.papr.v1.Platform\x12+\n\rmanager_token\x18\x02 \x01(\x0b\x32\x14.papr.v1.AccessToken\x12)\n\x0bguest_token\x18\x03 \x01(\x0b\x32\x14.papr.v1.AccessToken\"&\n\x12GetPlatformRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\":\n\x13GetPlatformResponse\x12#\n\x08platform\x18\x01 \x01(\x0b\x32\x11.papr.v1.Platform\"\x16\n\x14ListPlatformsRequest\"=\n\x15ListPlatformsResponse\x12$\n\tplatforms\x18\x01 \x03(\x0b\x32\x11.papr.v1.Platform\")\n\x15\x44\x65letePlatformRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\"\x18\n\x16\x44\x65letePlatformResponse\"\x87\x01\n\x15ListConnectorsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1e\n\x04type\x18\x02 \x01(\x0e\x32\x10.papr.v1.DrcType\x12\x15\n\rattached_only\x18\x03 \x01(\x08\x12\x11\n\tpage_size\x18\x04 \x01(\r\x12\x12\n\npage_token\x18\x05 \x01(\t\"Y\n\x16ListConnectorsResponse\x12&\n\nconnectors\x18\x01 \x03(\x0b\x32\x12.papr.v1.Connector\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\":\n\x13GetConnectorRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x11\n\tdrc_index\x18\x02 \x01(\r\"=\n\x14GetConnectorResponse\x12%\n\tconnector\x18\x01 \x01(\x0b\x32\x12.papr.v1.Connector\"(\n\x14GetDeviceTreeRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\":\n\x15GetDeviceTreeResponse\x12\r\n\x05\x63hunk\x18\x01 \x01(\x0c\x12\x12\n\ntotal_size\x18\x02 \x01(\x04*X\n\x0bMemoryModel\x12\x1c\n\x18MEMORY_MODEL_UNSPECIFIED\x10\x00\x12\x15\n\x11MEMORY_MODEL_DIMM\x10\x01\x12\x14\n\x10MEMORY_MODEL_LMB\x10\x02\x32\xc3\x04\n\x0fPlatformService\x12Q\n\x0e\x43reatePlatform\x12\x1e.papr.v1.CreatePlatformRequest\x1a\x1f.papr.v1.CreatePlatformResponse\x12H\n\x0bGetPlatform\x12\x1b.papr.v1.GetPlatformRequest\x1a\x1c.papr.v1.GetPlatformResponse\x12N\n\rListPlatforms\x12\x1d.papr.v1.ListPlatformsRequest\x1a\x1e.papr.v1.ListPlatformsResponse\x12Q\n\x0e\x44\x65letePlatform\x12\x1e.papr.v1.DeletePlatformRequest\x1a\x1f.papr.v1.DeletePlatformResponse\x12Q\n\x0eListConnectors\x12\x1e.papr.v1.ListConnectorsRequest\x1a\x1f.papr.v1.ListConnectorsResponse\x12K\n\x0cGetConnector\x12\x1c.papr.v1.GetConnectorRequest\x1a\x1d.papr.v1.GetConnectorResponse\x12P\n\rGetDeviceTree\x12\x1d.papr.v1.GetDeviceTreeRequest\x1a\x1e.papr.v1.GetDeviceTreeResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'papr.v1.platform_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_MEMORYMODEL']._serialized_start=2208
+  _globals['_MEMORYMODEL']._serialized_end=2296
   _globals['_GEOMETRY']._serialized_start=126
-  _globals['_GEOMETRY']._serialized_end=392
-  _globals['_COLDPLUGDEVICE']._serialized_start=394
-  _globals['_COLDPLUGDEVICE']._serialized_end=457
-  _globals['_CONNECTORCOUNT']._serialized_start=459
-  _globals['_CONNECTORCOUNT']._serialized_end=522
-  _globals['_PLATFORM']._serialized_start=525
-  _globals['_PLATFORM']._serialized_end=865
-  _globals['_UNPLUGTIMEOUTS']._serialized_start=868
-  _globals['_UNPLUGTIMEOUTS']._serialized_end=1130
-  _globals['_CREATEPLATFORMREQUEST']._serialized_start=1133
-  _globals['_CREATEPLATFORMREQUEST']._serialized_end=1300
-  _globals['_CREATEPLATFORMRESPONSE']._serialized_start=1303
-  _globals['_CREATEPLATFORMRESPONSE']._serialized_end=1452
-  _globals['_GETPLATFORMREQUEST']._serialized_start=1454
-  _globals['_GETPLATFORMREQUEST']._serialized_end=1492
-  _globals['_GETPLATFORMRESPONSE']._serialized_start=1494
-  _globals['_GETPLATFORMRESPONSE']._serialized_end=1552
-  _globals['_LISTPLATFORMSREQUEST']._serialized_start=1554
-  _globals['_LISTPLATFORMSREQUEST']._serialized_end=1576
-  _globals['_LISTPLATFORMSRESPONSE']._serialized_start=1578
-  _globals['_LISTPLATFORMSRESPONSE']._serialized_end=1639
-  _globals['_DELETEPLATFORMREQUEST']._serialized_start=1641
-  _globals['_DELETEPLATFORMREQUEST']._serialized_end=1682
-  _globals['_DELETEPLATFORMRESPONSE']._serialized_start=1684
-  _globals['_DELETEPLATFORMRESPONSE']._serialized_end=1708
-  _globals['_LISTCONNECTORSREQUEST']._serialized_start=1711
-  _globals['_LISTCONNECTORSREQUEST']._serialized_end=1846
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=1848
-  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=1937
-  _globals['_GETCONNECTORREQUEST']._serialized_start=1939
-  _globals['_GETCONNECTORREQUEST']._serialized_end=1997
-  _globals['_GETCONNECTORRESPONSE']._serialized_start=1999
-  _globals['_GETCONNECTORRESPONSE']._serialized_end=2060
-  _globals['_GETDEVICETREEREQUEST']._serialized_start=2062
-  _globals['_GETDEVICETREEREQUEST']._serialized_end=2102
-  _globals['_GETDEVICETREERESPONSE']._serialized_start=2104
-  _globals['_GETDEVICETREERESPONSE']._serialized_end=2162
-  _globals['_PLATFORMSERVICE']._serialized_start=2165
-  _globals['_PLATFORMSERVICE']._serialized_end=2744
+  _globals['_GEOMETRY']._serialized_end=436
+  _globals['_COLDPLUGDEVICE']._serialized_start=438
+  _globals['_COLDPLUGDEVICE']._serialized_end=501
+  _globals['_CONNECTORCOUNT']._serialized_start=503
+  _globals['_CONNECTORCOUNT']._serialized_end=566
+  _globals['_PLATFORM']._serialized_start=569
+  _globals['_PLATFORM']._serialized_end=909
+  _globals['_UNPLUGTIMEOUTS']._serialized_start=912
+  _globals['_UNPLUGTIMEOUTS']._serialized_end=1174
+  _globals['_CREATEPLATFORMREQUEST']._serialized_start=1177
+  _globals['_CREATEPLATFORMREQUEST']._serialized_end=1344
+  _globals['_CREATEPLATFORMRESPONSE']._serialized_start=1347
+  _globals['_CREATEPLATFORMRESPONSE']._serialized_end=1496
+  _globals['_GETPLATFORMREQUEST']._serialized_start=1498
+  _globals['_GETPLATFORMREQUEST']._serialized_end=1536
+  _globals['_GETPLATFORMRESPONSE']._serialized_start=1538
+  _globals['_GETPLATFORMRESPONSE']._serialized_end=1596
+  _globals['_LISTPLATFORMSREQUEST']._serialized_start=1598
+  _globals['_LISTPLATFORMSREQUEST']._serialized_end=1620
+  _globals['_LISTPLATFORMSRESPONSE']._serialized_start=1622
+  _globals['_LISTPLATFORMSRESPONSE']._serialized_end=1683
+  _globals['_DELETEPLATFORMREQUEST']._serialized_start=1685
+  _globals['_DELETEPLATFORMREQUEST']._serialized_end=1726
+  _globals['_DELETEPLATFORMRESPONSE']._serialized_start=1728
+  _globals['_DELETEPLATFORMRESPONSE']._serialized_end=1752
+  _globals['_LISTCONNECTORSREQUEST']._serialized_start=1755
+  _globals['_LISTCONNECTORSREQUEST']._serialized_end=1890
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_start=1892
+  _globals['_LISTCONNECTORSRESPONSE']._serialized_end=1981
+  _globals['_GETCONNECTORREQUEST']._serialized_start=1983
+  _globals['_GETCONNECTORREQUEST']._serialized_end=2041
+  _globals['_GETCONNECTORRESPONSE']._serialized_start=2043
+  _globals['_GETCONNECTORRESPONSE']._serialized_end=2104
+  _globals['_GETDEVICETREEREQUEST']._serialized_start=2106
+  _globals['_GETDEVICETREEREQUEST']._serialized_end=2146
+  _globals['_GETDEVICETREERESPONSE']._serialized_start=2148
+  _globals['_GETDEVICETREERESPONSE']._serialized_end=2206
+  _globals['_PLATFORMSERVICE']._serialized_start=2299
+  _globals['_PLATFORMSERVICE']._serialized_end=2878
 # @@protoc_insertion_point(module_scope)

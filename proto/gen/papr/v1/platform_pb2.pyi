@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from papr.v1 import access_pb2 as _access_pb2
 from papr.v1 import connector_pb2 as _connector_pb2
 from papr.v1 import device_pb2 as _device_pb2
@@ -21,6 +22,42 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _MemoryModel:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemoryModelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemoryModel.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMORY_MODEL_UNSPECIFIED: _MemoryModel.ValueType  # 0
+    """Not set: MEMORY_MODEL_DIMM."""
+    MEMORY_MODEL_DIMM: _MemoryModel.ValueType  # 1
+    """QEMU's pseries: memory comes as DIMMs (and NVDIMMs) plugged with
+    HotplugService.PlugDevice. Device memory needs memory_slots.
+    """
+    MEMORY_MODEL_LMB: _MemoryModel.ValueType  # 2
+    """PowerVM's: there are no DIMMs; HotplugService.RequestMemory asks the guest
+    to add or remove LMBs by count, by index or by indexed count, and each
+    256 MiB LMB is assigned on its own. memory_slots may be 0 (they are then
+    only PMEM connectors, and NVDIMMs cannot be plugged either).
+    """
+
+class MemoryModel(_MemoryModel, metaclass=_MemoryModelEnumTypeWrapper):
+    """MemoryModel is how a platform hands out device memory."""
+
+MEMORY_MODEL_UNSPECIFIED: MemoryModel.ValueType  # 0
+"""Not set: MEMORY_MODEL_DIMM."""
+MEMORY_MODEL_DIMM: MemoryModel.ValueType  # 1
+"""QEMU's pseries: memory comes as DIMMs (and NVDIMMs) plugged with
+HotplugService.PlugDevice. Device memory needs memory_slots.
+"""
+MEMORY_MODEL_LMB: MemoryModel.ValueType  # 2
+"""PowerVM's: there are no DIMMs; HotplugService.RequestMemory asks the guest
+to add or remove LMBs by count, by index or by indexed count, and each
+256 MiB LMB is assigned on its own. memory_slots may be 0 (they are then
+only PMEM connectors, and NVDIMMs cannot be plugged either).
+"""
+Global___MemoryModel: _TypeAlias = MemoryModel  # noqa: Y015
 
 @_typing.final
 class Geometry(_message.Message):
@@ -37,6 +74,7 @@ class Geometry(_message.Message):
     CPUS_FIELD_NUMBER: _builtins.int
     MAX_CPUS_FIELD_NUMBER: _builtins.int
     THREADS_PER_CORE_FIELD_NUMBER: _builtins.int
+    MEMORY_MODEL_FIELD_NUMBER: _builtins.int
     memory_bytes: _builtins.int
     """Boot memory in bytes (-m); a positive multiple of 256 MiB. Default 512 MiB."""
     max_memory_bytes: _builtins.int
@@ -56,6 +94,8 @@ class Geometry(_message.Message):
     """
     threads_per_core: _builtins.int
     """Threads per core (threads=), a power of two up to 8. Default 1."""
+    memory_model: Global___MemoryModel.ValueType
+    """How device memory is handed out. Unset: MEMORY_MODEL_DIMM (QEMU's)."""
     def __init__(
         self,
         *,
@@ -65,10 +105,11 @@ class Geometry(_message.Message):
         cpus: _builtins.int | None = ...,
         max_cpus: _builtins.int | None = ...,
         threads_per_core: _builtins.int | None = ...,
+        memory_model: Global___MemoryModel.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_cpus", b"_cpus", "_max_cpus", b"_max_cpus", "_max_memory_bytes", b"_max_memory_bytes", "_memory_bytes", b"_memory_bytes", "_memory_slots", b"_memory_slots", "_threads_per_core", b"_threads_per_core", "cpus", b"cpus", "max_cpus", b"max_cpus", "max_memory_bytes", b"max_memory_bytes", "memory_bytes", b"memory_bytes", "memory_slots", b"memory_slots", "threads_per_core", b"threads_per_core"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpus", b"_cpus", "_max_cpus", b"_max_cpus", "_max_memory_bytes", b"_max_memory_bytes", "_memory_bytes", b"_memory_bytes", "_memory_slots", b"_memory_slots", "_threads_per_core", b"_threads_per_core", "cpus", b"cpus", "max_cpus", b"max_cpus", "max_memory_bytes", b"max_memory_bytes", "memory_bytes", b"memory_bytes", "memory_slots", b"memory_slots", "threads_per_core", b"threads_per_core"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cpus", b"_cpus", "_max_cpus", b"_max_cpus", "_max_memory_bytes", b"_max_memory_bytes", "_memory_bytes", b"_memory_bytes", "_memory_slots", b"_memory_slots", "_threads_per_core", b"_threads_per_core", "cpus", b"cpus", "max_cpus", b"max_cpus", "max_memory_bytes", b"max_memory_bytes", "memory_bytes", b"memory_bytes", "memory_model", b"memory_model", "memory_slots", b"memory_slots", "threads_per_core", b"threads_per_core"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cpus: _TypeAlias = _typing.Literal["cpus"]  # noqa: Y015
     _WhichOneofArgType__cpus: _TypeAlias = _typing.Literal["_cpus", b"_cpus"]  # noqa: Y015

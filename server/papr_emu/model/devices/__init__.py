@@ -19,13 +19,14 @@ from .base import DEVICE_ID_PATTERN, Device, DeviceInfo, DeviceType, FragmentCon
 from .cpu_core import CpuCore, CpuCoreParams
 from .dimm import Dimm, DimmParams, DimmRequest, dimms_by_address
 from .inventory import Inventory
+from .lmb import Lmb, LmbParams
 from .memory_device import MemoryDevice, memory_devices_by_address
 from .nvdimm import Nvdimm, NvdimmParams, NvdimmRequest
 from .pci_function import PciFunction, PciFunctionParams, PciModel
 from .phb import PCI_FUNCTIONS, PCI_SLOTS, Phb, PhbParams, pci_drc_id
 
 #: Every device type, registered here once.
-DEVICE_CLASSES: Final[tuple[type[Device], ...]] = (Dimm, CpuCore, PciFunction, Phb, Nvdimm)
+DEVICE_CLASSES: Final[tuple[type[Device], ...]] = (Dimm, CpuCore, PciFunction, Phb, Nvdimm, Lmb)
 
 #: What a plug request may be: one request class per device type.
 PlugRequest = DimmRequest | CpuCoreParams | PciFunctionParams | PhbParams | NvdimmRequest
@@ -58,6 +59,8 @@ __all__ = [
     "DimmRequest",
     "FragmentContext",
     "Inventory",
+    "Lmb",
+    "LmbParams",
     "MemoryDevice",
     "Nvdimm",
     "NvdimmParams",

@@ -42,6 +42,7 @@ class DeviceType(enum.Enum):
     PCI_FUNCTION = "pci-function"
     PHB = "phb"
     NVDIMM = "nvdimm"
+    LMB = "lmb"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +94,16 @@ class Device:
     request_type: ClassVar[builtins.type]
     #: QEMU's refusal of a second device_del while one is pending; None: QEMU re-sends the request.
     unplug_in_progress: ClassVar[str | None] = None
+    #: False: the type's devices publish no DeviceAdded / DeviceDeleted / UnplugRequested events
+    #: (an LMB on a PowerVM-style platform: its memory request reports for all of them).
+    announced: ClassVar[bool] = True
+    #: False: ListDevices leaves the type's devices out (there may be hundreds of thousands).
+    listed: ClassVar[bool] = True
+    #: False: UnplugTimeouts has no key for the type (it is not unplugged with UnplugDevice).
+    unplug_timeout: ClassVar[bool] = True
+    #: True: the device goes when the guest sets its connector unusable, unplug or not (an LMB the
+    #: guest acquired and gives back on a PowerVM-style platform is unassigned again).
+    released_when_unusable: ClassVar[bool] = False
     #: QEMU's refusal of a device_del when the guest negotiated CAS without the hot-plug event source
     #: (:attr:`CasOptions.hotplug_events_or_none` false); None: the type unplugs either way.
     unplug_needs_hotplug_events: ClassVar[str | None] = None
@@ -129,6 +140,11 @@ class Device:
     def memory_blocks(self) -> int:
         """256 MiB LMBs of memory the device attaches (what the memory limits count)."""
         return 0
+
+    @property
+    def assigned_memory(self) -> tuple[int, int] | None:
+        """(address, size) of the LMB-backed memory the guest's drconf memory shows assigned, if any."""
+        return None
 
     @property
     def parent_path(self) -> str | None:

@@ -61,6 +61,10 @@ class Dimm(MemoryDevice):
     def memory_blocks(self) -> int:
         return len(self.drc_ids)
 
+    @property
+    def assigned_memory(self) -> tuple[int, int] | None:
+        return self.address, self.size
+
     @classmethod
     def default_id(cls, request: DimmRequest, inventory: Inventory[Device]) -> str:
         """QEMU-style "dimm<n>": the first free n."""

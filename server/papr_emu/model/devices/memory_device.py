@@ -21,6 +21,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 
 from ..errors import FailedPrecondition, InvalidArgument
+from ..geometry import MemoryModel
 from ..rtas import LMB_SIZE
 from .base import Device, PlugContext
 from .inventory import Inventory
@@ -52,6 +53,10 @@ class MemoryDevice(Device):
         range that fits). ``field`` prefixes the request fields an error names.
         """
         g, inventory = context.geometry, context.inventory
+        if g.memory_model is MemoryModel.LMB:
+            raise FailedPrecondition(
+                "this platform assigns memory by LMB (memory model lmb): ask for it with RequestMemory"
+            )
         if not g.lmb_count:
             raise FailedPrecondition(
                 "memory devices (e.g. for memory hotplug) are not enabled, please specify the maxmem option"
