@@ -22,6 +22,9 @@ _names = itertools.count()
 for _variable in ("PAPR_EMU_HOST", "PAPR_EMU_CA", "PAPR_EMU_CERT", "PAPR_EMU_KEY", "PAPR_EMU_TOKEN",
                   "PAPR_EMU_SERVER_NAME", "PAPR_EMU_MANAGER_TOKEN"):  # fmt: skip
     os.environ.pop(_variable, None)
+# The dev extra installs OpenTelemetry, which the server then turns on (papr_emu.service.tracing):
+# off for the suite, so that every server it starts does not import it; tests/test_tracing.py turns it on.
+os.environ.setdefault("OTEL_SDK_DISABLED", "true")
 
 
 @pytest.fixture(scope="session")

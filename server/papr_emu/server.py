@@ -44,7 +44,7 @@ from papr.v1 import (
 from .model import Platforms
 from .reflection import add_reflection
 from .security import Security
-from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer
+from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer, tracing
 from .service.access import AccessServicer, Guard
 from .service.decoding import DecodeInHandler, Observe
 from .service.running import Runner
@@ -113,6 +113,10 @@ class PaprServer:
                 self.security.check_metrics_listener(metrics_listen)
                 self._metrics = RpcMetrics()
             self._observe = observer(self._metrics, access_log)
+        self._tracing: grpc.aio.ServerInterceptor | None = None
+        if tracing.enabled():  # opentelemetry-instrumentation-grpc installed: a span per RPC
+            self._tracing = tracing.server_interceptor()
+            self._observe = tracing.annotating(self._observe)
         self.platforms = platforms
         self._listen = list(listen)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
@@ -136,10 +140,12 @@ class PaprServer:
                 ("grpc.max_send_message_length", limits.message_bytes),
             ],
             interceptors=[
+                # First, so that its span is current while the handler runs (annotating adds the platform).
+                *([self._tracing] if self._tracing is not None else []),
                 DecodeInHandler(
                     Guard(tokens, self.security.certificate_roles).check if tokens is not None else None,
                     self._observe,
-                )
+                ),
             ],
         )
         runner = Runner(self._executor)

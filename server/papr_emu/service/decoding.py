@@ -35,6 +35,20 @@ Check = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 Observe = Callable[[str, Any, grpc.StatusCode, float], None]
 
 
+_PLATFORM_SERVICE = "/papr.v1.PlatformService/"
+
+
+def platform_of(method: str, request: Any) -> str:
+    """The platform a request names (``platform``, or a PlatformService request's ``name``), else "".
+
+    For what observes RPCs: the access log, the metrics, the tracing spans.
+    """
+    name = getattr(request, "platform", None)
+    if name is None and method.startswith(_PLATFORM_SERVICE):
+        name = getattr(request, "name", None)
+    return name if isinstance(name, str) else ""
+
+
 class _Call:
     """One observed RPC: its first request, once parsed."""
 

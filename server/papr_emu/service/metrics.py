@@ -33,20 +33,11 @@ from prometheus_client.registry import Collector
 
 from ..addresses import host_port
 from ..model import Platforms
-from .decoding import Observe
+from .decoding import Observe, platform_of
 from .streams import StreamSlots
 
 #: RTAS calls take tens of microseconds, plugs and exports milliseconds; streams last until closed.
 DURATION_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
-_PLATFORM_SERVICE = "/papr.v1.PlatformService/"
-
-
-def platform_of(method: str, request: Any) -> str:
-    """The platform a request names (``platform``, or a PlatformService request's ``name``), else ""."""
-    name = getattr(request, "platform", None)
-    if name is None and method.startswith(_PLATFORM_SERVICE):
-        name = getattr(request, "name", None)
-    return name if isinstance(name, str) else ""
 
 
 class RpcMetrics:
