@@ -213,6 +213,8 @@ def test_bad_serve_flag_is_one_line(args: list[str], words: str) -> None:
         ["connectors", "--platform"],
         ["plug", "dimm", "--size", "1.3G"],
         ["nonsense"],
+        ["conformance", "run"],
+        ["conformance", "run", "--side", "x", "dimm-cycle"],
     ],
 )
 def test_bad_client_flag_is_one_line(args: list[str]) -> None:

@@ -42,6 +42,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from papr.v1 import access_pb2, connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 
+from .arguments import seconds_argument
 from .connect import (
     CA_VARIABLE,
     CERT_VARIABLE,
@@ -54,7 +55,6 @@ from .connect import (
     target_from_env,
 )
 from .connectors import list_all
-from .durations import seconds_argument
 from .pci import PCI_MODEL_NAMES, pci_model
 from .reference_guest import Outcome, ReferenceGuest, RefusalPolicy
 from .sizes import parse_size

@@ -25,6 +25,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from papr_emu_client.arguments import OneLineParser
 from papr_emu_client.connect import HOST_VARIABLE, Client, connect
 
 from .compare import compare, declarations_text
@@ -71,7 +72,7 @@ def papr_client(target: str | None) -> Iterator[Client]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = OneLineParser(
         prog="papr-emu conformance", description="Differential conformance scenarios: QEMU 7.2 vs papr-emu."
     )
     parser.add_argument("--scenarios", type=Path, help=f"scenario directory (default: {scenario_dir()})")

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import structlog
 
-from papr_emu_client.durations import seconds_argument
+from papr_emu_client.arguments import OneLineParser, seconds_argument
 
 from .addresses import host_port, listen_address
 from .config import ConfigError, ServerConfig, load_config
@@ -60,17 +60,6 @@ def plugin_commands() -> dict[str, EntryPoint]:
     from importlib.metadata import entry_points
 
     return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with its errors on one line (``papr-emu serve: error: ...``), not after the usage.
-
-    The usage of ``serve`` is a dozen lines; a script's log then shows the mistake, and a person
-    finds the usage with ``--help``. Exit status 2, as argparse's.
-    """
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _checked(check: Callable[[str], object]) -> Callable[[str], str]:
