@@ -1,3 +1,4 @@
+# PYTHON_ARGCOMPLETE_OK (argcomplete's global completion looks for this line)
 """The ``papr-emu`` command: ``serve`` runs the server; the other commands talk to one.
 
 Example::
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import signal
 import socket
 import sys
@@ -279,6 +281,19 @@ def serve(options: argparse.Namespace) -> int:
     return 0
 
 
+def _complete(parser: argparse.ArgumentParser) -> None:
+    """Print the completions and exit, if argcomplete is installed (``pip install 'papr-emu[completion]'``).
+
+    Bash: ``eval "$(register-python-argcomplete papr-emu)"``; zsh and fish: see argcomplete's docs.
+    Imported only here: a command that is not completing pays nothing for it.
+    """
+    try:
+        import argcomplete
+    except ImportError:
+        return
+    argcomplete.autocomplete(parser)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["serve"]:  # the server's start: no entry-point scan, no client commands (faster)
@@ -288,7 +303,10 @@ def main(argv: list[str] | None = None) -> int:
         # The plugin parses everything after its name itself (its options and --help included).
         plugin_main: Callable[[list[str]], int] = plugins[args[0]].load()
         return plugin_main(args[1:])
-    options = build_parser(plugins).parse_args(args)
+    parser = build_parser(plugins)
+    if "_ARGCOMPLETE" in os.environ:  # the shell asks for completions of the line it holds
+        _complete(parser)
+    options = parser.parse_args(args)
     if options.command == "serve":
         return serve(options)
     from papr_emu_client import cli as client_cli
