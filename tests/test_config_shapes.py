@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from papr_emu.config import ConfigError, ServerConfig, load_config
-from papr_emu.model import LIMITS, TIMEOUT_KEYS
+from papr_emu.config import ConfigError, ServerConfig, load_config, platform_config
+from papr_emu.model import LIMITS, TIMEOUT_KEYS, PlatformError, Platforms
 
 PAPR_EMU = [sys.executable, "-m", "papr_emu.cli"]
 
@@ -119,6 +119,46 @@ def test_any_toml_shape_loads_or_is_one_line(
         assert message.startswith(f"{path}: ") and "\n" not in message and "Traceback" not in message, message
     else:
         assert isinstance(config, ServerConfig)
+
+
+# Well-typed [[platform]] tables with numbers and sizes at and past the model's limits: what
+# passes the config's checks is created, or refused with a PlatformError or ValueError (which
+# serve prints as one line), never another exception.
+numbers = st.sampled_from([0, 1, 2, 3, 4, 8, 31, 32, 33, 4096, 2**31, 2**32, 2**63 - 1]) | st.integers(0, 64)
+sizes = st.sampled_from(["256M", "512M", "768M", "1G", "1.5G", "4G", "64T", "16E", 0, 1, 2**64 - 1])
+well_typed_devices = st.one_of(
+    st.fixed_dictionaries({"type": st.just("dimm"), "size": sizes},
+                          optional={"slot": numbers, "address": sizes, "id": st.sampled_from(["", "d", "core0"])}),
+    st.fixed_dictionaries({"type": st.just("cpu-core"), "core_id": numbers}, optional={"id": st.just("dimm0")}),
+    st.fixed_dictionaries({"type": st.just("phb"), "index": numbers}),
+    st.fixed_dictionaries({"type": st.just("pci-function"), "slot": numbers},
+                          optional={"phb": numbers, "function": numbers, "model": st.just("virtio-net")}),
+    st.fixed_dictionaries({"type": st.just("nvdimm"), "size": sizes,
+                           "uuid": st.sampled_from(["", "x", "6b1f5e1c-8e2c-4c2b-9b0c-0b8f6d3f6f11"])},
+                          optional={"label_size": sizes, "slot": numbers, "address": sizes}),
+)  # fmt: skip
+well_typed_platforms = st.fixed_dictionaries(
+    {"name": st.just("p")},
+    optional={
+        "memory": sizes, "max_memory": sizes, "slots": numbers, "cpus": numbers, "max_cpus": numbers,
+        "threads": numbers, "device": st.lists(well_typed_devices, max_size=4),
+        "memory_model": st.sampled_from(["dimm", "lmb"]),
+        "unplug_timeouts": st.dictionaries(st.sampled_from(TIMEOUT_KEY_NAMES), st.floats(0.001, 1e300)),
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=300, deadline=None)
+@given(well_typed_platforms)
+def test_a_platform_that_loads_is_created_or_refused(table: dict[str, Any]) -> None:
+    try:
+        platform = platform_config(table, "platform[0]")
+    except ConfigError:
+        return
+    try:
+        Platforms().create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
+    except (PlatformError, ValueError):  # serve's one line
+        pass
 
 
 def test_a_near_valid_file_names_the_key() -> None:
