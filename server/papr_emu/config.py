@@ -6,6 +6,7 @@ Example file::
     listen = ["127.0.0.1:50051", "unix:/tmp/papr.sock"]
     metrics_listen = "127.0.0.1:9100"  # optional: Prometheus metrics (GET /metrics); off by default
     access_log = true                  # optional: one log event per RPC; off by default
+    record = "transcripts"             # optional: each platform's calls as JSON lines in this directory
 
     [security]           # optional; each also a flag (--tls-cert, ...); paths relative to this file
     tls_cert = "server.pem"
@@ -57,7 +58,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from papr_emu_client import sizes
+from papr_emu_client import schema, sizes
 from papr_emu_client.pci import PCI_MODEL_ALIASES
 
 from .addresses import host_port, listen_address
@@ -101,6 +102,7 @@ class ServerConfig:
     security: dict[str, Any] = field(default_factory=dict)  # [security]: Security.load's arguments it sets
     metrics_listen: str | None = None  # [server] metrics_listen: HOST:PORT for Prometheus metrics
     access_log: bool | None = None  # [server] access_log
+    record: Path | None = None  # [server] record: the transcripts' directory, relative to the file's
 
 
 # --- the schema: the file's shape, checked by msgspec -----------------------------------------
@@ -124,6 +126,7 @@ class _Server(_Table):
     listen: str | list[str] = []
     metrics_listen: str | None = None
     access_log: bool | None = None
+    record: FileName | None = None
 
 
 class _Security(_Table):
@@ -210,49 +213,9 @@ def schema_keys() -> set[str]:
     return {"type"} | {key for table in _TABLES for key in table.__struct_fields__}
 
 
-# --- msgspec's errors, in this file's words ---------------------------------------------------
-
-_KINDS = {"object": "a table", "array": "an array", "str": "a string", "int": "an integer", "float": "a number",
-          "bool": "true or false"}  # fmt: skip
-_STEP = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
-_NOT_FOUND = object()
-
-
-def _kinds(expected: str) -> str:
-    """msgspec's ``int | null`` -> ``an integer`` (TOML has no null)."""
-    return " or ".join(_KINDS.get(kind, kind) for kind in expected.split(" | ") if kind != "null")
-
-
 def _schema_error(error: msgspec.ValidationError, where: str, document: object) -> ConfigError:
     """One line: where in the file (``platform[0].slots``), the value if it is short, what was expected."""
-    message, _, at = str(error).partition(" - at `$")
-    at = at.removesuffix("`")
-    value: object = document
-    for key, index in _STEP.findall(at):
-        try:
-            value = value[key] if key else value[int(index)]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            value = _NOT_FOUND
-            break
-    if "[...]" in at:  # msgspec's place for a value in a table of free keys ([security.certificate_roles])
-        at, value = at.partition("[...]")[0], _NOT_FOUND
-    shown = "a value" if value is _NOT_FOUND else repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:37]}..."
-    if match := re.fullmatch(r"Object contains unknown field `(.*)`", message):
-        what = f"unknown keys: {match[1]}"
-    elif match := re.fullmatch(r"Object missing required field `(.*)`", message):
-        at, what = f"{at}.{match[1]}", "missing"
-    elif message.startswith("Invalid value") and at.endswith(".type"):
-        what = f"{shown} is not one of {_DEVICE_TYPES}"
-    elif match := re.fullmatch(r"Expected `(.*)`, got `.*`", message):
-        what = f"{shown} is not {_kinds(match[1])}"
-    elif match := re.fullmatch(r"Expected `(\w+)` (.*)", message):
-        what = f"{shown} is not {_kinds(match[1])} {match[2]}"
-    elif message == "Number out of range":
-        what = f"{shown} is out of range"
-    else:
-        what = message[:1].lower() + message[1:]
-    location = f"{where}{at}".removeprefix(".")
-    return ConfigError(f"{location}: {what}" if location else what)
+    return ConfigError(schema.describe(error, document, where, {"type": _DEVICE_TYPES}))
 
 
 # --- typed values -> the model's objects ------------------------------------------------------
@@ -366,6 +329,7 @@ def _server_config(document: object, directory: Path) -> ServerConfig:
         listen=[_checked("server.listen", address, listen_address) for address in listen],
         metrics_listen=None if metrics_listen is None else _checked("server.metrics_listen", metrics_listen, host_port),
         access_log=server.access_log,
+        record=None if server.record is None else directory / server.record,
         platforms=[_platform(platform, f"platform[{n}]") for n, platform in enumerate(parsed.platform)],
         limits={key: value for key, value in msgspec.structs.asdict(parsed.limits).items() if value is not None},
         security=_security(parsed.security, directory),
