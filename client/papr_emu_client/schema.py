@@ -48,7 +48,7 @@ def describe(error: msgspec.ValidationError, document: object, where: str = "", 
     """One line: where in the file (``platform[0].slots``, after ``where``), the value, what was expected.
 
     ``choices``: for a key whose value must be one of a set (a tag such as a device's ``type``),
-    the set as text, named in place of msgspec's "Invalid value".
+    what it may be (``"one of dimm, phb"``), said in place of msgspec's "Invalid value".
     """
     message, _, at = str(error).partition(" - at `$")
     at = at.removesuffix("`")
@@ -62,13 +62,13 @@ def describe(error: msgspec.ValidationError, document: object, where: str = "", 
     if "[...]" in at:  # msgspec's place for a value in a table of free keys ([security.certificate_roles])
         at, value = at.partition("[...]")[0], _NOT_FOUND
     shown = _shown(value)
-    last = at.rpartition(".")[2]
+    last = re.sub(r"(\[\d+\])+$", "", at.rpartition(".")[2])  # the key, for an array's item too
     if match := re.fullmatch(r"Object contains unknown field `(.*)`", message):
         what = f"unknown keys: {match[1]}"
     elif match := re.fullmatch(r"Object missing required field `(.*)`", message):
         at, what = f"{at}.{match[1]}", "missing"
     elif message.startswith("Invalid") and last in choices:
-        what = f"{shown} is not one of {choices[last]}"
+        what = f"{shown} is not {choices[last]}"
     elif match := re.fullmatch(r"Expected `(.*)`, got `.*`", message):
         what = f"{shown} is not {_kinds(match[1])}"
     elif match := re.fullmatch(r"Expected `(\w+)` (.*)", message):

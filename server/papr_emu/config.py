@@ -215,7 +215,7 @@ def schema_keys() -> set[str]:
 
 def _schema_error(error: msgspec.ValidationError, where: str, document: object) -> ConfigError:
     """One line: where in the file (``platform[0].slots``), the value if it is short, what was expected."""
-    return ConfigError(schema.describe(error, document, where, {"type": _DEVICE_TYPES}))
+    return ConfigError(schema.describe(error, document, where, {"type": f"one of {_DEVICE_TYPES}"}))
 
 
 # --- typed values -> the model's objects ------------------------------------------------------
