@@ -138,6 +138,8 @@ RULES: Final[dict[str, dict[str, Rule]]] = {
         "ListConnectors": _READ,
         "GetConnector": _READ,
         "GetDeviceTree": _READ,
+        "SnapshotPlatform": _MANAGER,
+        "RestorePlatform": _ADMIN_ONLY,  # it creates a platform
     },
     "papr.v1.HotplugService": {"*": _MANAGER},
     "papr.v1.RtasService": {"*": _GUEST},

@@ -131,6 +131,16 @@ class Drc(Generic[OccupantT]):
         """What get-sensor-state(dr-entity-sense) reports (QEMU 7.2)."""
         return self.type.connector_class.entity_sense(self)
 
+    def is_initial(self) -> bool:
+        """As made: empty state, no device, no unplug, indicator off, no walk under way."""
+        return (
+            self.state == self.type.connector_class.empty_state
+            and self.device is None
+            and not self.unplug_requested
+            and self.dr_indicator == rtas.DR_INDICATOR_INACTIVE
+            and self.walk is None
+        )
+
     def rewind(self) -> None:
         """Put the configure-connector cursor back at the fragment's start."""
         self.walk = None

@@ -103,6 +103,10 @@ class DrcTable(Generic[OccupantT]):
             return None if drc_range is None else Drc(drc_range.type, index)
         return drc
 
+    def materialised(self) -> list[Drc[OccupantT]]:
+        """The connectors not in their initial state (a snapshot's); the rest exist only as ranges."""
+        return [d for d in self._drcs.values() if not d.is_initial()]
+
     def ranges(self, drc_type: DrcType | None = None) -> list[DrcRange]:
         return [r for r in self._ranges if drc_type is None or r.type is drc_type]
 

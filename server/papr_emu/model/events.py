@@ -125,6 +125,18 @@ class EventLog:
                 self._subscriptions.discard(subscription)
         return event
 
+    def retained(self) -> list[Event]:
+        """The events still retained, oldest first (a snapshot's)."""
+        return list(self._history)
+
+    def restore(self, retained: list[Event], last_sequence: int) -> None:
+        """Continue after ``last_sequence`` with ``retained`` as the history (on a new log)."""
+        sequences = [e.sequence for e in retained]
+        if sequences != list(range(last_sequence - len(retained) + 1, last_sequence + 1)) or last_sequence < 0:
+            raise ValueError("retained events must be the consecutive sequence numbers ending at last_sequence")
+        self._history.extend(retained[-(self._history.maxlen or len(retained)) :])
+        self.last_sequence = last_sequence
+
     @property
     def oldest_retained(self) -> int:
         """Sequence of the oldest event still retained (last + 1 when none is)."""

@@ -23,7 +23,7 @@ from typing import Any
 
 from . import plug_rules
 from .cas import CasOptions
-from .devices import Device, Inventory, Lmb, PlugRequest
+from .devices import DEVICE_ID_PATTERN, Device, Inventory, Lmb, PlugRequest
 from .devicetree import Node
 from .drc import LMB, Drc, RefusalSignal
 from .drc_table import DrcTable
@@ -389,6 +389,71 @@ class Hotplug:
                 signal, drc_index,
             )
         )  # fmt: skip
+
+    # --- snapshots -----------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The monotonic time unplug deadlines are measured in."""
+        return self._monotonic()
+
+    def devices_in_plug_order(self) -> list[Device]:
+        return self._inventory.in_plug_order()
+
+    @property
+    def memory_requests_issued(self) -> int:
+        return self._memory_requests
+
+    @property
+    def completed_add(self) -> MemoryRequest | None:
+        return self._completed_add
+
+    def restore_device(self, device: Device, attached: set[int]) -> None:
+        """Put back a device from a snapshot: its connector ranges, its slot, its LMBs, its connectors."""
+        if device.id in self._inventory or not DEVICE_ID_PATTERN.fullmatch(device.id):
+            raise ValueError(f"device id {device.id!r} is taken or malformed")
+        if self._inventory.occupant(device.slot_family, device.slot_key) is not None:
+            raise ValueError(f"{device.id}: its slot {device.slot_key!r} is taken")
+        blocks = device.memory_blocks
+        if self.lmbs + blocks > self.limits.lmbs_per_platform:
+            raise exhausted("lmbs_per_platform", self.limits.lmbs_per_platform, f"restoring {device.id}")
+        if not self._lmb_budget.reserve(blocks):
+            raise exhausted("lmbs", self._lmb_budget.limit, f"restoring {device.id}")
+        self.lmbs += blocks
+        self._inventory.add(device)
+        for drc_range in device.connector_ranges():
+            self._drcs.add_range(drc_range)
+        for index in sorted(attached):
+            drc = self._drcs.get(index)
+            if drc is None or drc.device is not None:
+                raise ValueError(f"{device.id}: connector {index:#x} does not exist or is taken")
+            drc.device = device
+            device.attached.add(index)
+
+    def restore_memory_requests(
+        self, issued: int, pending: MemoryRequest | None, completed_add: MemoryRequest | None
+    ) -> None:
+        self._memory_requests = issued
+        self.memory_request = pending
+        self._completed_add = completed_add
+
+    def check_invariants(self) -> None:
+        """Devices and connectors agree (AssertionError naming what does not)."""
+        for device in self._inventory.in_plug_order():
+            for index in device.attached:
+                drc = self._drcs.peek(index)
+                assert drc is not None and drc.device is device, f"{device.id} is not on {index:#x}"
+            for index in device.drc_indexes:
+                drc = self._drcs.peek(index)
+                if drc is not None and drc.unplug_requested:
+                    assert drc.device is device, f"{index:#x} is unplug-pending without its device"
+        for drc in self._drcs.materialised():
+            assert drc.device is None or drc.index in drc.device.attached, f"{drc.index:#x}: device not attached"
+            assert not drc.unplug_requested or drc.device is not None, f"{drc.index:#x}: unplug without a device"
+        request = self.memory_request
+        if request is not None:
+            for index in request.marked:
+                drc = self._drcs.peek(index)
+                assert drc is not None and drc.device is not None, f"memory request marks {index:#x}: no LMB"
 
     # --- limits ------------------------------------------------------------------------------------
 

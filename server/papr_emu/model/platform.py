@@ -25,16 +25,17 @@ Example (a DIMM hot-add, as a guest would acquire and configure one LMB)::
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import structlog
 
 from . import drc as connector
-from . import rtas, work_area
+from . import rtas, snapshot, work_area
 from .cas import CasOptions
 from .devices import (
     CpuCore,
@@ -90,8 +91,12 @@ class Platform:
         monotonic: Callable[[], float] = time.monotonic,
         limits: Limits | None = None,
         lmb_budget: Budget | None = None,
+        boot: bool = True,
     ) -> None:
-        """``lmb_budget`` counts LMBs across the server's platforms (a platform of its own by default)."""
+        """``lmb_budget`` counts LMBs across the server's platforms (a platform of its own by default).
+
+        ``boot=False`` leaves out the boot cores and PHB 0 (:meth:`restore` puts back its own).
+        """
         limits = limits or Limits()
         self.name = name
         self.geometry = geometry
@@ -111,12 +116,12 @@ class Platform:
         self._drcs.add_range(DrcRange(PHB, 0, MAX_PHBS, 1, "/"))
         self._drcs.add_range(DrcRange(LMB, g.first_lmb_id, g.lmb_count, 1, "/"))
         self._drcs.add_range(DrcRange(PMEM, 0, g.slots, 1, "/"))
-        boot: list[tuple[str, PlugRequest]] = [
+        devices: list[tuple[str, PlugRequest]] = [
             (f"core{core_id}", CpuCoreParams(core_id)) for core_id in g.core_ids()[: g.boot_cores]
         ]
-        boot.append(("phb0", PhbParams(0)))
+        boot_devices: list[tuple[str, PlugRequest]] = [*devices, ("phb0", PhbParams(0))] if boot else []
         try:
-            for device_id, request in [*boot, *coldplug]:
+            for device_id, request in [*boot_devices, *coldplug]:
                 self._hotplug.plug(device_id, request, hotplugged=False)
         except Exception:
             self._hotplug.release_memory()  # the platform is not made: its DIMMs count no more
@@ -136,6 +141,42 @@ class Platform:
         return self._hotplug.unplug_timeouts
 
     # --- snapshots --------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The platform's whole state as a JSON-ready document (see :mod:`.snapshot`)."""
+        with self._lock:
+            return snapshot.dump(
+                self.name, self.geometry, self._drcs, self._hotplug, self._events, self._rtas_events,
+                self._hotplug.now(),
+            )  # fmt: skip
+
+    @classmethod
+    def restore(
+        cls,
+        name: str,
+        document: object,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+        limits: Limits | None = None,
+        lmb_budget: Budget | None = None,
+    ) -> Platform:
+        """A platform named ``name`` in the state ``document`` describes; SnapshotError if it cannot be."""
+        snapshot.check_header(document)
+        assert isinstance(document, dict)
+        geometry, timeouts = snapshot.geometry_of(document)
+        platform = cls(
+            name, geometry, clock=clock, unplug_timeouts=timeouts, monotonic=monotonic, limits=limits,
+            lmb_budget=lmb_budget, boot=False,
+        )  # fmt: skip
+        try:
+            snapshot.load(
+                document, platform._drcs, platform._hotplug, platform._events, platform._rtas_events, monotonic(),
+                lambda event: dataclasses.replace(event, platform=name),
+            )  # fmt: skip
+        except BaseException:
+            platform.close()  # gives its LMBs back
+            raise
+        return platform
 
     def info(self) -> PlatformInfo:
         with self._lock:

@@ -51,6 +51,24 @@ class Platforms:
         clock: Callable[[], float] = time.time,
     ) -> Platform:
         """A new platform; ``clock`` (wall-clock seconds) stamps its events and event logs."""
+        return self._add(
+            name,
+            lambda: Platform(
+                name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts, limits=self.limits,
+                lmb_budget=self._lmbs,
+            ),
+            "platform.created",
+        )  # fmt: skip
+
+    def restore(self, name: str, document: object, clock: Callable[[], float] = time.time) -> Platform:
+        """A new platform named ``name`` in the state of a snapshot (:meth:`Platform.snapshot`)."""
+        return self._add(
+            name,
+            lambda: Platform.restore(name, document, clock=clock, limits=self.limits, lmb_budget=self._lmbs),
+            "platform.restored",
+        )
+
+    def _add(self, name: str, build: Callable[[], Platform], event: str) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
                 "name",
@@ -61,10 +79,7 @@ class Platforms:
             self._check_free(name)
         # Built outside the registry lock (a large platform takes a moment); a racing create of
         # the same name is caught again below.
-        platform = Platform(
-            name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts, limits=self.limits,
-            lmb_budget=self._lmbs,
-        )  # fmt: skip
+        platform = build()
         with self._lock:
             try:
                 self._check_free(name)
@@ -72,7 +87,7 @@ class Platforms:
                 platform.close()  # gives its LMBs back
                 raise
             self._platforms[name] = platform
-        platform.log.info("platform.created", connectors=sum(n for _, n in platform.info().connector_counts))
+        platform.log.info(event, connectors=sum(n for _, n in platform.info().connector_counts))
         return platform
 
     def _check_free(self, name: str) -> None:

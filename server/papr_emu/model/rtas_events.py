@@ -150,6 +150,26 @@ class RtasEventQueue:
         for event_class in self.pending_classes():
             self._interrupts.pulse(event_class)
 
+    @property
+    def next_plid(self) -> int:
+        return self._next_plid
+
+    def queues(self) -> list[tuple[int, list[QueuedLog]]]:
+        """Every queued log, per event class in queue order (a snapshot's)."""
+        return [(event_class, list(queue)) for event_class, queue in self._by_class.items() if queue]
+
+    def restore(self, queues: list[tuple[int, list[QueuedLog]]], next_plid: int) -> None:
+        """Put back what :meth:`queues` and :attr:`next_plid` said (on an empty queue)."""
+        plids = [q.plid for _, queue in queues for q in queue]
+        if len(set(plids)) != len(plids) or any(not 0 <= p < next_plid for p in plids):
+            raise ValueError("queued logs must have distinct platform log ids below next_plid")
+        for event_class, queue in queues:
+            if any(q.event_class != event_class for q in queue) or event_class in self._by_class:
+                raise ValueError(f"queue of event class {event_class:#x}: a log of another class, or twice")
+            self._by_class[event_class] = collections.deque(queue)
+        self._length = len(plids)
+        self._next_plid = next_plid
+
     def drop(self) -> int:
         """Drop every queued log; returns how many."""
         dropped = self._length

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -10,6 +11,7 @@ from papr.v1 import platform_pb2, platform_pb2_grpc
 
 from ..access import Role, TokenStore
 from ..model import InvalidArgument, Platforms
+from ..model.limits import exhausted
 from . import convert
 from .access import token_to_pb
 from .errors import call_or_abort
@@ -54,14 +56,48 @@ class PlatformServicer(platform_pb2_grpc.PlatformServiceServicer):
             timeouts = convert.unplug_timeouts_from_pb(request.unplug_timeouts)
             platform = self._platforms.create(request.name, geometry, coldplug, timeouts)
             response = platform_pb2.CreatePlatformResponse(platform=convert.platform_to_pb(platform.info()))
-            if self._tokens is not None:
-                manager = self._tokens.mint(Role.MANAGER, platform.name)
-                guest = self._tokens.mint(Role.GUEST, platform.name)
-                response.manager_token.CopyFrom(token_to_pb(manager.grant, manager.token))
-                response.guest_token.CopyFrom(token_to_pb(guest.grant, guest.token))
+            self._mint_tokens(platform.name, response)
             return response
 
         return await call_or_abort(context, self._run.blocking(create))
+
+    def _mint_tokens(
+        self, name: str, response: platform_pb2.CreatePlatformResponse | platform_pb2.RestorePlatformResponse
+    ) -> None:
+        """A new platform's manager and guest tokens, on a server that requires tokens."""
+        if self._tokens is not None:
+            manager = self._tokens.mint(Role.MANAGER, name)
+            guest = self._tokens.mint(Role.GUEST, name)
+            response.manager_token.CopyFrom(token_to_pb(manager.grant, manager.token))
+            response.guest_token.CopyFrom(token_to_pb(guest.grant, guest.token))
+
+    async def SnapshotPlatform(
+        self, request: platform_pb2.SnapshotPlatformRequest, context: grpc.aio.ServicerContext
+    ) -> platform_pb2.SnapshotPlatformResponse:
+        def take() -> platform_pb2.SnapshotPlatformResponse:
+            document = self._platforms.get(request.platform).snapshot()
+            data = json.dumps(document, separators=(",", ":")).encode()
+            limit = self._platforms.limits.message_bytes
+            if len(data) + 64 > limit:
+                raise exhausted("message_bytes", limit, f"the snapshot takes {len(data)} bytes")
+            return platform_pb2.SnapshotPlatformResponse(snapshot=data, format_version=document["version"])
+
+        return await call_or_abort(context, self._run.blocking(take))
+
+    async def RestorePlatform(
+        self, request: platform_pb2.RestorePlatformRequest, context: grpc.aio.ServicerContext
+    ) -> platform_pb2.RestorePlatformResponse:
+        def restore() -> platform_pb2.RestorePlatformResponse:
+            try:
+                document = json.loads(request.snapshot)
+            except (ValueError, RecursionError) as error:  # not UTF-8, not JSON, or nested absurdly deep
+                raise InvalidArgument("snapshot", "", f"is not a JSON document ({error})") from None
+            platform = self._platforms.restore(request.name, document)
+            response = platform_pb2.RestorePlatformResponse(platform=convert.platform_to_pb(platform.info()))
+            self._mint_tokens(platform.name, response)
+            return response
+
+        return await call_or_abort(context, self._run.blocking(restore))
 
     async def GetPlatform(
         self, request: platform_pb2.GetPlatformRequest, context: grpc.aio.ServicerContext

@@ -697,3 +697,115 @@ class GetDeviceTreeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetDeviceTreeResponse: _TypeAlias = GetDeviceTreeResponse  # noqa: Y015
+
+@_typing.final
+class SnapshotPlatformRequest(_message.Message):
+    """SnapshotPlatformRequest names the platform to snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    platform: _builtins.str
+    """The platform name."""
+    def __init__(
+        self,
+        *,
+        platform: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotPlatformRequest: _TypeAlias = SnapshotPlatformRequest  # noqa: Y015
+
+@_typing.final
+class SnapshotPlatformResponse(_message.Message):
+    """SnapshotPlatformResponse carries the snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    FORMAT_VERSION_FIELD_NUMBER: _builtins.int
+    snapshot: _builtins.bytes
+    """The snapshot: a UTF-8 JSON document (docs/snapshots.md)."""
+    format_version: _builtins.int
+    """Its format version (also the document's "version")."""
+    def __init__(
+        self,
+        *,
+        snapshot: _builtins.bytes = ...,
+        format_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["format_version", b"format_version", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SnapshotPlatformResponse: _TypeAlias = SnapshotPlatformResponse  # noqa: Y015
+
+@_typing.final
+class RestorePlatformRequest(_message.Message):
+    """RestorePlatformRequest asks for a platform made from a snapshot."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The new platform's name (as in CreatePlatformRequest); it may differ from
+    the snapshot's.
+    """
+    snapshot: _builtins.bytes
+    """A document SnapshotPlatform returned (this or an earlier version)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        snapshot: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "snapshot", b"snapshot"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorePlatformRequest: _TypeAlias = RestorePlatformRequest  # noqa: Y015
+
+@_typing.final
+class RestorePlatformResponse(_message.Message):
+    """RestorePlatformResponse returns the restored platform."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLATFORM_FIELD_NUMBER: _builtins.int
+    MANAGER_TOKEN_FIELD_NUMBER: _builtins.int
+    GUEST_TOKEN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def platform(self) -> Global___Platform:
+        """The platform as restored."""
+
+    @_builtins.property
+    def manager_token(self) -> _access_pb2.AccessToken:
+        """On a server that requires tokens: a new manager token of the platform."""
+
+    @_builtins.property
+    def guest_token(self) -> _access_pb2.AccessToken:
+        """On a server that requires tokens: a new guest token of the platform."""
+
+    def __init__(
+        self,
+        *,
+        platform: Global___Platform | None = ...,
+        manager_token: _access_pb2.AccessToken | None = ...,
+        guest_token: _access_pb2.AccessToken | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["guest_token", b"guest_token", "manager_token", b"manager_token", "platform", b"platform"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["guest_token", b"guest_token", "manager_token", b"manager_token", "platform", b"platform"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RestorePlatformResponse: _TypeAlias = RestorePlatformResponse  # noqa: Y015

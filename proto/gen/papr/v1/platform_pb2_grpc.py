@@ -73,6 +73,16 @@ class PlatformServiceStub:
                 request_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.SerializeToString,
                 response_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.FromString,
                 _registered_method=True)
+        self.SnapshotPlatform = channel.unary_unary(
+                '/papr.v1.PlatformService/SnapshotPlatform',
+                request_serializer=papr_dot_v1_dot_platform__pb2.SnapshotPlatformRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_platform__pb2.SnapshotPlatformResponse.FromString,
+                _registered_method=True)
+        self.RestorePlatform = channel.unary_unary(
+                '/papr.v1.PlatformService/RestorePlatform',
+                request_serializer=papr_dot_v1_dot_platform__pb2.RestorePlatformRequest.SerializeToString,
+                response_deserializer=papr_dot_v1_dot_platform__pb2.RestorePlatformResponse.FromString,
+                _registered_method=True)
 
 
 class PlatformServiceServicer:
@@ -143,6 +153,30 @@ class PlatformServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SnapshotPlatform(self, request, context):
+        """SnapshotPlatform returns the platform's whole state as a versioned JSON
+        document (docs/snapshots.md): devices, every connector's state including a
+        configure-connector sequence in progress, pending unplugs and what is left
+        of their timeouts, queued event logs, the CAS result, the pending memory
+        request, and the event sequence with the retained events. Errors:
+        NOT_FOUND; RESOURCE_EXHAUSTED if the document exceeds --max-message-bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RestorePlatform(self, request, context):
+        """RestorePlatform creates a platform, under the given name, in the state a
+        snapshot describes; it then answers every call as the snapshot's platform
+        would have, and its events continue after the snapshot's sequence. A
+        snapshot of any earlier format version restores. Errors: INVALID_ARGUMENT
+        (not a snapshot, an unknown version, an inconsistent document; the message
+        says where), ALREADY_EXISTS (name), RESOURCE_EXHAUSTED (platforms, LMBs).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PlatformServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +214,16 @@ def add_PlatformServiceServicer_to_server(servicer, server):
                     servicer.GetDeviceTree,
                     request_deserializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.FromString,
                     response_serializer=papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.SerializeToString,
+            ),
+            'SnapshotPlatform': grpc.unary_unary_rpc_method_handler(
+                    servicer.SnapshotPlatform,
+                    request_deserializer=papr_dot_v1_dot_platform__pb2.SnapshotPlatformRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_platform__pb2.SnapshotPlatformResponse.SerializeToString,
+            ),
+            'RestorePlatform': grpc.unary_unary_rpc_method_handler(
+                    servicer.RestorePlatform,
+                    request_deserializer=papr_dot_v1_dot_platform__pb2.RestorePlatformRequest.FromString,
+                    response_serializer=papr_dot_v1_dot_platform__pb2.RestorePlatformResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -375,6 +419,60 @@ class PlatformService:
             '/papr.v1.PlatformService/GetDeviceTree',
             papr_dot_v1_dot_platform__pb2.GetDeviceTreeRequest.SerializeToString,
             papr_dot_v1_dot_platform__pb2.GetDeviceTreeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SnapshotPlatform(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.PlatformService/SnapshotPlatform',
+            papr_dot_v1_dot_platform__pb2.SnapshotPlatformRequest.SerializeToString,
+            papr_dot_v1_dot_platform__pb2.SnapshotPlatformResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RestorePlatform(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/papr.v1.PlatformService/RestorePlatform',
+            papr_dot_v1_dot_platform__pb2.RestorePlatformRequest.SerializeToString,
+            papr_dot_v1_dot_platform__pb2.RestorePlatformResponse.FromString,
             options,
             channel_credentials,
             insecure,

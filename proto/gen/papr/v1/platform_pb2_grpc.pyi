@@ -67,6 +67,22 @@ class PlatformServiceStub:
     MiB, more than gRPC's default 4 MiB message limit); concatenate them.
     Errors: NOT_FOUND.
     """
+    SnapshotPlatform: _grpc.UnaryUnaryMultiCallable[_platform_pb2.SnapshotPlatformRequest, _platform_pb2.SnapshotPlatformResponse]
+    """SnapshotPlatform returns the platform's whole state as a versioned JSON
+    document (docs/snapshots.md): devices, every connector's state including a
+    configure-connector sequence in progress, pending unplugs and what is left
+    of their timeouts, queued event logs, the CAS result, the pending memory
+    request, and the event sequence with the retained events. Errors:
+    NOT_FOUND; RESOURCE_EXHAUSTED if the document exceeds --max-message-bytes.
+    """
+    RestorePlatform: _grpc.UnaryUnaryMultiCallable[_platform_pb2.RestorePlatformRequest, _platform_pb2.RestorePlatformResponse]
+    """RestorePlatform creates a platform, under the given name, in the state a
+    snapshot describes; it then answers every call as the snapshot's platform
+    would have, and its events continue after the snapshot's sequence. A
+    snapshot of any earlier format version restores. Errors: INVALID_ARGUMENT
+    (not a snapshot, an unknown version, an inconsistent document; the message
+    says where), ALREADY_EXISTS (name), RESOURCE_EXHAUSTED (platforms, LMBs).
+    """
 
 @_typing.type_check_only
 class PlatformServiceAsyncStub(PlatformServiceStub):
@@ -106,6 +122,22 @@ class PlatformServiceAsyncStub(PlatformServiceStub):
     chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
     MiB, more than gRPC's default 4 MiB message limit); concatenate them.
     Errors: NOT_FOUND.
+    """
+    SnapshotPlatform: _aio.UnaryUnaryMultiCallable[_platform_pb2.SnapshotPlatformRequest, _platform_pb2.SnapshotPlatformResponse]  # type: ignore[assignment]
+    """SnapshotPlatform returns the platform's whole state as a versioned JSON
+    document (docs/snapshots.md): devices, every connector's state including a
+    configure-connector sequence in progress, pending unplugs and what is left
+    of their timeouts, queued event logs, the CAS result, the pending memory
+    request, and the event sequence with the retained events. Errors:
+    NOT_FOUND; RESOURCE_EXHAUSTED if the document exceeds --max-message-bytes.
+    """
+    RestorePlatform: _aio.UnaryUnaryMultiCallable[_platform_pb2.RestorePlatformRequest, _platform_pb2.RestorePlatformResponse]  # type: ignore[assignment]
+    """RestorePlatform creates a platform, under the given name, in the state a
+    snapshot describes; it then answers every call as the snapshot's platform
+    would have, and its events continue after the snapshot's sequence. A
+    snapshot of any earlier format version restores. Errors: INVALID_ARGUMENT
+    (not a snapshot, an unknown version, an inconsistent document; the message
+    says where), ALREADY_EXISTS (name), RESOURCE_EXHAUSTED (platforms, LMBs).
     """
 
 class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -185,6 +217,34 @@ class PlatformServiceServicer(metaclass=_abc_1.ABCMeta):
         chunks of at most 1 MiB, in order (a 64 TiB platform's tree is several
         MiB, more than gRPC's default 4 MiB message limit); concatenate them.
         Errors: NOT_FOUND.
+        """
+
+    @_abc_1.abstractmethod
+    def SnapshotPlatform(
+        self,
+        request: _platform_pb2.SnapshotPlatformRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.SnapshotPlatformResponse, _abc.Awaitable[_platform_pb2.SnapshotPlatformResponse]]:
+        """SnapshotPlatform returns the platform's whole state as a versioned JSON
+        document (docs/snapshots.md): devices, every connector's state including a
+        configure-connector sequence in progress, pending unplugs and what is left
+        of their timeouts, queued event logs, the CAS result, the pending memory
+        request, and the event sequence with the retained events. Errors:
+        NOT_FOUND; RESOURCE_EXHAUSTED if the document exceeds --max-message-bytes.
+        """
+
+    @_abc_1.abstractmethod
+    def RestorePlatform(
+        self,
+        request: _platform_pb2.RestorePlatformRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_platform_pb2.RestorePlatformResponse, _abc.Awaitable[_platform_pb2.RestorePlatformResponse]]:
+        """RestorePlatform creates a platform, under the given name, in the state a
+        snapshot describes; it then answers every call as the snapshot's platform
+        would have, and its events continue after the snapshot's sequence. A
+        snapshot of any earlier format version restores. Errors: INVALID_ARGUMENT
+        (not a snapshot, an unknown version, an inconsistent document; the message
+        says where), ALREADY_EXISTS (name), RESOURCE_EXHAUSTED (platforms, LMBs).
         """
 
 def add_PlatformServiceServicer_to_server(servicer: PlatformServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -56,6 +56,10 @@ class Inventory(Generic[DeviceT]):
         """Devices sorted by id."""
         return iter([self._devices[k] for k in sorted(self._devices)])
 
+    def in_plug_order(self) -> list[DeviceT]:
+        """Devices in the order they were added (a PHB before the functions on its bus)."""
+        return list(self._devices.values())
+
     def get(self, device_id: str) -> DeviceT | None:
         return self._devices.get(device_id)
 
