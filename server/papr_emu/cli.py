@@ -33,7 +33,6 @@ import structlog
 from papr_emu_client.arguments import OneLineParser, seconds_argument
 
 from .addresses import host_port, listen_address
-from .config import ConfigError, ServerConfig, load_config
 from .logs import LOG_LEVELS, configure_logging
 from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, default_geometry
 from .security import ADMIN_TOKEN_ENV, Security, SecurityError
@@ -214,6 +213,8 @@ def serve(options: argparse.Namespace) -> int:
     configure_logging(options.log_format, options.log_level)
     log = structlog.get_logger("papr_emu.cli")
     listen = options.listen or []
+    from .config import ConfigError, ServerConfig, load_config  # here: the client commands need none of it
+
     try:
         config = load_config(options.config) if options.config is not None else ServerConfig()
     except ConfigError as error:
