@@ -127,6 +127,10 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     serve.add_argument(
         "--access-log", action="store_true", default=None, help="log one event per RPC (method, platform, code, ms)"
     )
+    serve.add_argument(
+        "--record", type=Path, metavar="DIR",
+        help="write each platform's calls and results to DIR/<platform>.jsonl (docs/transcripts.md)",
+    )  # fmt: skip
     tls = serve.add_argument_group("security (see docs/security.md; each also a key of the config's [security])")
     tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
@@ -258,6 +262,7 @@ def serve(options: argparse.Namespace) -> int:
             platforms, listen, max_workers=options.max_workers, security=security,
             metrics_listen=metrics_listen,
             access_log=bool(options.access_log if options.access_log is not None else config.access_log),
+            record=options.record or config.record,
         )  # fmt: skip
     except (SecurityError, PlatformError, ValueError) as error:
         # Unsafe or unreadable security settings, a bad platform, a limit or --max-workers not positive.

@@ -66,7 +66,10 @@ SERVICE_NAMES = (
 TIMEOUT_TICK_SECONDS = 0.1
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from .service.metrics import MetricsHttp, RpcMetrics
+    from .service.transcript import Recorder
 
 log = structlog.get_logger("papr_emu.server")
 T = TypeVar("T")
@@ -87,10 +90,12 @@ class PaprServer:
         security: Security | None = None,
         metrics_listen: str | None = None,
         access_log: bool = False,
+        record: Path | None = None,
     ) -> None:
         """``security``: TLS, tokens and the rest (none by default: fit for loopback and unix sockets).
         ``metrics_listen``: HOST:PORT to serve Prometheus metrics on (off by default); ``access_log``:
-        one log event per RPC (see :mod:`papr_emu.service.metrics`).
+        one log event per RPC (see :mod:`papr_emu.service.metrics`); ``record``: a directory to write
+        each platform's transcript into (see :mod:`papr_emu.service.transcript`).
 
         Raises SecurityError for a listener a network peer could reach unprotected.
         """
@@ -118,6 +123,12 @@ class PaprServer:
             self._tracing = tracing.server_interceptor()
             self._observe = tracing.annotating(self._observe)
         self.platforms = platforms
+        self._recorder: Recorder | None = None
+        if record is not None:
+            from .cli import distribution_version
+            from .service.transcript import Recorder
+
+            self._recorder = Recorder(record, platforms, distribution_version())  # ValueError: cannot make it
         self._listen = list(listen)
         self._executor = futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="papr-model")
         self._loop = asyncio.new_event_loop()
@@ -146,6 +157,8 @@ class PaprServer:
                     Guard(tokens, self.security.certificate_roles).check if tokens is not None else None,
                     self._observe,
                 ),
+                # After the decoding: it records the parsed requests the handlers see, and their results.
+                *([self._recorder.interceptor()] if self._recorder is not None else []),
             ],
         )
         runner = Runner(self._executor)
@@ -258,6 +271,8 @@ class PaprServer:
         self._stopping.set()
         if self._server is not None:
             self._on_loop(self._stop(grace))
+        if self._recorder is not None:
+            self._recorder.close()
         self._stop_metrics()
         self._close_loop()
         log.info("server.stopped")
