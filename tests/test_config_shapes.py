@@ -253,6 +253,9 @@ def test_bad_serve_flag_is_one_line(args: list[str], words: str) -> None:
         ["connectors", "--platform"],
         ["plug", "dimm", "--size", "1.3G"],
         ["nonsense"],
+        ["watch", "--count", "-1"],  # waited for ever
+        ["watch", "--after", "-5"],  # these two: protobuf's ValueError, a traceback
+        ["create", "y", "--slots", "99999999999999999999"],
         ["conformance", "run"],
         ["conformance", "run", "--side", "x", "dimm-cycle"],
     ],

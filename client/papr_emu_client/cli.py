@@ -99,12 +99,23 @@ def size_argument(text: str) -> int:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
-def parse_int(text: str) -> int:
-    """Decimal or 0x-prefixed hexadecimal (DRC indexes are usually written in hex)."""
+def parse_int(text: str, top: int = 0xFFFF_FFFF) -> int:
+    """Decimal or 0x-prefixed hexadecimal (DRC indexes are usually written in hex), 0 to ``top``.
+
+    ``top``: the largest the request's field holds (uint32 unless said; protobuf raises on more).
+    """
     try:
-        return Given(int(text, 0), text)
+        number = int(text, 0)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= number <= top:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from 0 to {top}")
+    return Given(number, text)
+
+
+def parse_sequence(text: str) -> int:
+    """An event sequence number (uint64)."""
+    return parse_int(text, (1 << 64) - 1)
 
 
 def as_given(message: str, options: argparse.Namespace) -> str:
@@ -726,7 +737,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "--timeout", type=seconds_argument, metavar="S", help="with --wait: give up after S seconds (exit 4)"
     )
     watch = command("watch", cmd_watch, "print a platform's events as they happen (-o json: one JSON line each)")
-    watch.add_argument("--after", type=parse_int, metavar="N",
+    watch.add_argument("--after", type=parse_sequence, metavar="N",
                        help="replay retained events after this sequence number first")  # fmt: skip
     watch.add_argument("--count", type=parse_int, metavar="N", help="stop after this many events")
     dt = command("dt", cmd_dt, "dump the device tree (DTS through dtc, or the DTB)", output=False)
