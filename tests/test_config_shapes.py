@@ -174,7 +174,7 @@ def test_a_near_valid_file_names_the_key() -> None:
         "[[platform]]\nname = 'p'\nslots = -1": "platform[0].slots: -1 is not an integer >= 0",
         "[[platform]]\nname = 'p'\n[platform.unplug_timeouts]\ndimm = inf": "platform[0].unplug_timeouts.dimm: inf",
         "[[platform]]\nname = 'p'\n[platform.unplug_timeouts]\ndimm = nan": "platform[0].unplug_timeouts.dimm: nan",
-        "[limits]\nplatforms = 0": "limits.platforms: 0 is not an integer >= 1",
+        "[limits]\nplatforms = 0": "limits.platforms: 0 is not a positive integer",
         "[server]\nlisten = '127.0.0.1:99999'": "server.listen: '127.0.0.1:99999' is not HOST:PORT",
         "[server]\nlisten = ['127.0.0.1']": "server.listen: '127.0.0.1' is not HOST:PORT or unix:PATH: no port",
         "[server]\nmetrics_listen = 'unix:/m'": "server.metrics_listen: 'unix:/m' is not HOST:PORT",

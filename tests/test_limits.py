@@ -139,7 +139,7 @@ def test_limits_come_from_flags_and_the_config_file(tmp_path) -> None:  # type: 
     result = subprocess.run([*command[:-1], str(bad)], capture_output=True, text=True, timeout=30)
     assert result.returncode == 2 and "limits.platforms: 0 is not a positive integer" in result.stderr
     result = subprocess.run([*command, "--max-lmbs", "-1"], capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "limits.lmbs: -1 is not a positive integer" in result.stderr
+    assert result.returncode == 2 and "--max-lmbs: '-1' is not a positive integer" in result.stderr
 
 
 def watch(client: Client, platform: str, kind: str) -> grpc.Call:

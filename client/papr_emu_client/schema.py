@@ -71,6 +71,8 @@ def describe(error: msgspec.ValidationError, document: object, where: str = "", 
         what = f"{shown} is not {choices[last]}"
     elif match := re.fullmatch(r"Expected `(.*)`, got `.*`", message):
         what = f"{shown} is not {_kinds(match[1])}"
+    elif message == "Expected `int` >= 1":
+        what = f"{shown} is not a positive integer"
     elif match := re.fullmatch(r"Expected `(\w+)` (.*)", message):
         what = f"{shown} is not {_kinds(match[1])} {match[2]}"
     elif match := re.fullmatch(r"Expected `(array|str)` of length (.*)", message):
