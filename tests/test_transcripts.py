@@ -37,8 +37,9 @@ from conftest import new_platform
 from helpers import last_sequence
 from papr.v1 import device_pb2, guest_pb2, hotplug_pb2, platform_pb2
 from papr_emu import PaprServer
-from papr_emu.model import Platforms, default_geometry
+from papr_emu.model import DimmRequest, Platforms, default_geometry
 from papr_emu.replay import load, replay
+from papr_emu.service import convert
 from papr_emu_client import Client, ReferenceGuest, RefusalPolicy, connect
 
 DIMM = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=768 << 20))  # three LMBs
@@ -260,6 +261,7 @@ def test_the_default_platform_replays_from_its_header(
     rec_client.platforms.GetPlatform(request)
     header, *records = lines(record_dir / "default.jsonl")
     assert header["created_by"] == "server" and header["described"]["name"] == "default"
+    assert header["snapshot"]["platform"] == "default"  # docs/snapshots.md
     assert header["described"]["device_count"] == before.device_count
     assert [r["method"] for r in records][-2:] == [
         "/papr.v1.HotplugService/PlugDevice",
@@ -267,6 +269,68 @@ def test_the_default_platform_replays_from_its_header(
     ]
     report = replay(record_dir / "default.jsonl", replay_client)
     assert report.first is None, report.text()
+
+
+def test_a_platform_with_state_before_its_first_call_replays_from_its_snapshot(
+    recording: PaprServer, rec_client: Client, record_dir: Path, replay_client: Client, tmp_path: Path
+) -> None:
+    """A platform in a state no CreatePlatform makes (as a state directory brings one back): CAS done and
+    a DIMM hot-added, its event log queued for the guest, all without a call. Its header's snapshot
+    restores that; the CreatePlatformRequest alone would not (a boot DIMM, no log queued)."""
+    geometry = convert.geometry_from_pb(
+        platform_pb2.Geometry(memory_bytes=1 << 30, max_memory_bytes=4 << 30, memory_slots=4, cpus=1, max_cpus=4)
+    )
+    name = "pre-state"
+    made = recording.platforms.create(name, geometry)
+    made.client_architecture_support(HOTPLUG_EVENTS_VECTOR)
+    made.plug("dimm-pre", DimmRequest(size=768 << 20))
+    guest = ReferenceGuest(rec_client, name)
+    guest.start()
+    try:
+        assert [o.result for o in guest.wait_for(1)] == ["done"]  # the queued log, handled
+    finally:
+        guest.stop()
+        rec_client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
+    path = record_dir / f"{name}.jsonl"
+    wait_closed(path, "/papr.v1.PlatformService/DeletePlatform")
+    report = replay(path, replay_client)
+    assert report.first is None, report.text()
+
+    header, *records = lines(path)
+    assert header["created_by"] == "server" and header["snapshot"]["cas"]
+    del header["snapshot"]
+    without = tmp_path / "no-snapshot.jsonl"
+    without.write_text("".join(json.dumps(r) + "\n" for r in [header, *records]))
+    first = replay(without, replay_client).first
+    # Made by CreatePlatform, the DIMM is a boot DIMM: configured, not waiting for the guest.
+    assert first is not None and first.line == 2 and first.path.endswith("entity_sense"), first
+
+
+def test_a_restored_platform_replays_clean(rec_client: Client, record_dir: Path, replay_client: Client) -> None:
+    """RestorePlatform starts a file as CreatePlatform does; replay restores the same snapshot."""
+    source = new_platform(rec_client)
+    rec_client.guest.ClientArchitectureSupport(
+        guest_pb2.ClientArchitectureSupportRequest(platform=source, option_vector_5=HOTPLUG_EVENTS_VECTOR)
+    )
+    rec_client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=source, id="dimm-snap", spec=DIMM))
+    snapshot = rec_client.platforms.SnapshotPlatform(platform_pb2.SnapshotPlatformRequest(platform=source)).snapshot
+    restored = f"{source}-restored"
+    rec_client.platforms.RestorePlatform(platform_pb2.RestorePlatformRequest(name=restored, snapshot=snapshot))
+    guest = ReferenceGuest(rec_client, restored)
+    guest.start()
+    try:
+        assert [o.result for o in guest.wait_for(1)] == ["done"]  # the log queued before the snapshot
+    finally:
+        guest.stop()
+        for name in (source, restored):
+            rec_client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=name))
+    path = record_dir / f"{restored}.jsonl"
+    header, first_call, *_ = wait_closed(path, "/papr.v1.PlatformService/DeletePlatform")
+    assert header["created_by"] == "rpc" and first_call["method"] == "/papr.v1.PlatformService/RestorePlatform"
+    report = replay(path, replay_client)
+    assert report.first is None, report.text()
+    report = replay(record_dir / f"{source}.jsonl", replay_client)  # SnapshotPlatform in it: the document differs
+    assert report.first is None, report.text()  # in times and name, which replay leaves out
 
 
 def test_a_platform_created_again_gets_a_new_file(rec_client: Client, record_dir: Path) -> None:
@@ -389,3 +453,37 @@ def test_the_config_file_names_the_directory(tmp_path: Path) -> None:
     path.write_text("[server]\nrecord = 5\n")
     with pytest.raises(Exception, match=r"server\.record"):
         load_config(path)
+
+
+def test_tokens_never_reach_a_transcript(tmp_path: Path, replay_client: Client) -> None:
+    """On a server that requires tokens: CreatePlatform's tokens are left out, MintToken is not recorded,
+    and the transcript still replays clean (on a server without tokens)."""
+    from papr.v1 import access_pb2
+    from papr_emu.security import Security
+
+    admin_token = "admin-" + os.urandom(16).hex()
+    admin_file = tmp_path / "admin.token"
+    admin_file.write_text(admin_token)
+    record = tmp_path / "rec"
+    server = PaprServer(
+        Platforms(), ["127.0.0.1:0"], security=Security.load(admin_token_file=admin_file, environ={}), record=record
+    )
+    server.start()
+    try:
+        with connect(server.addresses[0], token=admin_token) as admin:
+            name = new_platform(admin)
+            created = admin.platforms.GetPlatform(platform_pb2.GetPlatformRequest(platform=name))
+            assert created.platform.name == name
+            minted = admin.access.MintToken(
+                access_pb2.MintTokenRequest(role=access_pb2.ROLE_GUEST, platform=name)
+            ).token.token
+            again = admin.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name=f"{name}-b"))
+            secrets = [minted, again.guest_token.token, again.manager_token.token]
+            assert all(secrets)
+    finally:
+        server.stop(grace=0.5)
+    text = "".join(path.read_text() for path in record.iterdir())
+    assert not any(secret in text for secret in [*secrets, admin_token])
+    assert "MintToken" not in text and "_token" not in text
+    report = replay(record / f"{name}.jsonl", replay_client)
+    assert report.first is None, report.text()

@@ -62,6 +62,8 @@ EXIT_CLEAN, EXIT_DIFFERS, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 DEFAULT_WAIT: Final = 10.0
 CALL_TIMEOUT: Final = 60.0
 _CREATE = "/papr.v1.PlatformService/CreatePlatform"
+_RESTORE = "/papr.v1.PlatformService/RestorePlatform"
+_MAKERS: Final = (_CREATE, _RESTORE)
 _CALLS: Final = ("unary", "open", "send", "receive", "end")
 _DELETE = "/papr.v1.PlatformService/DeletePlatform"
 PLATFORM_MARK: Final = "<platform>"
@@ -70,6 +72,9 @@ _NAME_FIELDS: Final = frozenset({"platform", "name"})
 _SEQUENCE_FIELDS: Final = frozenset({"sequence", "last_event_sequence"})
 #: Message types left out of comparisons entirely: a time, and credentials.
 _IGNORED_TYPES: Final = frozenset({"google.protobuf.Timestamp", "papr.v1.AccessToken"})
+#: Fields left out of comparisons: a snapshot document holds times and the platform's name (its
+#: restore is what matters, and the calls after a RestorePlatform compare that).
+_IGNORED_FIELDS: Final = frozenset({("papr.v1.SnapshotPlatformResponse", "snapshot")})
 # A PAPR v6 platform event log: version byte 6, the PH section at 24, its creation date and time at 32-39.
 _LOG_VERSION, _PH_AT, _TIME_AT, _TIME_END = 0x06, 24, 32, 40
 
@@ -190,7 +195,8 @@ def normalized(message: Message, platform: str, sequence_offset: int = 0) -> dic
 
     def visit(owner: Message, field_descriptor: descriptor.FieldDescriptor, value: Any) -> bool:
         kind, name = field_descriptor.type, field_descriptor.name
-        if field_descriptor.message_type is not None and field_descriptor.message_type.full_name in _IGNORED_TYPES:
+        type_name = field_descriptor.message_type.full_name if field_descriptor.message_type is not None else ""
+        if type_name in _IGNORED_TYPES or (owner.DESCRIPTOR.full_name, name) in _IGNORED_FIELDS:
             owner.ClearField(name)
             return True
         if field_descriptor.is_repeated:
@@ -389,11 +395,18 @@ class Replayer:
         return True
 
     def _create_from_header(self) -> None:
-        """A platform that existed before its first call (the config's): made as the header describes it."""
-        create = self._transcript.header.get("create", {})
-        request = json_format.ParseDict(create, _platform_pb2().CreatePlatformRequest())
-        request.name = self.name
-        response = self._client.platforms.CreatePlatform(request, timeout=CALL_TIMEOUT)
+        """A platform that existed before its first call (the config's, a state directory's): restored
+        from the header's snapshot (a transcript without one: made by the header's CreatePlatformRequest)."""
+        header, platforms = self._transcript.header, _platform_pb2()
+        response: Any
+        if "snapshot" in header:
+            document = json.dumps(header["snapshot"]).encode()
+            restore = platforms.RestorePlatformRequest(name=self.name, snapshot=document)
+            response = self._client.platforms.RestorePlatform(restore, timeout=CALL_TIMEOUT)
+        else:
+            request = json_format.ParseDict(header.get("create", {}), platforms.CreatePlatformRequest())
+            request.name = self.name
+            response = self._client.platforms.CreatePlatform(request, timeout=CALL_TIMEOUT)
         self._exists = True
         described = self._transcript.header.get("described", {})
         self._offset = response.platform.last_event_sequence - int(described.get("last_event_sequence", 0))
@@ -452,7 +465,7 @@ class Replayer:
             code, message = "OK", ""
         except grpc.RpcError as error:
             response, code, message = None, error.code().name, error.details() or ""
-        if method == _CREATE and code == "OK":
+        if method in _MAKERS and code == "OK":
             self._exists = True
             if recorded_code == "OK":
                 recorded_sequence = int(record.get("response", {}).get("platform", {}).get("last_event_sequence", 0))

@@ -19,7 +19,7 @@ lines may be out of ``n`` order; replay sorts them)::
     {"n": 9, "call": "end", "stream": 1, "code": "CANCELLED", "message": ""}
 
 Messages are protobuf's JSON mapping (``json_format``, proto field names). Tokens never
-reach a transcript: CreatePlatform's tokens are left out, AccessService is not recorded,
+reach a transcript: CreatePlatform's and RestorePlatform's are left out, AccessService is not recorded,
 nor is ListPlatforms (it is about every platform, not one). What is recorded is what the
 handlers saw: requests that do not parse, or that the token check refused, never reach
 them and are not recorded.
@@ -32,6 +32,7 @@ client cannot make the recorder hold more than the line it is writing. A write t
 
 from __future__ import annotations
 
+import copy
 import datetime
 import json
 import threading
@@ -55,10 +56,14 @@ FORMAT_VERSION: Final = 1
 MAGIC: Final = "papr-emu"
 SUFFIX: Final = ".jsonl"
 _CREATE = "/papr.v1.PlatformService/CreatePlatform"
+_RESTORE = "/papr.v1.PlatformService/RestorePlatform"
+#: The calls that make a platform (their request's ``name`` is its name); each starts a new file.
+_MAKERS: Final = (_CREATE, _RESTORE)
 _DELETE = "/papr.v1.PlatformService/DeletePlatform"
 #: Not recorded: credentials, calls about every platform, and the non-papr services (health, reflection).
 UNRECORDED: Final = ("/papr.v1.AccessService/", "/papr.v1.PlatformService/ListPlatforms")
 RECORDED_PREFIX: Final = "/papr.v1."
+_TOKEN = "papr.v1.AccessToken"
 
 log = structlog.get_logger("papr_emu.transcript")
 
@@ -75,7 +80,7 @@ def records(method: str) -> bool:
 
 def platform_named_by(method: str, request: Any) -> str:
     """The platform a request is about: its ``platform`` field (CreatePlatform's ``name``)."""
-    name = request.name if method == _CREATE else getattr(request, "platform", "")
+    name = request.name if method in _MAKERS else getattr(request, "platform", "")
     return name if isinstance(name, str) else ""
 
 
@@ -196,8 +201,7 @@ class Recorder:
         self,
         platform: str,
         created_by: str,
-        create: platform_pb2.CreatePlatformRequest,
-        described: platform_pb2.Platform | None = None,
+        made: dict[str, Any],
     ) -> Transcript | None:
         with self._lock:
             if self._closed:
@@ -210,8 +214,7 @@ class Recorder:
         transcript.write(
             {
                 "transcript": MAGIC, "version": FORMAT_VERSION, "papr_emu": self._version, "platform": platform,
-                "created_by": created_by, "create": to_json(create), "started": _now(),
-                **({"described": to_json(described)} if described is not None else {}),
+                "created_by": created_by, **made, "started": _now(),
             }
         )  # fmt: skip
         log.info("transcript.started", platform=platform, path=str(transcript.path))
@@ -219,7 +222,8 @@ class Recorder:
 
     def transcript(self, platform: str) -> Transcript | None:
         """The open transcript of ``platform``; for a platform that existed before any call (the
-        config's, ``default``), one is started with a CreatePlatformRequest that makes it as it is now."""
+        config's, ``default``, one a state directory brought back), one is started with its snapshot
+        (docs/snapshots.md: replay restores it) and a CreatePlatformRequest that makes it as it is now."""
         transcript = self._open.get(platform)
         if transcript is not None or not platform:
             return transcript if transcript is None or transcript.recording else None
@@ -241,13 +245,16 @@ class Recorder:
             ],
             unplug_timeouts=described.unplug_timeouts,
         )
-        return self._begin(platform, "server", create, described)
+        made = {"create": to_json(create), "described": to_json(described), "snapshot": existing.snapshot()}
+        return self._begin(platform, "server", made)
 
-    def created(self, request: platform_pb2.CreatePlatformRequest) -> Transcript | None:
+    def created(self, method: str, request: Any) -> Transcript | None:
+        """A platform made by ``request`` (CreatePlatform, RestorePlatform): a new file."""
         previous = self._open.pop(request.name, None)
-        if previous is not None:  # a transcript started for the name before CreatePlatform's end was seen
+        if previous is not None:  # a transcript started for the name before the call's end was seen
             previous.deleted()
-        return self._begin(request.name, "rpc", request)
+        # A restored platform's snapshot is in the RestorePlatform line that follows.
+        return self._begin(request.name, "rpc", {"create": to_json(request)} if method == _CREATE else {})
 
     def deleted(self, platform: str) -> None:
         transcript = self._open.pop(platform, None)
@@ -263,9 +270,15 @@ class Recorder:
             transcript.close()
 
 
-def _response_json(method: str, response: Any) -> dict[str, Any]:
-    if method == _CREATE and isinstance(response, platform_pb2.CreatePlatformResponse):
-        response = platform_pb2.CreatePlatformResponse(platform=response.platform)  # without the tokens
+def _response_json(response: Message) -> dict[str, Any]:
+    """The response without its tokens (CreatePlatform's and RestorePlatform's manager and guest tokens)."""
+    tokens = [
+        f.name for f in response.DESCRIPTOR.fields if f.message_type is not None and f.message_type.full_name == _TOKEN
+    ]
+    if any(response.HasField(name) for name in tokens):
+        response = copy.copy(response)
+        for name in tokens:
+            response.ClearField(name)
     return to_json(response)
 
 
@@ -312,7 +325,7 @@ class RecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             transcript = recorder.transcript(platform)
             n = transcript.next_n() if transcript is not None else 0
             error: BaseException | None = None
-            response = None
+            response: Any = None
             try:
                 response = await behavior(request, context)
                 return response
@@ -321,13 +334,11 @@ class RecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 raise
             finally:
                 ok = error is None and response is not None
-                if ok and method == _CREATE:
-                    transcript = recorder.created(request)
+                if ok and method in _MAKERS:
+                    transcript = recorder.created(method, request)
                     n = transcript.next_n() if transcript is not None else 0
                 if transcript is not None:
-                    result = (
-                        {"code": "OK", "response": _response_json(method, response)} if ok else _ending(error, context)
-                    )
+                    result = {"code": "OK", "response": _response_json(response)} if ok else _ending(error, context)
                     transcript.line("unary", n, method=method, request=to_json(request), **result)
                 if ok and method == _DELETE:
                     recorder.deleted(platform)
