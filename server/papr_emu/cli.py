@@ -37,6 +37,7 @@ from .logs import LOG_LEVELS, configure_logging
 from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, default_geometry
 from .security import ADMIN_TOKEN_ENV, Security, SecurityError
 from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
+from .state import StateDir, StateError
 
 DISTRIBUTION = "papr-emu"
 COMMANDS_GROUP = "papr_emu.commands"
@@ -116,10 +117,12 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
     serve.add_argument("--log-format", choices=("json", "console"), default="console")
     serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
     serve.add_argument(
-        "--max-workers", type=_positive, default=DEFAULT_MAX_WORKERS,
+        "--max-workers", type=_positive, default=DEFAULT_MAX_WORKERS, metavar="N",
         help="threads for model calls that may block (streams and RTAS calls need none)",
     )  # fmt: skip
-    serve.add_argument("--grace", type=seconds_argument, default=2.0, help="seconds to finish RPCs on SIGTERM")
+    serve.add_argument(
+        "--grace", type=seconds_argument, default=2.0, metavar="S", help="seconds to finish RPCs on SIGTERM (default 2)"
+    )
     serve.add_argument(
         "--metrics-listen", metavar="HOST:PORT", type=_checked(host_port),
         help="serve Prometheus metrics (GET /metrics, plain HTTP) here; off by default; off loopback needs --insecure",
@@ -131,6 +134,13 @@ def build_parser(plugins: dict[str, EntryPoint], client_commands: bool = True) -
         "--record", type=Path, metavar="DIR",
         help="write each platform's calls and results to DIR/<platform>.jsonl (docs/transcripts.md)",
     )  # fmt: skip
+    serve.add_argument(
+        "--state-dir", type=Path, metavar="DIR",
+        help="keep every platform in DIR across restarts (and kill -9); on start, bring back what DIR holds",
+    )  # fmt: skip
+    serve.add_argument(
+        "--state-sync", action="store_true", default=None, help="fsync each state record (survives a machine crash)"
+    )
     tls = serve.add_argument_group("security (see docs/security.md; each also a key of the config's [security])")
     tls.add_argument("--tls-cert", type=Path, metavar="PEM", help="serve TLS with this certificate chain")
     tls.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
@@ -252,11 +262,18 @@ def serve(options: argparse.Namespace) -> int:
                 return 2
         flags = {name: getattr(options, f"limit_{name}") for name in LIMITS}
         # A flag beats the config file's [limits], which beats the default.
-        platforms = Platforms(Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None})))
+        limits = Limits(**(config.limits | {k: v for k, v in flags.items() if v is not None}))
+        state_dir = options.state_dir or config.state_dir
+        state = None
+        if state_dir is not None:
+            state = StateDir(state_dir, sync=bool(options.state_sync or config.state_sync))
+        platforms = Platforms(limits, store=state)
+        kept = {p.name for p in state.recover(platforms)} if state is not None else set()
         if options.config is not None:
             for platform in config.platforms:
-                platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
-        else:
+                if platform.name not in kept:  # a platform the state directory kept comes back as it was
+                    platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
+        elif DEFAULT_PLATFORM not in kept:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
         server = PaprServer(
             platforms, listen, max_workers=options.max_workers, security=security,
@@ -264,8 +281,9 @@ def serve(options: argparse.Namespace) -> int:
             access_log=bool(options.access_log if options.access_log is not None else config.access_log),
             record=options.record or config.record,
         )  # fmt: skip
-    except (SecurityError, PlatformError, ValueError) as error:
-        # Unsafe or unreadable security settings, a bad platform, a limit or --max-workers not positive.
+    except (SecurityError, PlatformError, ValueError, StateError) as error:
+        # Unsafe or unreadable security settings, a bad platform, a limit or --max-workers not positive,
+        # a state directory in use by another server.
         print(f"papr-emu: {error}", file=sys.stderr)
         return 2
     try:
@@ -284,6 +302,8 @@ def serve(options: argparse.Namespace) -> int:
     while not stopping.wait(0.5):
         pass
     server.stop(options.grace)
+    if state is not None:
+        state.close()
     return 0
 
 

@@ -7,6 +7,7 @@ Example file::
     metrics_listen = "127.0.0.1:9100"  # optional: Prometheus metrics (GET /metrics); off by default
     access_log = true                  # optional: one log event per RPC; off by default
     record = "transcripts"             # optional: each platform's calls as JSON lines in this directory
+    state_dir = "state"                # optional: platforms that survive a restart (docs/state.md)
 
     [security]           # optional; each also a flag (--tls-cert, ...); paths relative to this file
     tls_cert = "server.pem"
@@ -103,6 +104,8 @@ class ServerConfig:
     metrics_listen: str | None = None  # [server] metrics_listen: HOST:PORT for Prometheus metrics
     access_log: bool | None = None  # [server] access_log
     record: Path | None = None  # [server] record: the transcripts' directory, relative to the file's
+    state_dir: Path | None = None  # [server] state_dir: platforms kept across runs, relative to the file's
+    state_sync: bool | None = None  # [server] state_sync: fsync each journal record
 
 
 # --- the schema: the file's shape, checked by msgspec -----------------------------------------
@@ -127,6 +130,8 @@ class _Server(_Table):
     metrics_listen: str | None = None
     access_log: bool | None = None
     record: FileName | None = None
+    state_dir: FileName | None = None
+    state_sync: bool | None = None
 
 
 class _Security(_Table):
@@ -330,6 +335,8 @@ def _server_config(document: object, directory: Path) -> ServerConfig:
         metrics_listen=None if metrics_listen is None else _checked("server.metrics_listen", metrics_listen, host_port),
         access_log=server.access_log,
         record=None if server.record is None else directory / server.record,
+        state_dir=None if server.state_dir is None else directory / server.state_dir,
+        state_sync=server.state_sync,
         platforms=[_platform(platform, f"platform[{n}]") for n, platform in enumerate(parsed.platform)],
         limits={key: value for key, value in msgspec.structs.asdict(parsed.limits).items() if value is not None},
         security=_security(parsed.security, directory),

@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, Final, TypeVar
+from contextlib import AbstractContextManager
+from typing import Any, Concatenate, Final, ParamSpec, Protocol, TypeVar
 
 import structlog
 
@@ -78,6 +80,29 @@ class Busy(enum.Enum):
 BUSY: Final = Busy.BUSY
 
 
+class Recorder(Protocol):
+    """Where a platform's calls are kept (a state directory's journal: papr_emu.state)."""
+
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AbstractContextManager[None]:
+        """Around one call, under the platform's lock; the record is written before the call returns."""
+
+
+P = ParamSpec("P")
+
+
+def _journaled(method: Callable[Concatenate[Platform, P], T]) -> Callable[Concatenate[Platform, P], T]:
+    """A call that may change the platform: its recorder (if any) keeps it, in the order calls ran."""
+
+    def call(self: Platform, *args: P.args, **kwargs: P.kwargs) -> T:
+        with self._lock:
+            if self.recorder is None:
+                return method(self, *args, **kwargs)
+            with self.recorder.call(method.__name__, args, kwargs):
+                return method(self, *args, **kwargs)
+
+    return functools.update_wrapper(call, method)  # type: ignore[return-value]
+
+
 class Platform:
     """A platform: its geometry, connector table, devices and event logs."""
 
@@ -101,6 +126,8 @@ class Platform:
         self.name = name
         self.geometry = geometry
         self._lock = threading.RLock()
+        #: Keeps every call that may change the platform (``serve --state-dir``); None: nothing does.
+        self.recorder: Recorder | None = None
         self._events = EventLog(name, clock)
         self._rtas_events = RtasEventQueue(clock)
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
@@ -242,21 +269,25 @@ class Platform:
 
     # --- plug and unplug (QMP device_add, device_del) ---------------------------------------------
 
+    @_journaled
     def plug(self, device_id: str, request: PlugRequest) -> DeviceInfo:
         """Hot-plug a device (QMP device_add); an empty id gets one picked."""
         with self._lock:
             return self._hotplug.plug(device_id, request, hotplugged=True).info()
 
+    @_journaled
     def unplug(self, device_id: str) -> UnplugOutcome:
         """Request a hot-unplug (QMP device_del)."""
         with self._lock:
             return self._hotplug.unplug(self._device(device_id))
 
+    @_journaled
     def expire_unplugs(self, now: float | None = None) -> list[str]:
         """Cancel pending unplugs whose timeout has passed; returns the device ids."""
         with self._lock:
             return self._hotplug.expire_unplugs(now)
 
+    @_journaled
     def request_memory(self, action: MemoryAction, id_type: int, count: int = 0, first_index: int = 0) -> MemoryRequest:
         """Ask the guest to add or remove LMBs (MemoryModel.LMB): by count, index or indexed count.
 
@@ -267,6 +298,7 @@ class Platform:
 
     # --- RTAS -------------------------------------------------------------------------------------
 
+    @_journaled
     def set_indicator(self, indicator_type: int, index: int, new_state: int) -> int:
         """RTAS set-indicator; returns the RTAS status."""
         with self._lock:
@@ -281,6 +313,7 @@ class Platform:
             )
             return status
 
+    @_journaled
     def get_sensor_state(self, sensor_type: int, index: int) -> tuple[int, int]:
         """RTAS get-sensor-state; returns (status, value), value 0 on error as QEMU writes it."""
         with self._lock:
@@ -307,6 +340,7 @@ class Platform:
         with self._lock:
             return action()
 
+    @_journaled
     def configure_connector(self, area: bytes) -> tuple[int, bytes]:
         """RTAS ibm,configure-connector over one 4096-byte work area; returns (status, work area)."""
         if len(area) != work_area.WORK_AREA_SIZE:
@@ -321,10 +355,12 @@ class Platform:
             self.log.debug("rtas.configure_connector", drc_index=index, status=status)
             return status, bytes(out)
 
+    @_journaled
     def set_power_level(self, power_domain: int, level: int) -> tuple[int, int]:
         """RTAS set-power-level: only the live-insertion domain (-1); the level is always 100."""
         return self.get_power_level(power_domain)
 
+    @_journaled
     def get_power_level(self, power_domain: int) -> tuple[int, int]:
         """RTAS get-power-level: only the live-insertion domain (-1), at level 100."""
         if power_domain != rtas.LIVE_INSERTION_DOMAIN:
@@ -340,6 +376,7 @@ class Platform:
         """
         return self._inventory.occupant(CpuCore, cpu_id - cpu_id % self.geometry.threads)
 
+    @_journaled
     def query_cpu_stopped_state(self, cpu_id: int) -> tuple[int, int]:
         """RTAS query-cpu-stopped-state: (0, 0 stopped / 2 running), or (-3, 0) for no such thread."""
         with self._lock:
@@ -348,6 +385,7 @@ class Platform:
                 return rtas.PARAMETER_ERROR, 0
             return rtas.SUCCESS, rtas.THREAD_RUNNING if core.is_running(cpu_id) else rtas.THREAD_STOPPED
 
+    @_journaled
     def start_cpu(self, cpu_id: int, start: int, r3: int) -> int:
         """RTAS start-cpu: a stopped thread starts at ``start`` with ``r3``; QEMU 7.2's statuses.
 
@@ -367,6 +405,7 @@ class Platform:
             self.log.info("rtas.start_cpu", cpu_id=cpu_id, start=hex(start), r3=hex(r3), status=status)
             return status
 
+    @_journaled
     def stop_self(self, calling_cpu: int) -> int:
         """RTAS stop-self made by thread ``calling_cpu``: it enters the stopped state.
 
@@ -387,6 +426,7 @@ class Platform:
 
     # --- RTAS event logs --------------------------------------------------------------------------
 
+    @_journaled
     def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
         """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
         with self._lock:
@@ -394,6 +434,7 @@ class Platform:
             self.log.debug("rtas.check_exception", mask=event_mask, status=status, length=len(blob))
             return status, blob
 
+    @_journaled
     def event_scan(self, event_mask: int, buffer_length: int) -> int:
         """RTAS event-scan as QEMU does it: re-pulse the pending classes' interrupts, return 1."""
         with self._lock:
@@ -419,6 +460,7 @@ class Platform:
         """The full device tree as a DTB (version 17)."""
         return to_dtb(self.device_tree())
 
+    @_journaled
     def client_architecture_support(self, option_vector_5: bytes) -> CasOptions:
         """ibm,client-architecture-support with option vector 5, as QEMU 6.0+ handles it.
 

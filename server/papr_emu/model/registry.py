@@ -15,7 +15,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Final
+from typing import Final, Protocol
 
 from .devices import PlugRequest
 from .errors import AlreadyExists, InvalidArgument, NotFound, PlatformError
@@ -33,14 +33,40 @@ def default_geometry() -> Geometry:
     return Geometry.build(memory=1 << 30, max_memory=4 << 30, slots=4, cpus=1, max_cpus=4)
 
 
+class Clocks(Protocol):
+    def time(self) -> float: ...
+
+    def monotonic(self) -> float: ...
+
+
+class PlatformRecord(Protocol):
+    """Where one platform's calls go to be kept (a state directory's store)."""
+
+    @property
+    def tape(self) -> Clocks:
+        """The clocks the platform must read (so its calls can be replayed)."""
+
+    def start(self, platform: Platform) -> None:
+        """Keep the platform as it is now, and its calls from now on."""
+
+
+class Store(Protocol):
+    """What keeps platforms across server runs (papr_emu.state.StateDir); the model does no I/O."""
+
+    def store_for(self, name: str) -> PlatformRecord: ...
+
+    def forget(self, name: str) -> None: ...
+
+
 class Platforms:
     """Platforms by name. Creating and deleting lock the registry only briefly."""
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, store: Store | None = None) -> None:
         self.limits = limits or Limits()
-        self._lmbs = Budget(self.limits.lmbs)  # shared by every platform
+        self.lmbs = Budget(self.limits.lmbs)  # shared by every platform
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
+        self._store = store
 
     def create(
         self,
@@ -53,9 +79,9 @@ class Platforms:
         """A new platform; ``clock`` (wall-clock seconds) stamps its events and event logs."""
         return self._add(
             name,
-            lambda: Platform(
-                name, geometry, coldplug, clock=clock, unplug_timeouts=unplug_timeouts, limits=self.limits,
-                lmb_budget=self._lmbs,
+            lambda clocks: Platform(
+                name, geometry, coldplug, clock=clocks.time if clocks else clock, unplug_timeouts=unplug_timeouts,
+                monotonic=clocks.monotonic if clocks else time.monotonic, limits=self.limits, lmb_budget=self.lmbs,
             ),
             "platform.created",
         )  # fmt: skip
@@ -64,11 +90,18 @@ class Platforms:
         """A new platform named ``name`` in the state of a snapshot (:meth:`Platform.snapshot`)."""
         return self._add(
             name,
-            lambda: Platform.restore(name, document, clock=clock, limits=self.limits, lmb_budget=self._lmbs),
+            lambda clocks: Platform.restore(
+                name, document, clock=clocks.time if clocks else clock,
+                monotonic=clocks.monotonic if clocks else time.monotonic, limits=self.limits, lmb_budget=self.lmbs,
+            ),
             "platform.restored",
-        )
+        )  # fmt: skip
 
-    def _add(self, name: str, build: Callable[[], Platform], event: str) -> Platform:
+    def adopt(self, name: str, build: Callable[[], Platform]) -> Platform:
+        """Add a platform built elsewhere (a state directory's recovery, which keeps it itself)."""
+        return self._add(name, lambda clocks: build(), "platform.recovered", keep=False)
+
+    def _add(self, name: str, build: Callable[[Clocks | None], Platform], event: str, keep: bool = True) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):
             raise InvalidArgument(
                 "name",
@@ -79,7 +112,8 @@ class Platforms:
             self._check_free(name)
         # Built outside the registry lock (a large platform takes a moment); a racing create of
         # the same name is caught again below.
-        platform = build()
+        record = self._store.store_for(name) if self._store is not None and keep else None
+        platform = build(record.tape if record is not None else None)
         with self._lock:
             try:
                 self._check_free(name)
@@ -87,6 +121,8 @@ class Platforms:
                 platform.close()  # gives its LMBs back
                 raise
             self._platforms[name] = platform
+            if record is not None:
+                record.start(platform)  # under the registry lock: a delete cannot come in between
         platform.log.info(event, connectors=sum(n for _, n in platform.info().connector_counts))
         return platform
 
@@ -112,5 +148,7 @@ class Platforms:
             platform = self._platforms.pop(name, None)
         if platform is None:
             raise NotFound("platform", name, "platform")
+        if self._store is not None:
+            self._store.forget(name)
         platform.close()
         platform.log.info("platform.deleted")

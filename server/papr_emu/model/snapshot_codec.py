@@ -20,7 +20,18 @@ import dataclasses
 import enum
 from typing import Any, Final
 
-from .devices import DeviceInfo, DeviceType, DimmParams, LmbParams, NvdimmParams, PciFunctionParams, PciModel, PhbParams
+from .devices import (
+    DeviceInfo,
+    DeviceType,
+    DimmParams,
+    DimmRequest,
+    LmbParams,
+    NvdimmParams,
+    NvdimmRequest,
+    PciFunctionParams,
+    PciModel,
+    PhbParams,
+)
 from .devices.cpu_core import CpuCoreParams
 from .drc import DrcState, RefusalSignal
 from .events import DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested, UnplugTimedOut
@@ -31,7 +42,7 @@ from .rtas_log import HotplugLog
 CLASSES: Final[dict[str, type]] = {
     cls.__name__: cls
     for cls in (
-        DeviceInfo, DeviceType, DimmParams, LmbParams, NvdimmParams, PciFunctionParams, PciModel, PhbParams,
+        DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams, PciModel, PhbParams,
         CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested,
         UnplugTimedOut, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
     )
