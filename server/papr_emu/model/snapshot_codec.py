@@ -42,8 +42,8 @@ from .rtas_log import HotplugLog
 CLASSES: Final[dict[str, type]] = {
     cls.__name__: cls
     for cls in (
-        DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams, PciModel, PhbParams,
-        CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested,
+        DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams,
+        PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested,
         UnplugTimedOut, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
     )
 }  # fmt: skip
