@@ -43,8 +43,8 @@ CLASSES: Final[dict[str, type]] = {
     cls.__name__: cls
     for cls in (
         DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams,
-        PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested,
-        UnplugTimedOut, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
+        PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected,
+        UnplugRequested, UnplugTimedOut, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
     )
 }  # fmt: skip
 
