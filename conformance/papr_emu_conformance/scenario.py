@@ -47,8 +47,11 @@ import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
+import msgspec
+
+from papr_emu_client import schema
 from papr_emu_client.guest import ALLOCATION_STATE, DR_ENTITY_SENSE, ISOLATION_STATE
 from papr_emu_client.pci import pci_model_name
 from papr_emu_client.sizes import parse_size
@@ -306,120 +309,116 @@ class Scenario:
 
 
 # --- loading --------------------------------------------------------------------------------------
+# The file's shape is a msgspec schema (types, unknown keys, one line naming the step and key,
+# papr_emu_client.schema); what a schema cannot say (one step kind per step, its modifiers,
+# a survey of the boot tree before any plug) is checked after, on the typed values.
+
+Size = int | str  # bytes, or "512M": parse_size reads it (papr_emu_client.sizes, as QEMU reads sizes)
+Cell = int | Literal["wa", "buf"]  # an argument cell, or a placeholder for the work area's or log buffer's address
 
 
-def _size(value: object, where: str) -> int:
-    """An int, or a string like "512M" / "4G" (papr_emu_client.sizes, as QEMU reads them)."""
-    try:
-        return parse_size(value)
-    except ValueError as error:
-        raise ScenarioError(f"{where}: {error}") from None
+class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """A TOML table: a key it does not declare is an error."""
 
 
-def _int(value: object, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ScenarioError(f"{where}: expected an integer, got {value!r}")
-    return value
+class _Dimm(_Table):
+    size: Size
+    slot: int | None = None
+    addr: int | None = None
 
 
-def _table(value: object, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ScenarioError(f"{where}: expected a table, got {value!r}")
-    return value
+class _Nvdimm(_Table):
+    size: Size
+    label_size: Size = NvdimmSpec.label_size
+    uuid: str = NvdimmSpec.uuid
+    slot: int | None = None
+    addr: int | None = None
 
 
-def _only(table: dict[str, Any], allowed: set[str], where: str) -> None:
-    unknown = sorted(set(table) - allowed)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(sorted(allowed))})")
+class _CpuCore(_Table):
+    core_id: int
+
+
+class _Pci(_Table):
+    slot: int
+    function: int = 0
+    phb: int = 0
+    model: str = "e1000"
+    multifunction: bool = True
+
+
+class _Phb(_Table):
+    index: int
+
+
+class _Plug(_Table):
+    id: Annotated[str, msgspec.Meta(min_length=1)]
+    dimm: _Dimm | None = None
+    nvdimm: _Nvdimm | None = None
+    cpu_core: _CpuCore | None = None
+    pci: _Pci | None = None
+    phb: _Phb | None = None
+
+
+class _CheckException(_Table):
+    mask: int = CheckException.mask
+    length: int = CheckException.length
+    nargs: int = CheckException.nargs
+
+
+class _Survey(_Table):
+    dtb: bool = True
+    probe: list[int] = []
+
+
+class _Step(_Table):
+    """One step of the file: exactly one kind (checked after), its modifiers, a note."""
+
+    plug: _Plug | None = None
+    unplug: str | None = None
+    rtas: str | None = None
+    set_indicator: list[Cell] | None = None
+    sense: int | None = None
+    get_sensor: list[Cell] | None = None
+    configure: int | None = None
+    check_exception: bool | _CheckException | None = None
+    drain_logs: bool | _CheckException | None = None
+    survey: bool | _Survey | None = None
+    dtb_order: bool | None = None
+    acquire: int | None = None
+    release: int | None = None
+    note: str = ""
+    expect_error: bool | None = None
+    args: list[Cell] | None = None
+    nret: int | None = None
+    calls: int | None = None
+    fresh: bool | None = None
+    extent: int | None = None
+
+
+class _Geometry(_Table):
+    memory: Size = Geometry.memory
+    maxmem: Size = Geometry.max_memory
+    slots: int = Geometry.slots
+    cpus: int = Geometry.cpus
+    maxcpus: int = Geometry.max_cpus
+
+
+class _Sides(_Table):
+    qemu: str | None = None
+    papr: str | None = None
+
+
+class _Scenario(_Table, kw_only=True):
+    description: str = ""
+    geometry: _Geometry = msgspec.field(default_factory=_Geometry)
+    ids: dict[str, _Sides] = {}
+    steps: list[_Step]
 
 
 #: The device kinds a plug step names (one per step).
 DEVICE_KINDS: Final = ("dimm", "nvdimm", "cpu_core", "pci", "phb")
-
-
-def _device_spec(table: dict[str, Any], where: str) -> tuple[str, DeviceSpec]:
-    _only(table, {"id", *DEVICE_KINDS}, where)
-    device_id = table.get("id")
-    if not isinstance(device_id, str) or not device_id:
-        raise ScenarioError(f"{where}: plug needs an id")
-    kinds = [k for k in DEVICE_KINDS if k in table]
-    if len(kinds) != 1:
-        raise ScenarioError(f"{where}: plug needs exactly one of {', '.join(DEVICE_KINDS)}")
-    kind = kinds[0]
-    spec = _table(table[kind], f"{where}.{kind}")
-    w = f"{where}.{kind}"
-    if kind == "dimm":
-        _only(spec, {"size", "slot", "addr"}, w)
-        return device_id, DimmSpec(
-            _size(spec.get("size"), f"{w}.size"),
-            _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
-            _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
-        )
-    if kind == "nvdimm":
-        _only(spec, {"size", "label_size", "uuid", "slot", "addr"}, w)
-        uuid = spec.get("uuid", NvdimmSpec.uuid)
-        if not isinstance(uuid, str):
-            raise ScenarioError(f"{w}.uuid: expected a string")
-        return device_id, NvdimmSpec(
-            _size(spec.get("size"), f"{w}.size"),
-            _size(spec.get("label_size", NvdimmSpec.label_size), f"{w}.label_size"),
-            uuid,
-            _int(spec["slot"], f"{w}.slot") if "slot" in spec else None,
-            _int(spec["addr"], f"{w}.addr") if "addr" in spec else None,
-        )
-    if kind == "cpu_core":
-        _only(spec, {"core_id"}, w)
-        return device_id, CpuCoreSpec(_int(spec.get("core_id"), f"{w}.core_id"))
-    if kind == "pci":
-        _only(spec, {"slot", "function", "phb", "model", "multifunction"}, w)
-        try:  # QEMU's own name, also for an alias: the QEMU side passes it to device_add
-            model = pci_model_name(str(spec.get("model", "e1000")))
-        except ValueError as error:
-            raise ScenarioError(f"{w}.model: {error}") from None
-        multifunction = spec.get("multifunction", True)
-        if not isinstance(multifunction, bool):
-            raise ScenarioError(f"{w}.multifunction: expected true or false")
-        return device_id, PciSpec(
-            _int(spec.get("slot"), f"{w}.slot"),
-            _int(spec.get("function", 0), f"{w}.function"),
-            _int(spec.get("phb", 0), f"{w}.phb"),
-            model,
-            multifunction,
-        )
-    _only(spec, {"index"}, w)
-    return device_id, PhbSpec(_int(spec.get("index"), f"{w}.index"))
-
-
-def _args(value: object, where: str) -> tuple[Arg, ...]:
-    if not isinstance(value, list):
-        raise ScenarioError(f"{where}: expected a list of cells")
-    out: list[Arg] = []
-    for n, cell in enumerate(value):
-        if cell == "wa" or cell == "buf":
-            out.append(cell)
-        else:
-            cell = _int(cell, f"{where}[{n}]")
-            if not -(1 << 31) <= cell <= 0xFFFF_FFFF:
-                raise ScenarioError(f"{where}[{n}]: {cell} is not a 32-bit cell")
-            out.append(cell & 0xFFFF_FFFF)
-    return tuple(out)
-
-
-def _check_exception(value: object, where: str, drain: bool) -> CheckException:
-    if value is True:
-        return CheckException(drain=drain)
-    table = _table(value, where)
-    _only(table, {"mask", "length", "nargs"}, where)
-    return CheckException(
-        _int(table.get("mask", 0xFFFF_FFFF), f"{where}.mask"),
-        _int(table.get("length", 2048), f"{where}.length"),
-        _int(table.get("nargs", 6), f"{where}.nargs"),
-        drain,
-    )
-
-
-STEP_KINDS = (
+STEP_KINDS: Final = (
     "plug",
     "unplug",
     "rtas",
@@ -434,68 +433,107 @@ STEP_KINDS = (
     "acquire",
     "release",
 )
-MODIFIERS = {
+MODIFIERS: Final = {
     "plug": {"expect_error"},
     "unplug": {"expect_error"},
     "rtas": {"args", "nret"},
     "configure": {"calls", "fresh", "extent"},
 }
+_ALL_MODIFIERS: Final = {modifier for modifiers in MODIFIERS.values() for modifier in modifiers}
+_CELL = "an integer, 'wa' or 'buf'"
+_CHOICES: Final = {"args": _CELL, "set_indicator": _CELL, "get_sensor": _CELL}
 
 
-def _steps(raw: dict[str, Any], where: str) -> list[tuple[Step, str]]:
-    """One file step -> its primitive steps, each with the macro it came from ("" if none)."""
-    kinds = [k for k in STEP_KINDS if k in raw]
+def _size(value: Size, where: str) -> int:
+    try:
+        return parse_size(value)
+    except ValueError as error:
+        raise ScenarioError(f"{where}: {error}") from None
+
+
+def _cells(cells: list[Cell], where: str) -> tuple[Arg, ...]:
+    out: list[Arg] = []
+    for n, cell in enumerate(cells):
+        if isinstance(cell, int) and not -(1 << 31) <= cell <= 0xFFFF_FFFF:
+            raise ScenarioError(f"{where}[{n}]: {cell} is not a 32-bit cell")
+        out.append(cell & 0xFFFF_FFFF if isinstance(cell, int) else cell)
+    return tuple(out)
+
+
+def _device_spec(plug: _Plug, where: str) -> DeviceSpec:
+    kinds = [kind for kind in DEVICE_KINDS if getattr(plug, kind) is not None]
     if len(kinds) != 1:
-        raise ScenarioError(f"{where}: a step needs exactly one of {', '.join(STEP_KINDS)}, got {sorted(raw)}")
+        raise ScenarioError(f"{where}: plug needs exactly one of {', '.join(DEVICE_KINDS)}")
+    w = f"{where}.{kinds[0]}"
+    spec = getattr(plug, kinds[0])
+    if isinstance(spec, _Dimm):
+        return DimmSpec(_size(spec.size, f"{w}.size"), spec.slot, spec.addr)
+    if isinstance(spec, _Nvdimm):
+        size, label_size = _size(spec.size, f"{w}.size"), _size(spec.label_size, f"{w}.label_size")
+        return NvdimmSpec(size, label_size, spec.uuid, spec.slot, spec.addr)
+    if isinstance(spec, _CpuCore):
+        return CpuCoreSpec(spec.core_id)
+    if isinstance(spec, _Pci):
+        try:  # QEMU's own name, also for an alias: the QEMU side passes it to device_add
+            model = pci_model_name(spec.model)
+        except ValueError as error:
+            raise ScenarioError(f"{w}.model: {error}") from None
+        return PciSpec(spec.slot, spec.function, spec.phb, model, spec.multifunction)
+    assert isinstance(spec, _Phb)
+    return PhbSpec(spec.index)
+
+
+def _check_exception(value: bool | _CheckException, where: str, drain: bool) -> CheckException:
+    if value is False:
+        raise ScenarioError(f"{where}: false is not true or a table")
+    if value is True:
+        return CheckException(drain=drain)
+    assert isinstance(value, _CheckException)
+    return CheckException(value.mask, value.length, value.nargs, drain)
+
+
+def _steps(raw: _Step, given: set[str], where: str) -> list[tuple[Step, str]]:
+    """One file step -> its primitive steps, each with the macro it came from ("" if none).
+
+    ``given``: the keys the step's table has (a modifier left out is not a modifier given).
+    """
+    kinds = [kind for kind in STEP_KINDS if kind in given]
+    if len(kinds) != 1:
+        raise ScenarioError(f"{where}: a step needs exactly one of {', '.join(STEP_KINDS)}, got {sorted(given)}")
     kind = kinds[0]
-    _only(raw, {kind, "note", *MODIFIERS.get(kind, set())}, where)
-    value = raw[kind]
+    misplaced = sorted(given & _ALL_MODIFIERS - MODIFIERS.get(kind, set()))
+    if misplaced:
+        allowed = sorted({kind, "note", *MODIFIERS.get(kind, set())})
+        raise ScenarioError(f"{where}: unknown key(s) {', '.join(misplaced)} (allowed: {', '.join(allowed)})")
     w = f"{where}.{kind}"
+    value = getattr(raw, kind)
     if kind == "plug":
-        device_id, spec = _device_spec(_table(value, w), w)
-        return [(Plug(device_id, spec, bool(raw.get("expect_error", False))), "")]
+        assert raw.plug is not None
+        return [(Plug(raw.plug.id, _device_spec(raw.plug, w), bool(raw.expect_error)), "")]
     if kind == "unplug":
-        if not isinstance(value, str):
-            raise ScenarioError(f"{w}: expected a device id")
-        return [(Unplug(value, bool(raw.get("expect_error", False))), "")]
+        return [(Unplug(value, bool(raw.expect_error)), "")]
     if kind == "rtas":
-        if not isinstance(value, str):
-            raise ScenarioError(f"{w}: expected the RTAS call's name")
-        args = _args(raw.get("args", []), f"{where}.args")
-        nret = _int(raw.get("nret", DEFAULT_NRET.get(value, 1)), f"{where}.nret")
-        return [(Rtas(value, args, nret), "")]
+        nret = raw.nret if raw.nret is not None else DEFAULT_NRET.get(value, 1)
+        return [(Rtas(value, _cells(raw.args or [], f"{where}.args"), nret), "")]
     if kind == "set_indicator":
-        args = _args(value, w)
-        return [(Rtas("set-indicator", args, 1), "")]
+        return [(Rtas("set-indicator", _cells(value, w), 1), "")]
     if kind == "sense":
-        return [(Rtas("get-sensor-state", (DR_ENTITY_SENSE, _int(value, w)), 2), "")]
+        return [(Rtas("get-sensor-state", (DR_ENTITY_SENSE, value), 2), "")]
     if kind == "get_sensor":
-        return [(Rtas("get-sensor-state", _args(value, w), 2), "")]
+        return [(Rtas("get-sensor-state", _cells(value, w), 2), "")]
     if kind == "configure":
-        calls = raw.get("calls")
-        return [
-            (
-                Configure(
-                    _int(value, w),
-                    _int(calls, f"{where}.calls") if calls is not None else None,
-                    bool(raw.get("fresh", True)),
-                    _int(raw.get("extent", 0), f"{where}.extent"),
-                ),
-                "",
-            )
-        ]
+        fresh = True if raw.fresh is None else raw.fresh
+        return [(Configure(value, raw.calls, fresh, raw.extent or 0), "")]
     if kind in ("check_exception", "drain_logs"):
         return [(_check_exception(value, w, drain=kind == "drain_logs"), "")]
     if kind == "dtb_order":
         return [(Survey(dtb=True, order=True), "")]
     if kind == "survey":
-        table = {} if value is True else _table(value, w)
-        _only(table, {"dtb", "probe"}, w)
-        probe = table.get("probe", [])
-        if not isinstance(probe, list):
-            raise ScenarioError(f"{w}.probe: expected a list of DRC indexes")
-        return [(Survey(bool(table.get("dtb", True)), tuple(_int(p, f"{w}.probe") for p in probe)), "")]
-    index = _int(value, w)
+        survey = _Survey() if value is True else value
+        if not isinstance(survey, _Survey):
+            raise ScenarioError(f"{w}: false is not true or a table")
+        return [(Survey(survey.dtb, tuple(survey.probe)), "")]
+    index = value
     macro = f"{kind} {index:#x}"
     logical = not is_physical(index)
     sense = Rtas("get-sensor-state", (DR_ENTITY_SENSE, index), 2)
@@ -511,55 +549,45 @@ def _steps(raw: dict[str, Any], where: str) -> list[tuple[Step, str]]:
     return [(s, macro) for s in steps]
 
 
-def _geometry(value: object, where: str) -> Geometry:
-    table = _table(value, where)
-    _only(table, {"memory", "maxmem", "slots", "cpus", "maxcpus"}, where)
-    default = Geometry()
-    memory = _size(table.get("memory", default.memory), f"{where}.memory")
-    return Geometry(
-        memory,
-        _size(table.get("maxmem", default.max_memory), f"{where}.maxmem"),
-        _int(table.get("slots", default.slots), f"{where}.slots"),
-        _int(table.get("cpus", default.cpus), f"{where}.cpus"),
-        _int(table.get("maxcpus", default.max_cpus), f"{where}.maxcpus"),
-    )
+def _geometry(table: _Geometry, where: str) -> Geometry:
+    memory = _size(table.memory, f"{where}.memory")
+    return Geometry(memory, _size(table.maxmem, f"{where}.maxmem"), table.slots, table.cpus, table.maxcpus)
 
 
 def parse_scenario(name: str, data: dict[str, Any], path: Path | None = None) -> Scenario:
     where = str(path) if path else name
-    _only(data, {"description", "geometry", "ids", "steps"}, where)
-    description = data.get("description", "")
-    if not isinstance(description, str):
-        raise ScenarioError(f"{where}: description must be a string")
-    geometry = _geometry(data["geometry"], f"{where}: geometry") if "geometry" in data else Geometry()
-    ids: dict[str, dict[str, str]] = {}
-    for alias, sides in _table(data.get("ids", {}), f"{where}: ids").items():
-        sides = _table(sides, f"{where}: ids.{alias}")
-        _only(sides, {"qemu", "papr"}, f"{where}: ids.{alias}")
-        ids[alias] = {k: str(v) for k, v in sides.items()}
-    raw_steps = data.get("steps")
-    if not isinstance(raw_steps, list) or not raw_steps:
+    try:
+        parsed = msgspec.convert(data, _Scenario)
+    except msgspec.ValidationError as error:
+        raise ScenarioError(f"{where}: {schema.describe(error, data, choices=_CHOICES)}") from None
+    if not parsed.steps:
         raise ScenarioError(f"{where}: steps must be a non-empty list of inline tables")
+    geometry = _geometry(parsed.geometry, f"{where}: geometry")
+    ids = {alias: {side: getattr(sides, side) for side in ("qemu", "papr") if getattr(sides, side) is not None}
+           for alias, sides in parsed.ids.items()}  # fmt: skip
     steps: list[NumberedStep] = []
     plugged = False
-    for n, raw in enumerate(raw_steps):
+    for n, raw in enumerate(parsed.steps):
         step_where = f"{where}: steps[{n}]"
-        raw = _table(raw, step_where)
-        note = raw.get("note", "")
-        for step, macro in _steps(raw, step_where):
+        given = {key for key in raw.__struct_fields__ if key in data["steps"][n]}
+        for step, macro in _steps(raw, given, step_where):
             if isinstance(step, Survey) and step.dtb and plugged:
                 raise ScenarioError(
                     f"{step_where}: a survey with dtb = true must come before any plug "
                     "(QEMU's dumpdtb shows the boot tree)"
                 )
             plugged = plugged or isinstance(step, Plug)
-            steps.append(NumberedStep(len(steps) + 1, step, n, macro, str(note)))
-    return Scenario(name, description, geometry, steps, ids, path)
+            steps.append(NumberedStep(len(steps) + 1, step, n, macro, raw.note))
+    return Scenario(name, parsed.description, geometry, steps, ids, path)
 
 
 def load_scenario(path: Path) -> Scenario:
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode())
+    except OSError as error:
+        raise ScenarioError(f"{path}: {error.strerror}") from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except tomllib.TOMLDecodeError as error:
         raise ScenarioError(f"{path}: {error}") from error
     return parse_scenario(path.stem, data, path)
