@@ -9,8 +9,8 @@
 
 then one line per unary call, and per stream one line when it opens, one per request and
 response message, and one when it ends; every line has ``n``, its place in the order the
-calls and messages reached the server (a unary call's line is written when it ends, so
-lines may be out of ``n`` order; replay sorts them)::
+server took them (a unary call's when it ended, a stream's request when the handler took
+it, a response when it was sent), which is the order of the lines in the file::
 
     {"n": 1, "call": "unary", "method": "/papr.v1.PlatformService/CreatePlatform",
      "request": {...}, "code": "OK", "response": {...}}
@@ -283,6 +283,10 @@ def _response_json(response: Message) -> dict[str, Any]:
 
 
 def _ending(error: BaseException | None, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    """How a call ended. A stream closed at a ``yield`` (GeneratorExit) was given up by its client (or
+    the server stops), as a CancelledError at an ``await`` says: both are CANCELLED, not UNKNOWN."""
+    if isinstance(error, GeneratorExit):
+        return {"code": grpc.StatusCode.CANCELLED.name, "message": ""}
     code = status_of(error, context)
     details = context.details() if code is not grpc.StatusCode.CANCELLED else None
     return {"code": code.name, "message": details if isinstance(details, str) else ""}
@@ -322,8 +326,8 @@ class RecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         async def answer(request: Any, context: grpc.aio.ServicerContext) -> Any:
             platform = platform_named_by(method, request)
+            # Resolved before the call runs: a platform's first call finds its snapshot as it was before it.
             transcript = recorder.transcript(platform)
-            n = transcript.next_n() if transcript is not None else 0
             error: BaseException | None = None
             response: Any = None
             try:
@@ -336,10 +340,12 @@ class RecordingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 ok = error is None and response is not None
                 if ok and method in _MAKERS:
                     transcript = recorder.created(method, request)
-                    n = transcript.next_n() if transcript is not None else 0
                 if transcript is not None:
+                    # Its place is when it ended: by then the model has run it. (When it began would put a
+                    # call that ran concurrently, and before it, behind it: a stub's stale check-exception
+                    # during its own UnplugDevice found no log, but replayed after the unplug it found one.)
                     result = {"code": "OK", "response": _response_json(response)} if ok else _ending(error, context)
-                    transcript.line("unary", n, method=method, request=to_json(request), **result)
+                    transcript.line("unary", method=method, request=to_json(request), **result)
                 if ok and method == _DELETE:
                     recorder.deleted(platform)
 
