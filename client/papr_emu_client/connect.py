@@ -37,6 +37,7 @@ import grpc
 
 from papr.v1 import (
     access_pb2_grpc,
+    fault_pb2_grpc,
     guest_pb2_grpc,
     hotplug_pb2_grpc,
     interrupt_pb2_grpc,
@@ -68,9 +69,11 @@ class Client:
     interrupts: interrupt_pb2_grpc.InterruptServiceStub
     guest: guest_pb2_grpc.GuestServiceStub
     access: access_pb2_grpc.AccessServiceStub = field(init=False, repr=False)
+    faults: fault_pb2_grpc.FaultServiceStub = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.access = access_pb2_grpc.AccessServiceStub(self.channel)
+        self.faults = fault_pb2_grpc.FaultServiceStub(self.channel)
 
     @classmethod
     def over(cls, channel: grpc.Channel) -> Client:

@@ -19,3 +19,8 @@ LMB_SIZE: Final = 256 << 20
 # The four parallel arrays (LoPAPR "ibm,drc-*" properties) that describe a node's connectors, in
 # the order the kernel reads them; each starts with a count cell.
 DRC_ARRAYS: Final = ("ibm,drc-indexes", "ibm,drc-names", "ibm,drc-types", "ibm,drc-power-domains")
+
+# set-indicator(isolation-state, unisolate) of an inserted entity that the firmware refuses because it
+# would disturb the system (LoPAR R1-13.5.3.4-4: "an error status which is unique to the particular
+# error"). LoPAR gives no number; -9005 is papr-emu's, used by no DR call for anything else.
+HOT_ADD_REFUSED: Final = -9005

@@ -33,6 +33,7 @@ from .transport import (
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_WALK_CALLS,
     WALK_CONTINUES,
+    RetryPolicy,
     RtasTransport,
     Transport,
     result_bytes,
@@ -326,6 +327,9 @@ class Guest:
     ``"unary"`` (one typed RPC per RTAS call, as before batches existed). Every method works
     over all three; the many-connector methods make the same calls in the same order
     over all three, the batched transports just carry them in few messages.
+    ``retry`` (default: as Linux and librtas): busy (-2) is called again at once, extended delay
+    (990x) after its clamped delay, configure-connector's 5 with a memory extent page; None: the
+    caller sees those statuses (see :class:`~papr_emu_client.transport.RetryPolicy`).
     ``max_message_bytes`` and ``max_batch_calls`` must match the server's limits when it
     runs with lower ones than the defaults.
 
@@ -356,6 +360,7 @@ class Guest:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_calls: int = DEFAULT_MAX_BATCH_CALLS,
         unary_concurrency: int = 1,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 (frozen: one default instance is fine)
     ) -> None:
         if not 1 <= walk_calls <= MAX_WALK_CALLS:
             raise ValueError(f"walk_calls {walk_calls}: must be 1 to {MAX_WALK_CALLS}")
@@ -366,8 +371,9 @@ class Guest:
         self.walk_calls = walk_calls
         self.unary_concurrency = unary_concurrency
         self.calls = RtasTransport(
-            rtas, platform, transport, max_message_bytes=max_message_bytes, max_batch_calls=max_batch_calls
-        )
+            rtas, platform, transport, max_message_bytes=max_message_bytes, max_batch_calls=max_batch_calls,
+            retry=retry,
+        )  # fmt: skip
 
     @property
     def transport(self) -> Transport:

@@ -42,6 +42,7 @@ from papr.v1 import connector_pb2, interrupt_pb2, platform_pb2
 
 from .connect import Client
 from .connectors import list_all
+from .constants import HOT_ADD_REFUSED
 from .errorlog import (
     ACTION_ADD,
     ACTION_REMOVE,
@@ -70,7 +71,7 @@ from .guest import (
     Guest,
     RtasError,
 )
-from .transport import Transport
+from .transport import RetryPolicy, Transport
 from .workarea import DtNode
 
 RTAS_ERROR_LOG_MAX = 2048  # QEMU's rtas-error-log-max: the kernel's buffer size
@@ -100,7 +101,7 @@ class Outcome:
     """What the guest did with one event."""
 
     event: HotplugEvent
-    result: Literal["done", "refused", "failed", "ignored"]
+    result: Literal["done", "refused", "failed", "ignored", "rejected"]  # rejected: the platform refused an add
     detail: str = ""
     drc_indexes: tuple[int, ...] = ()
 
@@ -118,12 +119,13 @@ class ReferenceGuest:
         step: Callable[[str, int, int], None] | None = None,
         transport: Transport = "session",
         unary_concurrency: int = DEFAULT_UNARY_CONCURRENCY,
+        retry: RetryPolicy | None = RetryPolicy(),  # noqa: B008 (frozen: one default instance is fine)
     ) -> None:
         self.client = client
         self.platform = platform
         self.policy = policy or RefusalPolicy()
         self.event_mask = event_mask
-        self.rtas = Guest(client.rtas, platform, transport, unary_concurrency=unary_concurrency)
+        self.rtas = Guest(client.rtas, platform, transport, unary_concurrency=unary_concurrency, retry=retry)
         self.outcomes: list[Outcome] = []
         self._progress = progress
         self._step = step or (lambda label, done, total: None)  # per-LMB progress: (label, done, total)
@@ -233,6 +235,9 @@ class ReferenceGuest:
         try:
             return handler(event)
         except RtasError as error:
+            if error.call == "set-indicator(unisolate)" and error.status == HOT_ADD_REFUSED:
+                # The firmware refused the inserted entity (LoPAR R1-13.5.3.4-4); the acquire rolled back.
+                return Outcome(event, "rejected", str(error), (error.drc_index,))
             return Outcome(event, "failed", str(error))
 
     # --- CPU (hotplug-cpu.c) ----------------------------------------------------------------------

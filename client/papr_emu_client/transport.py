@@ -27,8 +27,10 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar
 
 import grpc
@@ -63,6 +65,43 @@ WORK_AREA_BYTES: Final = 4096
 # What the server reckons one result costs besides its buffers (rtas_calls._RESULT_OVERHEAD).
 RESULT_OVERHEAD: Final = 32
 WALK_CONTINUES: Final = frozenset({1, 2, 3, 4})  # next sibling, next child, next property, previous parent
+BUSY: Final = -2
+CC_NEED_MEMORY: Final = 5  # ibm,configure-connector: call again with a memory extent page in args[1]
+#: The guest real address RetryPolicy passes as the memory extent page after status 5 (any non-zero
+#: page address: the platform only checks that one is passed).
+EXTENT_PAGE: Final = 0x0F00_0000
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a guest's RTAS layer answers "call again": Linux's ``rtas_busy_delay`` and librtas's
+    ``rtas_cfg_connector``.
+
+    busy (-2): call again at once (the kernel only yields). Extended delay 9900+n: sleep 10^n ms,
+    clamped to [1 ms, 1 s] as Linux does, times ``delay_scale`` (1: as Linux; tests may shrink it,
+    at the price of retrying sooner than the platform asked: a conduct finding), then call again.
+    ibm,configure-connector status 5: call again at once with a memory extent page in args[1], and
+    keep passing it (librtas). After ``max_retries`` calls again, the last status stands.
+
+    Example::
+
+        >>> RetryPolicy().delay(9902), RetryPolicy().delay(9905), RetryPolicy().delay(-2)
+        (0.1, 1.0, 0.0)
+    """
+
+    delay_scale: float = 1.0
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False)
+    max_retries: int = 10_000
+    extent_address: int = EXTENT_PAGE
+
+    def delay(self, status: int) -> float | None:
+        """Seconds to wait before calling again after ``status``; None: not a "call again" status."""
+        if status == BUSY:
+            return 0.0
+        if 9900 <= status <= 9905:
+            hinted_ms: int = 10 ** (status - 9900)
+            return min(max(hinted_ms, 1), 1000) / 1000 * self.delay_scale
+        return None
 
 
 def result_bytes(call: rtas_pb2.RtasCall) -> int:
@@ -160,7 +199,10 @@ class RtasTransport:
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_calls: int = DEFAULT_MAX_BATCH_CALLS,
+        retry: RetryPolicy | None = None,
     ) -> None:
+        """``retry``: call again after busy, extended delay and configure-connector's 5 (None: never;
+        the caller sees those statuses)."""
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r}: expected one of {', '.join(TRANSPORTS)}")
         self.rtas = rtas
@@ -170,6 +212,7 @@ class RtasTransport:
         self.max_batch_calls = 1 if transport == "unary" else max_batch_calls
         self._lock = threading.Lock()  # one batch at a time on the session: responses come back in order
         self._session: _Session | None = None
+        self.retry = retry
 
     @property
     def batched(self) -> bool:
@@ -182,8 +225,92 @@ class RtasTransport:
         """Run ``calls`` in order; one result per call run (fewer after a stop at a non-zero status).
 
         Batches must fit the server's limits (see :func:`result_bytes`); over ``"unary"``
-        any number of calls runs, one RPC each.
+        any number of calls runs, one RPC each. With a retry policy, a call answered "call
+        again" is called again (after its delay) before the calls after it run; in a batch that
+        does not stop at a non-zero status, the calls after it ran already, and it is called
+        again after them.
         """
+        results = self._run(calls, stop_at_nonzero_status)
+        if self.retry is None:
+            return results
+        done: list[rtas_pb2.RtasResult] = []
+        calls = list(calls)
+        while True:
+            again = next((k for k, r in enumerate(results) if self._again(calls[k], r)), None)
+            if again is None:
+                return done + results
+            fixed = self._call_again(calls[again], results[again])
+            done += [*results[:again], fixed]
+            if not stop_at_nonzero_status:
+                calls, results = calls[again + 1 :], results[again + 1 :]
+                continue
+            calls = calls[again + 1 :]
+            if status_of(fixed) or not calls:
+                return done
+            results = self._run(calls, stop_at_nonzero_status)
+
+    def _again(self, call: rtas_pb2.RtasCall, result: rtas_pb2.RtasResult) -> bool:
+        assert self.retry is not None
+        kind = call.WhichOneof("call")
+        if kind == "raw":
+            return False  # the raw calling convention is the caller's own loop
+        status = status_of(result)
+        return self.retry.delay(status) is not None or (
+            status == CC_NEED_MEMORY and kind in ("configure_connector", "configure_connector_walk")
+        )
+
+    def _call_again(self, call: rtas_pb2.RtasCall, result: rtas_pb2.RtasResult) -> rtas_pb2.RtasResult:
+        """``call`` again until it is not answered "call again" (or the policy's limit); a walk's
+        result holds its calls without the ones answered "call again"."""
+        retry = self.retry
+        assert retry is not None
+        kind = call.WhichOneof("call")
+        steps: list[rtas_pb2.ConfigureConnectorResponse] = []
+        for _ in range(retry.max_retries):
+            if not self._again(call, result):
+                break
+            status = status_of(result)
+            delay = retry.delay(status)
+            if delay:
+                retry.sleep(delay)
+            call = self._next_try(call, result, status, steps)
+            result = self._run([call], False)[0]
+        if kind == "configure_connector_walk":
+            merged = rtas_pb2.ConfigureConnectorWalkResult(calls=[*steps, *result.configure_connector_walk.calls])
+            return rtas_pb2.RtasResult(configure_connector_walk=merged)
+        return result
+
+    def _next_try(
+        self,
+        call: rtas_pb2.RtasCall,
+        result: rtas_pb2.RtasResult,
+        status: int,
+        steps: list[rtas_pb2.ConfigureConnectorResponse],
+    ) -> rtas_pb2.RtasCall:
+        """The call to make again: the same, or for configure-connector the work area it left (the
+        call answered "again" changed nothing in it) and, after a 5, the extent page."""
+        assert self.retry is not None
+        kind = call.WhichOneof("call")
+        extent = self.retry.extent_address if status == CC_NEED_MEMORY else None
+        if kind == "configure_connector":
+            again = rtas_pb2.ConfigureConnectorRequest()
+            again.CopyFrom(call.configure_connector)
+            if extent is not None:
+                again.memory_extent = extent
+            return rtas_pb2.RtasCall(configure_connector=again)
+        if kind == "configure_connector_walk":
+            made = list(result.configure_connector_walk.calls)
+            steps.extend(made[:-1])
+            walk = rtas_pb2.ConfigureConnectorWalk()
+            walk.CopyFrom(call.configure_connector_walk)
+            walk.work_area = made[-1].work_area
+            walk.max_calls = max((walk.max_calls or DEFAULT_WALK_CALLS) - len(made) + 1, 1)
+            if extent is not None:
+                walk.memory_extent = extent
+            return rtas_pb2.RtasCall(configure_connector_walk=walk)
+        return call
+
+    def _run(self, calls: Sequence[rtas_pb2.RtasCall], stop_at_nonzero_status: bool) -> list[rtas_pb2.RtasResult]:
         if self.transport == "unary":
             results: list[rtas_pb2.RtasResult] = []
             for call in calls:

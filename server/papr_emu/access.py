@@ -142,6 +142,7 @@ RULES: Final[dict[str, dict[str, Rule]]] = {
         "RestorePlatform": _ADMIN_ONLY,  # it creates a platform
     },
     "papr.v1.HotplugService": {"*": _MANAGER},
+    "papr.v1.FaultService": {"*": _MANAGER},  # fault rules and the guest's conduct report
     "papr.v1.RtasService": {"*": _GUEST},
     "papr.v1.InterruptService": {"*": _GUEST},
     "papr.v1.GuestService": {"*": _GUEST},

@@ -29,6 +29,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from papr.v1 import (
     access_pb2,
     access_pb2_grpc,
+    fault_pb2,
+    fault_pb2_grpc,
     guest_pb2,
     guest_pb2_grpc,
     hotplug_pb2,
@@ -47,6 +49,7 @@ from .security import Security
 from .service import GuestServicer, HotplugServicer, InterruptServicer, PlatformServicer, RtasServicer, tracing
 from .service.access import AccessServicer, Guard
 from .service.decoding import DecodeInHandler, Observe
+from .service.faults import FaultServicer
 from .service.running import Runner
 from .service.streams import StreamSlots
 
@@ -61,6 +64,7 @@ SERVICE_NAMES = (
     interrupt_pb2.DESCRIPTOR.services_by_name["InterruptService"].full_name,
     guest_pb2.DESCRIPTOR.services_by_name["GuestService"].full_name,
     access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+    fault_pb2.DESCRIPTOR.services_by_name["FaultService"].full_name,
 )
 #: How often pending unplugs are checked against their platform's timeout policy.
 TIMEOUT_TICK_SECONDS = 0.1
@@ -174,6 +178,7 @@ class PaprServer:
         hotplug_pb2_grpc.add_HotplugServiceServicer_to_server(HotplugServicer(platforms, slots, runner), server)
         interrupt_pb2_grpc.add_InterruptServiceServicer_to_server(InterruptServicer(platforms, slots, runner), server)
         guest_pb2_grpc.add_GuestServiceServicer_to_server(GuestServicer(platforms, runner), server)
+        fault_pb2_grpc.add_FaultServiceServicer_to_server(FaultServicer(platforms, slots, runner), server)
         self._health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         if self.security.reflection:

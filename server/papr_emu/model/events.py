@@ -27,9 +27,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
+from .conduct import Finding
 from .devices import DeviceInfo, DeviceType
 from .drc import RefusalSignal
 from .errors import InvalidArgument, OutOfRange
+from .faults import Call, Effect
 from .mailbox import Mailbox, MailboxOverflow
 from .memory_requests import MemoryRequestFinished
 
@@ -195,4 +197,25 @@ class UnplugTimedOut:
     timeout_seconds: float
 
 
-EventBody = DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected | UnplugTimedOut | MemoryRequestFinished
+@dataclass(frozen=True, slots=True)
+class FaultFired:
+    """A fault rule fired on an RTAS call (see :mod:`.faults`): the call answered ``status``."""
+
+    rule: str
+    effect: Effect
+    call: Call
+    drc_index: int  # 0 for calls on no connector
+    status: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConductFindingEvent:
+    """The guest broke a LoPAR requirement or the DR sequence (see :mod:`.conduct`)."""
+
+    finding: Finding
+
+
+EventBody = (
+    DeviceAdded | UnplugRequested | DeviceDeleted | UnplugRejected | UnplugTimedOut | MemoryRequestFinished
+    | FaultFired | ConductFindingEvent
+)  # fmt: skip

@@ -106,7 +106,7 @@ def _get_sensor_state(p: Platform, args: Sequence[int], memory: Buffers, caller:
 
 def _configure_connector(p: Platform, args: Sequence[int], memory: Buffers, caller: int) -> list[int]:
     # args[1] is LoPAR's memory extent, not the high half of the address (QEMU's reading).
-    status, area = p.configure_connector(memory.read(args[0], WORK_AREA_SIZE))
+    status, area = p.configure_connector(memory.read(args[0], WORK_AREA_SIZE), args[1])
     memory.write(args[0], area)
     return [status]
 
@@ -152,6 +152,9 @@ FUNCTIONS: Final[Mapping[int, RtasFunction]] = {
     rtas.TOKEN_IBM_CONFIGURE_CONNECTOR: RtasFunction(
         "ibm,configure-connector", frozenset({2}), 1, _configure_connector,
         lambda args: [(args[0], WORK_AREA_SIZE, "ibm,configure-connector's work area (args[0])")],
+        # After status 5 the guest passes a memory extent page in args[1]; the platform only needs its address.
+        may_name=lambda args: [(args[1], WORK_AREA_SIZE, "ibm,configure-connector's memory extent (args[1])")]
+        if args[1] else [],
     ),
     rtas.TOKEN_SET_POWER_LEVEL: RtasFunction("set-power-level", frozenset({2}), 2, _set_power_level),
     rtas.TOKEN_GET_POWER_LEVEL: RtasFunction("get-power-level", frozenset({1}), 2, _get_power_level),
@@ -245,15 +248,17 @@ _WALK_CONTINUES: Final = frozenset({rtas.CC_NEXT_SIBLING, rtas.CC_NEXT_CHILD, rt
                                     rtas.CC_PREVIOUS_PARENT})  # fmt: skip
 
 
-def walk_configure_connector(platform: Platform, area: bytes, max_calls: int) -> list[tuple[int, bytes]]:
+def walk_configure_connector(
+    platform: Platform, area: bytes, max_calls: int, memory_extent: int = 0
+) -> list[tuple[int, bytes]]:
     """ibm,configure-connector, fed its own work area, while the status says "call again".
 
-    Exactly the calls a guest's loop makes; returns (status, work area) of each,
-    at most ``max_calls`` of them.
+    Exactly the calls a guest's loop makes (each with ``memory_extent`` as args[1]); returns
+    (status, work area) of each, at most ``max_calls`` of them.
     """
     steps: list[tuple[int, bytes]] = []
     while len(steps) < max_calls:
-        status, area = platform.configure_connector(area)
+        status, area = platform.configure_connector(area, memory_extent)
         steps.append((status, area))
         if status not in _WALK_CONTINUES:
             break

@@ -27,12 +27,18 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 from . import rtas
 from .mailbox import Mailbox
 from .rtas_log import EVENT_CLASS_HOTPLUG, IRQ_EPOW, IRQ_HOTPLUG, HotplugLog, encode_hotplug_log
 
-__all__ = ["EVENT_CLASS_HOTPLUG", "Interrupt", "InterruptLine", "InterruptWatch", "QueuedLog", "RtasEventQueue"]
+__all__ = [
+    "EVENT_CLASS_HOTPLUG", "Interrupt", "InterruptLine", "InterruptWatch", "LogFault", "QueuedLog", "RtasEventQueue",
+]  # fmt: skip
+
+#: How fault injection mangles a hotplug log as it is queued (see faults.py's log effects).
+LogFault = Literal["drop", "duplicate", "reorder", "withhold-interrupt", "spurious-interrupt"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,17 +113,32 @@ class RtasEventQueue:
         self._length = 0
         self._next_plid = 0
         self._interrupts = InterruptLine()
+        #: Fault injection (faults.py): asked, per log pushed, how to mangle it (None: not at all).
+        self.log_fault: Callable[[HotplugLog], LogFault | None] | None = None
+        self._spurious_after: set[int] = set()  # plids whose check-exception is followed by a stray pulse
 
     def __len__(self) -> int:
         return self._length
 
     def push(self, log: HotplugLog, event_class: int) -> QueuedLog:
+        fault = self.log_fault(log) if self.log_fault is not None else None
         when = datetime.fromtimestamp(self._clock(), UTC)
         queued = QueuedLog(log, event_class, self._next_plid, encode_hotplug_log(log, self._next_plid, when))
         self._next_plid += 1
-        self._by_class.setdefault(event_class, collections.deque()).append(queued)
+        if fault == "drop":
+            return queued  # never queued, no interrupt
+        queue = self._by_class.setdefault(event_class, collections.deque())
+        if fault == "reorder":
+            queue.appendleft(queued)  # ahead of the logs of its class already pending
+        else:
+            queue.append(queued)
         self._length += 1
-        self._interrupts.pulse(event_class)
+        if fault == "duplicate":
+            self.push(log, event_class)  # a second log, with its own plid and interrupt
+        elif fault == "spurious-interrupt":
+            self._spurious_after.add(queued.plid)
+        if fault != "withhold-interrupt":  # else event-scan or a later check-exception pulses it
+            self._interrupts.pulse(event_class)
         return queued
 
     def watch_interrupts(self) -> InterruptWatch:
@@ -143,6 +164,9 @@ class RtasEventQueue:
         queued = min(queues, key=lambda queue: queue[0].plid).popleft()
         self._length -= 1
         self.repulse()
+        if queued.plid in self._spurious_after:
+            self._spurious_after.discard(queued.plid)
+            self._interrupts.pulse(queued.event_class)  # a stray pulse: check-exception will answer 1
         return rtas.SUCCESS, queued.blob[: max(buffer_length, 0)]
 
     def repulse(self) -> None:

@@ -47,7 +47,9 @@ from ..model import (
     timeout_key,
 )
 from ..model.devices import device_class_for
+from ..model.events import ConductFindingEvent, FaultFired
 from ..model.rtas_log import HP_ID_DRC_COUNT, HP_ID_DRC_COUNT_INDEXED, HP_ID_DRC_INDEX
+from .faults import fault_fired_to_pb, finding_to_pb
 
 _DEVICE_TYPE_TO_PB: dict[DeviceType, device_pb2.DeviceType.ValueType] = {
     DeviceType.DIMM: device_pb2.DEVICE_TYPE_DIMM,
@@ -373,6 +375,10 @@ def event_to_pb(event: Event) -> hotplug_pb2.Event:
                 drc_index=body.drc_index,
             )
         )
+    elif isinstance(body, FaultFired):
+        message.fault_fired.CopyFrom(fault_fired_to_pb(body))
+    elif isinstance(body, ConductFindingEvent):
+        message.conduct_finding.CopyFrom(finding_to_pb(body.finding))
     elif isinstance(body, UnplugTimedOut):
         message.unplug_timed_out.CopyFrom(
             hotplug_pb2.UnplugTimedOut(

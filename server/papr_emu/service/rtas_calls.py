@@ -58,8 +58,8 @@ def _get_sensor_state(
 def _configure_connector(
     p: Platform, r: rtas_pb2.ConfigureConnectorRequest, out: rtas_pb2.ConfigureConnectorResponse, _: Plan
 ) -> int:
-    # r.memory_extent is args[1]: LoPAR's memory extent, accepted and not used (see the proto).
-    status, out.work_area = p.configure_connector(r.work_area)
+    # r.memory_extent is args[1]: LoPAR's memory extent, owed after status 5 (see the proto).
+    status, out.work_area = p.configure_connector(r.work_area, r.memory_extent)
     out.status = status
     return status
 
@@ -126,7 +126,7 @@ def _configure_connector_walk(
     p: Platform, r: rtas_pb2.ConfigureConnectorWalk, out: rtas_pb2.ConfigureConnectorWalkResult, plan: Plan
 ) -> int:
     assert isinstance(plan, int)
-    calls = walk_configure_connector(p, r.work_area, plan)
+    calls = walk_configure_connector(p, r.work_area, plan, r.memory_extent)
     for status, area in calls:
         out.calls.add(status=status, work_area=area)
     return calls[-1][0]

@@ -24,61 +24,62 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from papr.v1 import device_pb2 as papr_dot_v1_dot_device__pb2
+from papr.v1 import fault_pb2 as papr_dot_v1_dot_fault__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15papr/v1/hotplug.proto\x12\x07papr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14papr/v1/device.proto\"2\n\x08LmbRange\x12\x17\n\x0f\x66irst_drc_index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xab\x01\n\x14RequestMemoryRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.papr.v1.MemoryAction\x12\x0f\n\x05\x63ount\x18\x03 \x01(\rH\x00\x12\x13\n\tdrc_index\x18\x04 \x01(\rH\x00\x12*\n\rindexed_count\x18\x05 \x01(\x0b\x32\x11.papr.v1.LmbRangeH\x00\x42\x08\n\x06target\"U\n\x15RequestMemoryResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x13\n\x0btarget_lmbs\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"T\n\x11PlugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"5\n\x12PlugDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"3\n\x13UnplugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"H\n\x14UnplugDeviceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0f.papr.v1.Device\"0\n\x10GetDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"4\n\x11GetDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"I\n\x12ListDevicesRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\"7\n\x13ListDevicesResponse\x12 \n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0f.papr.v1.Device\"V\n\x12WatchEventsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"4\n\x13WatchEventsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.papr.v1.Event\"\x9f\x03\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08platform\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0c\x64\x65vice_added\x18\n \x01(\x0b\x32\x14.papr.v1.DeviceAddedH\x00\x12\x34\n\x10unplug_requested\x18\x0b \x01(\x0b\x32\x18.papr.v1.UnplugRequestedH\x00\x12\x30\n\x0e\x64\x65vice_deleted\x18\x0c \x01(\x0b\x32\x16.papr.v1.DeviceDeletedH\x00\x12\x32\n\x0funplug_rejected\x18\r \x01(\x0b\x32\x17.papr.v1.UnplugRejectedH\x00\x12\x33\n\x10unplug_timed_out\x18\x0e \x01(\x0b\x32\x17.papr.v1.UnplugTimedOutH\x00\x12\x41\n\x17memory_request_finished\x18\x0f \x01(\x0b\x32\x1e.papr.v1.MemoryRequestFinishedH\x00\x42\x06\n\x04kind\".\n\x0b\x44\x65viceAdded\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"c\n\x0fUnplugRequested\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\"\x80\x01\n\rDeviceDeleted\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\x12\x1d\n\x15released_by_drc_index\x18\x04 \x01(\r\"\x88\x01\n\x0eUnplugRejected\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12&\n\x06signal\x18\x03 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\x04 \x01(\r\"f\n\x0eUnplugTimedOut\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\x85\x02\n\x15MemoryRequestFinished\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.papr.v1.MemoryAction\x12\x0f\n\x07id_type\x18\x03 \x01(\r\x12\x17\n\x0f\x66irst_drc_index\x18\x04 \x01(\r\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12\'\n\x07outcome\x18\x06 \x01(\x0e\x32\x16.papr.v1.MemoryOutcome\x12\x14\n\x0clmbs_changed\x18\x07 \x01(\r\x12&\n\x06signal\x18\x08 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\t \x01(\r*^\n\x0cMemoryAction\x12\x1d\n\x19MEMORY_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11MEMORY_ACTION_ADD\x10\x01\x12\x18\n\x14MEMORY_ACTION_REMOVE\x10\x02*u\n\rRefusalSignal\x12\x1e\n\x1aREFUSAL_SIGNAL_UNSPECIFIED\x10\x00\x12&\n\"REFUSAL_SIGNAL_CONFIGURE_CONNECTOR\x10\x01\x12\x1c\n\x18REFUSAL_SIGNAL_UNISOLATE\x10\x02*\x87\x01\n\rMemoryOutcome\x12\x1e\n\x1aMEMORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18MEMORY_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16MEMORY_OUTCOME_REFUSED\x10\x02\x12\x1c\n\x18MEMORY_OUTCOME_CANCELLED\x10\x03\x32\xce\x03\n\x0eHotplugService\x12\x45\n\nPlugDevice\x12\x1a.papr.v1.PlugDeviceRequest\x1a\x1b.papr.v1.PlugDeviceResponse\x12K\n\x0cUnplugDevice\x12\x1c.papr.v1.UnplugDeviceRequest\x1a\x1d.papr.v1.UnplugDeviceResponse\x12\x42\n\tGetDevice\x12\x19.papr.v1.GetDeviceRequest\x1a\x1a.papr.v1.GetDeviceResponse\x12H\n\x0bListDevices\x12\x1b.papr.v1.ListDevicesRequest\x1a\x1c.papr.v1.ListDevicesResponse\x12J\n\x0bWatchEvents\x12\x1b.papr.v1.WatchEventsRequest\x1a\x1c.papr.v1.WatchEventsResponse0\x01\x12N\n\rRequestMemory\x12\x1d.papr.v1.RequestMemoryRequest\x1a\x1e.papr.v1.RequestMemoryResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15papr/v1/hotplug.proto\x12\x07papr.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x14papr/v1/device.proto\x1a\x13papr/v1/fault.proto\"2\n\x08LmbRange\x12\x17\n\x0f\x66irst_drc_index\x18\x01 \x01(\r\x12\r\n\x05\x63ount\x18\x02 \x01(\r\"\xab\x01\n\x14RequestMemoryRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.papr.v1.MemoryAction\x12\x0f\n\x05\x63ount\x18\x03 \x01(\rH\x00\x12\x13\n\tdrc_index\x18\x04 \x01(\rH\x00\x12*\n\rindexed_count\x18\x05 \x01(\x0b\x32\x11.papr.v1.LmbRangeH\x00\x42\x08\n\x06target\"U\n\x15RequestMemoryResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12\x13\n\x0btarget_lmbs\x18\x02 \x01(\r\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\"T\n\x11PlugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12!\n\x04spec\x18\x03 \x01(\x0b\x32\x13.papr.v1.DeviceSpec\"5\n\x12PlugDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"3\n\x13UnplugDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"H\n\x14UnplugDeviceResponse\x12\x0f\n\x07\x64\x65leted\x18\x01 \x01(\x08\x12\x1f\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x0f.papr.v1.Device\"0\n\x10GetDeviceRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\"4\n\x11GetDeviceResponse\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"I\n\x12ListDevicesRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12!\n\x04type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\"7\n\x13ListDevicesResponse\x12 \n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x0f.papr.v1.Device\"V\n\x12WatchEventsRequest\x12\x10\n\x08platform\x18\x01 \x01(\t\x12\x1b\n\x0e\x61\x66ter_sequence\x18\x02 \x01(\x04H\x00\x88\x01\x01\x42\x11\n\x0f_after_sequence\"4\n\x13WatchEventsResponse\x12\x1d\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0e.papr.v1.Event\"\xff\x03\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x10\n\x08platform\x18\x02 \x01(\t\x12(\n\x04time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x0c\x64\x65vice_added\x18\n \x01(\x0b\x32\x14.papr.v1.DeviceAddedH\x00\x12\x34\n\x10unplug_requested\x18\x0b \x01(\x0b\x32\x18.papr.v1.UnplugRequestedH\x00\x12\x30\n\x0e\x64\x65vice_deleted\x18\x0c \x01(\x0b\x32\x16.papr.v1.DeviceDeletedH\x00\x12\x32\n\x0funplug_rejected\x18\r \x01(\x0b\x32\x17.papr.v1.UnplugRejectedH\x00\x12\x33\n\x10unplug_timed_out\x18\x0e \x01(\x0b\x32\x17.papr.v1.UnplugTimedOutH\x00\x12\x41\n\x17memory_request_finished\x18\x0f \x01(\x0b\x32\x1e.papr.v1.MemoryRequestFinishedH\x00\x12*\n\x0b\x66\x61ult_fired\x18\x10 \x01(\x0b\x32\x13.papr.v1.FaultFiredH\x00\x12\x32\n\x0f\x63onduct_finding\x18\x11 \x01(\x0b\x32\x17.papr.v1.ConductFindingH\x00\x42\x06\n\x04kind\".\n\x0b\x44\x65viceAdded\x12\x1f\n\x06\x64\x65vice\x18\x01 \x01(\x0b\x32\x0f.papr.v1.Device\"c\n\x0fUnplugRequested\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\"\x80\x01\n\rDeviceDeleted\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x13\n\x0b\x64rc_indexes\x18\x03 \x03(\r\x12\x1d\n\x15released_by_drc_index\x18\x04 \x01(\r\"\x88\x01\n\x0eUnplugRejected\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12&\n\x06signal\x18\x03 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\x04 \x01(\r\"f\n\x0eUnplugTimedOut\x12\x11\n\tdevice_id\x18\x01 \x01(\t\x12(\n\x0b\x64\x65vice_type\x18\x02 \x01(\x0e\x32\x13.papr.v1.DeviceType\x12\x17\n\x0ftimeout_seconds\x18\x03 \x01(\x01\"\x85\x02\n\x15MemoryRequestFinished\x12\x12\n\nrequest_id\x18\x01 \x01(\x04\x12%\n\x06\x61\x63tion\x18\x02 \x01(\x0e\x32\x15.papr.v1.MemoryAction\x12\x0f\n\x07id_type\x18\x03 \x01(\r\x12\x17\n\x0f\x66irst_drc_index\x18\x04 \x01(\r\x12\r\n\x05\x63ount\x18\x05 \x01(\r\x12\'\n\x07outcome\x18\x06 \x01(\x0e\x32\x16.papr.v1.MemoryOutcome\x12\x14\n\x0clmbs_changed\x18\x07 \x01(\r\x12&\n\x06signal\x18\x08 \x01(\x0e\x32\x16.papr.v1.RefusalSignal\x12\x11\n\tdrc_index\x18\t \x01(\r*^\n\x0cMemoryAction\x12\x1d\n\x19MEMORY_ACTION_UNSPECIFIED\x10\x00\x12\x15\n\x11MEMORY_ACTION_ADD\x10\x01\x12\x18\n\x14MEMORY_ACTION_REMOVE\x10\x02*u\n\rRefusalSignal\x12\x1e\n\x1aREFUSAL_SIGNAL_UNSPECIFIED\x10\x00\x12&\n\"REFUSAL_SIGNAL_CONFIGURE_CONNECTOR\x10\x01\x12\x1c\n\x18REFUSAL_SIGNAL_UNISOLATE\x10\x02*\x87\x01\n\rMemoryOutcome\x12\x1e\n\x1aMEMORY_OUTCOME_UNSPECIFIED\x10\x00\x12\x1c\n\x18MEMORY_OUTCOME_COMPLETED\x10\x01\x12\x1a\n\x16MEMORY_OUTCOME_REFUSED\x10\x02\x12\x1c\n\x18MEMORY_OUTCOME_CANCELLED\x10\x03\x32\xce\x03\n\x0eHotplugService\x12\x45\n\nPlugDevice\x12\x1a.papr.v1.PlugDeviceRequest\x1a\x1b.papr.v1.PlugDeviceResponse\x12K\n\x0cUnplugDevice\x12\x1c.papr.v1.UnplugDeviceRequest\x1a\x1d.papr.v1.UnplugDeviceResponse\x12\x42\n\tGetDevice\x12\x19.papr.v1.GetDeviceRequest\x1a\x1a.papr.v1.GetDeviceResponse\x12H\n\x0bListDevices\x12\x1b.papr.v1.ListDevicesRequest\x1a\x1c.papr.v1.ListDevicesResponse\x12J\n\x0bWatchEvents\x12\x1b.papr.v1.WatchEventsRequest\x1a\x1c.papr.v1.WatchEventsResponse0\x01\x12N\n\rRequestMemory\x12\x1d.papr.v1.RequestMemoryRequest\x1a\x1e.papr.v1.RequestMemoryResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'papr.v1.hotplug_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MEMORYACTION']._serialized_start=2253
-  _globals['_MEMORYACTION']._serialized_end=2347
-  _globals['_REFUSALSIGNAL']._serialized_start=2349
-  _globals['_REFUSALSIGNAL']._serialized_end=2466
-  _globals['_MEMORYOUTCOME']._serialized_start=2469
-  _globals['_MEMORYOUTCOME']._serialized_end=2604
-  _globals['_LMBRANGE']._serialized_start=89
-  _globals['_LMBRANGE']._serialized_end=139
-  _globals['_REQUESTMEMORYREQUEST']._serialized_start=142
-  _globals['_REQUESTMEMORYREQUEST']._serialized_end=313
-  _globals['_REQUESTMEMORYRESPONSE']._serialized_start=315
-  _globals['_REQUESTMEMORYRESPONSE']._serialized_end=400
-  _globals['_PLUGDEVICEREQUEST']._serialized_start=402
-  _globals['_PLUGDEVICEREQUEST']._serialized_end=486
-  _globals['_PLUGDEVICERESPONSE']._serialized_start=488
-  _globals['_PLUGDEVICERESPONSE']._serialized_end=541
-  _globals['_UNPLUGDEVICEREQUEST']._serialized_start=543
-  _globals['_UNPLUGDEVICEREQUEST']._serialized_end=594
-  _globals['_UNPLUGDEVICERESPONSE']._serialized_start=596
-  _globals['_UNPLUGDEVICERESPONSE']._serialized_end=668
-  _globals['_GETDEVICEREQUEST']._serialized_start=670
-  _globals['_GETDEVICEREQUEST']._serialized_end=718
-  _globals['_GETDEVICERESPONSE']._serialized_start=720
-  _globals['_GETDEVICERESPONSE']._serialized_end=772
-  _globals['_LISTDEVICESREQUEST']._serialized_start=774
-  _globals['_LISTDEVICESREQUEST']._serialized_end=847
-  _globals['_LISTDEVICESRESPONSE']._serialized_start=849
-  _globals['_LISTDEVICESRESPONSE']._serialized_end=904
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=906
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=992
-  _globals['_WATCHEVENTSRESPONSE']._serialized_start=994
-  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1046
-  _globals['_EVENT']._serialized_start=1049
-  _globals['_EVENT']._serialized_end=1464
-  _globals['_DEVICEADDED']._serialized_start=1466
-  _globals['_DEVICEADDED']._serialized_end=1512
-  _globals['_UNPLUGREQUESTED']._serialized_start=1514
-  _globals['_UNPLUGREQUESTED']._serialized_end=1613
-  _globals['_DEVICEDELETED']._serialized_start=1616
-  _globals['_DEVICEDELETED']._serialized_end=1744
-  _globals['_UNPLUGREJECTED']._serialized_start=1747
-  _globals['_UNPLUGREJECTED']._serialized_end=1883
-  _globals['_UNPLUGTIMEDOUT']._serialized_start=1885
-  _globals['_UNPLUGTIMEDOUT']._serialized_end=1987
-  _globals['_MEMORYREQUESTFINISHED']._serialized_start=1990
-  _globals['_MEMORYREQUESTFINISHED']._serialized_end=2251
-  _globals['_HOTPLUGSERVICE']._serialized_start=2607
-  _globals['_HOTPLUGSERVICE']._serialized_end=3069
+  _globals['_MEMORYACTION']._serialized_start=2370
+  _globals['_MEMORYACTION']._serialized_end=2464
+  _globals['_REFUSALSIGNAL']._serialized_start=2466
+  _globals['_REFUSALSIGNAL']._serialized_end=2583
+  _globals['_MEMORYOUTCOME']._serialized_start=2586
+  _globals['_MEMORYOUTCOME']._serialized_end=2721
+  _globals['_LMBRANGE']._serialized_start=110
+  _globals['_LMBRANGE']._serialized_end=160
+  _globals['_REQUESTMEMORYREQUEST']._serialized_start=163
+  _globals['_REQUESTMEMORYREQUEST']._serialized_end=334
+  _globals['_REQUESTMEMORYRESPONSE']._serialized_start=336
+  _globals['_REQUESTMEMORYRESPONSE']._serialized_end=421
+  _globals['_PLUGDEVICEREQUEST']._serialized_start=423
+  _globals['_PLUGDEVICEREQUEST']._serialized_end=507
+  _globals['_PLUGDEVICERESPONSE']._serialized_start=509
+  _globals['_PLUGDEVICERESPONSE']._serialized_end=562
+  _globals['_UNPLUGDEVICEREQUEST']._serialized_start=564
+  _globals['_UNPLUGDEVICEREQUEST']._serialized_end=615
+  _globals['_UNPLUGDEVICERESPONSE']._serialized_start=617
+  _globals['_UNPLUGDEVICERESPONSE']._serialized_end=689
+  _globals['_GETDEVICEREQUEST']._serialized_start=691
+  _globals['_GETDEVICEREQUEST']._serialized_end=739
+  _globals['_GETDEVICERESPONSE']._serialized_start=741
+  _globals['_GETDEVICERESPONSE']._serialized_end=793
+  _globals['_LISTDEVICESREQUEST']._serialized_start=795
+  _globals['_LISTDEVICESREQUEST']._serialized_end=868
+  _globals['_LISTDEVICESRESPONSE']._serialized_start=870
+  _globals['_LISTDEVICESRESPONSE']._serialized_end=925
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=927
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=1013
+  _globals['_WATCHEVENTSRESPONSE']._serialized_start=1015
+  _globals['_WATCHEVENTSRESPONSE']._serialized_end=1067
+  _globals['_EVENT']._serialized_start=1070
+  _globals['_EVENT']._serialized_end=1581
+  _globals['_DEVICEADDED']._serialized_start=1583
+  _globals['_DEVICEADDED']._serialized_end=1629
+  _globals['_UNPLUGREQUESTED']._serialized_start=1631
+  _globals['_UNPLUGREQUESTED']._serialized_end=1730
+  _globals['_DEVICEDELETED']._serialized_start=1733
+  _globals['_DEVICEDELETED']._serialized_end=1861
+  _globals['_UNPLUGREJECTED']._serialized_start=1864
+  _globals['_UNPLUGREJECTED']._serialized_end=2000
+  _globals['_UNPLUGTIMEDOUT']._serialized_start=2002
+  _globals['_UNPLUGTIMEDOUT']._serialized_end=2104
+  _globals['_MEMORYREQUESTFINISHED']._serialized_start=2107
+  _globals['_MEMORYREQUESTFINISHED']._serialized_end=2368
+  _globals['_HOTPLUGSERVICE']._serialized_start=2724
+  _globals['_HOTPLUGSERVICE']._serialized_end=3186
 # @@protoc_insertion_point(module_scope)

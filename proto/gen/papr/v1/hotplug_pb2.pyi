@@ -10,6 +10,7 @@ from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from papr.v1 import device_pb2 as _device_pb2
+from papr.v1 import fault_pb2 as _fault_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -494,6 +495,8 @@ class Event(_message.Message):
     UNPLUG_REJECTED_FIELD_NUMBER: _builtins.int
     UNPLUG_TIMED_OUT_FIELD_NUMBER: _builtins.int
     MEMORY_REQUEST_FINISHED_FIELD_NUMBER: _builtins.int
+    FAULT_FIRED_FIELD_NUMBER: _builtins.int
+    CONDUCT_FINDING_FIELD_NUMBER: _builtins.int
     sequence: _builtins.int
     """Per-platform sequence number: 1 for the first event, then +1 with no gaps."""
     platform: _builtins.str
@@ -530,6 +533,14 @@ class Event(_message.Message):
     def memory_request_finished(self) -> Global___MemoryRequestFinished:
         """A memory request (RequestMemory) ended."""
 
+    @_builtins.property
+    def fault_fired(self) -> _fault_pb2.FaultFired:
+        """A fault rule fired (FaultService)."""
+
+    @_builtins.property
+    def conduct_finding(self) -> _fault_pb2.ConductFinding:
+        """The guest broke a LoPAR requirement or the DR sequence (FaultService)."""
+
     def __init__(
         self,
         *,
@@ -542,12 +553,14 @@ class Event(_message.Message):
         unplug_rejected: Global___UnplugRejected | None = ...,
         unplug_timed_out: Global___UnplugTimedOut | None = ...,
         memory_request_finished: Global___MemoryRequestFinished | None = ...,
+        fault_fired: _fault_pb2.FaultFired | None = ...,
+        conduct_finding: _fault_pb2.ConductFinding | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["conduct_finding", b"conduct_finding", "device_added", b"device_added", "device_deleted", b"device_deleted", "fault_fired", b"fault_fired", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["device_added", b"device_added", "device_deleted", b"device_deleted", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conduct_finding", b"conduct_finding", "device_added", b"device_added", "device_deleted", b"device_deleted", "fault_fired", b"fault_fired", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out", "memory_request_finished"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out", "memory_request_finished", "fault_fired", "conduct_finding"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
