@@ -2,7 +2,9 @@
 
 Each platform has a directory ``DIR/platforms/<name>/`` with ``snapshot.json`` (a
 :mod:`~papr_emu.model.snapshot` document and the number of journal records it covers) and
-``journal.jsonl``: one line per call that can change the platform (every RTAS call, plug,
+``journal.jsonl``: one line per call that can change the platform (a JSON array: the call's
+name, its arguments and keyword arguments, and its wall-clock and monotonic readings; the
+calls of one RTAS batch or session message share one line, an array of such arrays) (every RTAS call, plug,
 unplug, CAS, memory request, fault rule, timeout sweep), written before the call's answer
 leaves the server. A line holds the call's name and arguments and the clock readings the
 call made, so replaying it at start-up does exactly what it did (the model is
@@ -86,13 +88,14 @@ class ClockTape:
             self._recording[which].append(value)
         return value
 
-    @contextlib.contextmanager
-    def recording(self) -> Iterator[list[list[float]]]:
+    def start(self) -> None:
+        """Record the readings from now on (one call's)."""
         self._recording = [[], []]
-        try:
-            yield self._recording
-        finally:
-            self._recording = None
+
+    def stop(self) -> list[list[float]]:
+        """The readings since :meth:`start`: [wall, monotonic]."""
+        readings, self._recording = self._recording or [[], []], None
+        return readings
 
     @contextlib.contextmanager
     def playing(self, readings: list[list[float]], offset: float) -> Iterator[None]:
@@ -102,6 +105,32 @@ class ClockTape:
             yield
         finally:
             self._playing = None
+
+
+class _CallRecord:
+    """One call's record: the clock readings it makes, then the line (a context manager; cheap on purpose)."""
+
+    __slots__ = ("args", "kwargs", "name", "store")
+
+    def __init__(self, store: PlatformStore, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.store, self.name, self.args, self.kwargs = store, name, args, kwargs
+
+    def __enter__(self) -> None:
+        self.store.tape.start()
+
+    def __exit__(self, *exc: object) -> None:
+        wall, mono = self.store.tape.stop()
+        # [op, args, kwargs, wall-clock readings, monotonic readings]; encoded when written
+        self.store._append([self.name, self.args, self.kwargs, wall, mono])
+
+
+def _encode_default(value: object) -> object:
+    """What json cannot write by itself (bytes, enums, dataclasses): the snapshot codec's form."""
+    return encode(value)
+
+
+def _line(value: object) -> bytes:
+    return (json.dumps(value, separators=(",", ":"), default=_encode_default) + "\n").encode()
 
 
 class PlatformStore:
@@ -115,6 +144,7 @@ class PlatformStore:
         self._records = 0  # records in the journal since the snapshot
         self._total = 0  # records ever (the snapshot covers the first ``total - records``)
         self._journal: int | None = None
+        self._pending: list[list[Any]] | None = None  # a group's records, written when it ends
         self.platform: Platform | None = None
         self.broken = False
 
@@ -127,30 +157,43 @@ class PlatformStore:
         self._write_snapshot()
         platform.recorder = self
 
-    @contextlib.contextmanager
-    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[None]:
+    def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> _CallRecord:
         """Around one call (under the platform's lock): its record is written before it returns."""
-        with self.tape.recording() as readings:
-            try:
-                yield
-            finally:
-                encoded = {k: encode(v) for k, v in kwargs.items()}
-                self._append({"op": name, "args": encode(list(args)), "kwargs": encoded, "clocks": readings})
+        return _CallRecord(self, name, args, kwargs)
 
-    def _append(self, record: dict[str, Any]) -> None:
+    @contextlib.contextmanager
+    def group(self) -> Iterator[None]:
+        """Calls made inside (an RTAS batch) are written together, one line, when it ends (group commit)."""
+        outer = self._pending is None
+        if outer:
+            self._pending = []
+        try:
+            yield
+        finally:
+            if outer:
+                records, self._pending = self._pending, None
+                if records:  # one record: its line; several: one line holding the list of them
+                    self._write(_line(records[0] if len(records) == 1 else records), len(records))
+
+    def _append(self, record: list[Any]) -> None:
+        if self._pending is not None:
+            self._pending.append(record)
+        else:
+            self._write(_line(record), 1)
+
+    def _write(self, data: bytes, count: int) -> None:
         if self.broken or self._journal is None:
             return
-        line = (json.dumps(record, separators=(",", ":")) + "\n").encode()
         try:
-            os.write(self._journal, line)
+            os.write(self._journal, data)
             if self._sync:
                 os.fsync(self._journal)
         except OSError as error:  # a full disk: the platform goes on, no longer durable, and says so
             self.broken = True
             log.error("state.write_failed", directory=str(self.directory), error=str(error))
             return
-        self._records += 1
-        self._total += 1
+        self._records += count
+        self._total += count
         if self._records >= self._compact_every:
             self._write_snapshot()
 
@@ -190,20 +233,24 @@ class PlatformStore:
 
     # --- reading ---------------------------------------------------------------------------------
 
-    def records(self) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    def records(self) -> tuple[dict[str, Any], list[list[Any]]]:
         """The snapshot document and the journal's whole records (a torn last line is dropped and cut)."""
         document = json.loads((self.directory / "snapshot.json").read_text(encoding="utf-8"))
         path = self.directory / "journal.jsonl"
         data = path.read_bytes() if path.exists() else b""
-        records: list[dict[str, Any]] = []
+        records: list[list[Any]] = []
         good = 0
         for line in data.splitlines(keepends=True):
             if not line.endswith(b"\n"):
                 break  # torn: the call it records never answered
             try:
-                records.append(json.loads(line))
+                value = json.loads(line)
             except ValueError:
                 break
+            if value and isinstance(value[0], list):  # a group: several records in one line
+                records.extend(value)
+            else:
+                records.append(value)
             good += len(line)
         if good < len(data):
             log.warning("state.torn_record", directory=str(self.directory), dropped_bytes=len(data) - good)
@@ -212,15 +259,15 @@ class PlatformStore:
         return document, records
 
 
-def replay(platform: Platform, tape: ClockTape, records: list[dict[str, Any]], offset: float) -> None:
+def replay(platform: Platform, tape: ClockTape, records: list[list[Any]], offset: float) -> None:
     """Make every journaled call again, with its recorded clock readings."""
     from .model import PlatformError  # the model imports nothing from here
 
-    for record in records:
-        method = getattr(platform, record["op"])
-        args = decode(record["args"], "args")
-        kwargs = {k: decode(v, f"kwargs.{k}") for k, v in record["kwargs"].items()}
-        with tape.playing(record["clocks"], offset):
+    for op, encoded_args, encoded_kwargs, wall, mono in records:
+        method = getattr(platform, op)
+        args = decode(encoded_args, "args")
+        kwargs = {k: decode(v, f"kwargs.{k}") for k, v in encoded_kwargs.items()}
+        with tape.playing([wall, mono], offset):
             try:
                 method(*args, **kwargs)  # no recorder yet: not journaled again
             except PlatformError:
@@ -282,7 +329,7 @@ class StateDir:
                 name: str = name,
                 snapshot: dict[str, Any] = snapshot,
                 tape: ClockTape = tape,
-                records: list[dict[str, Any]] = records,
+                records: list[list[Any]] = records,
                 offset: float = offset,
             ) -> Platform:
                 platform = Platform.restore(

@@ -89,6 +89,9 @@ class Recorder(Protocol):
     def call(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> AbstractContextManager[None]:
         """Around one call, under the platform's lock; the record is written before the call returns."""
 
+    def group(self) -> AbstractContextManager[None]:
+        """Calls made inside are written together when it ends (an RTAS batch: one write)."""
+
 
 P = ParamSpec("P")
 
@@ -344,14 +347,23 @@ class Platform:
         if not self._lock.acquire(blocking=False):
             return BUSY
         try:
-            return action()
+            if self.recorder is None:
+                return action()
+            with self.recorder.group():
+                return action()
         finally:
             self._lock.release()
 
     def run_exclusive(self, action: Callable[[], T]) -> T:
-        """``action()`` with no other call on the platform in between (an RTAS batch, say)."""
+        """``action()`` with no other call on the platform in between (an RTAS batch, say).
+
+        A recorder writes the calls it made together (group commit), before it returns.
+        """
         with self._lock:
-            return action()
+            if self.recorder is None:
+                return action()
+            with self.recorder.group():
+                return action()
 
     @_journaled
     def configure_connector(self, area: bytes, memory_extent: int = 0) -> tuple[int, bytes]:
