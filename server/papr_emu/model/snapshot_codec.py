@@ -20,6 +20,7 @@ import dataclasses
 import enum
 from typing import Any, Final
 
+from .conduct import Finding, FindingKind
 from .devices import (
     DeviceInfo,
     DeviceType,
@@ -34,7 +35,16 @@ from .devices import (
 )
 from .devices.cpu_core import CpuCoreParams
 from .drc import DrcState, RefusalSignal
-from .events import DeviceAdded, DeviceDeleted, UnplugRejected, UnplugRequested, UnplugTimedOut
+from .events import (
+    ConductFindingEvent,
+    DeviceAdded,
+    DeviceDeleted,
+    FaultFired,
+    UnplugRejected,
+    UnplugRequested,
+    UnplugTimedOut,
+)
+from .faults import Call, Effect
 from .memory_requests import MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished
 from .rtas_log import HotplugLog
 
@@ -44,7 +54,7 @@ CLASSES: Final[dict[str, type]] = {
     for cls in (
         DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams,
         PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected,
-        UnplugRequested, UnplugTimedOut, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
+        UnplugRequested, UnplugTimedOut, FaultFired, ConductFindingEvent, Finding, FindingKind, Call, Effect, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
     )
 }  # fmt: skip
 
