@@ -183,7 +183,7 @@ class Platform:
         with self._lock:
             return snapshot.dump(
                 self.name, self.geometry, self._drcs, self._hotplug, self._events, self._rtas_events,
-                self._hotplug.now(),
+                self._hotplug.now(), self._conduct, self._faults,
             )  # fmt: skip
 
     @classmethod
@@ -207,7 +207,7 @@ class Platform:
         try:
             snapshot.load(
                 document, platform._drcs, platform._hotplug, platform._events, platform._rtas_events, monotonic(),
-                lambda event: dataclasses.replace(event, platform=name),
+                lambda event: dataclasses.replace(event, platform=name), platform._conduct, platform._faults,
             )  # fmt: skip
         except BaseException:
             platform.close()  # gives its LMBs back

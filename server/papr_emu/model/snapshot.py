@@ -72,6 +72,8 @@ def dump(
     events: EventLog,
     rtas_events: RtasEventQueue,
     now: float,
+    conduct: Any = None,
+    faults: Any = None,
 ) -> dict[str, Any]:
     """The document; ``now`` is the monotonic time unplug deadlines are measured from."""
     timeouts = hotplug.unplug_timeouts
@@ -100,6 +102,19 @@ def dump(
         "events": {
             "last_sequence": events.last_sequence,
             "retained": [[e.sequence, e.time, encode(e.body)] for e in events.retained()],
+        },
+        "conduct": None
+        if conduct is None
+        else {
+            "findings": [encode(f) for f in conduct.findings],
+            "total": conduct.total,
+            "configuring": sorted(conduct._configuring),
+        },
+        "faults": None
+        if faults is None
+        else {
+            "rules": [r.to_dict() for r in faults.rules],
+            "extent_owed": sorted(faults._extent_owed),
         },
         "memory_requests": {
             "issued": hotplug.memory_requests_issued,
@@ -215,10 +230,23 @@ def load(
     rtas_events: RtasEventQueue,
     now: float,
     rename: Callable[[Event], Event],
+    conduct: Any = None,
+    faults: Any = None,
 ) -> None:
     """Fill an empty platform (no devices) from ``document``; SnapshotError, naming where, if it does not fit."""
     try:
         _load(document, drcs, hotplug, events, rtas_events, now, rename)
+        kept = document.get("conduct")
+        if conduct is not None and kept:
+            conduct.findings.extend(decode(f, "conduct.findings") for f in kept["findings"])
+            conduct.total = int(kept["total"])
+            conduct._configuring = {int(i) for i in kept["configuring"]}
+        rules = document.get("faults")
+        if faults is not None and rules:
+            from .faults import FaultRule
+
+            faults.rules = [FaultRule.from_dict(r) for r in rules["rules"]]
+            faults._extent_owed = {int(i) for i in rules["extent_owed"]}
     except CodecError as error:
         raise SnapshotError("", str(error)) from None
     except (KeyError, TypeError, ValueError, AssertionError) as error:
