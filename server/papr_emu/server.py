@@ -129,8 +129,8 @@ class PaprServer:
         self.platforms = platforms
         self._recorder: Recorder | None = None
         if record is not None:
-            from .cli import distribution_version
             from .service.transcript import Recorder
+            from .transcript_version import distribution_version
 
             self._recorder = Recorder(record, platforms, distribution_version())  # ValueError: cannot make it
         self._listen = list(listen)
