@@ -26,6 +26,7 @@ SERVICES = {
     "grpc.reflection.v1.ServerReflection",
     "grpc.reflection.v1alpha.ServerReflection",
     "papr.v1.AccessService",
+    "papr.v1.FaultService",
     "papr.v1.GuestService",
     "papr.v1.HotplugService",
     "papr.v1.InterruptService",
