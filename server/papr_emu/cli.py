@@ -38,23 +38,13 @@ from .model import DEFAULT_PLATFORM, LIMITS, Limits, PlatformError, Platforms, d
 from .security import ADMIN_TOKEN_ENV, Security, SecurityError
 from .server import DEFAULT_LISTEN, DEFAULT_MAX_WORKERS, ListenError, PaprServer
 from .state import StateDir, StateError
+from .transcript_version import distribution_version
 
-DISTRIBUTION = "papr-emu"
 COMMANDS_GROUP = "papr_emu.commands"
 
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
-
-
-def distribution_version() -> str:
-    """The installed distribution's version (what ``--version`` prints)."""
-    from importlib.metadata import PackageNotFoundError, version  # here: a server's start needs none of it
-
-    try:
-        return version(DISTRIBUTION)
-    except PackageNotFoundError:  # run from a checkout that was never installed
-        return "unknown"
 
 
 def plugin_commands() -> dict[str, EntryPoint]:
