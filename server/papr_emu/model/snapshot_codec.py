@@ -54,7 +54,8 @@ CLASSES: Final[dict[str, type]] = {
     for cls in (
         DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams,
         PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected,
-        UnplugRequested, UnplugTimedOut, FaultFired, ConductFindingEvent, Finding, FindingKind, Call, Effect, MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
+        UnplugRequested, UnplugTimedOut, FaultFired, ConductFindingEvent, Finding, FindingKind, Call, Effect,
+        MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
     )
 }  # fmt: skip
 
