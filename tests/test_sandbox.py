@@ -23,8 +23,8 @@ from pathlib import Path
 import pytest
 
 from conftest import new_platform
-from helpers import connector, plug, unplug
-from papr.v1 import connector_pb2, device_pb2, guest_pb2, platform_pb2
+from helpers import connector, events_since, plug, unplug
+from papr.v1 import connector_pb2, device_pb2, fault_pb2, guest_pb2, platform_pb2
 from papr_emu import PaprServer
 from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
 from papr_emu_client.connectors import list_all
@@ -36,6 +36,8 @@ LIBRTAS = Path(os.environ.get("PAPR_EMU_LIBRTAS") or Path.home() / ".cache/papr-
 SOURCE = Path(__file__).parent / "sandbox" / "dlpar.c"
 NIC_DRC, CORE_DRC = 0x40000018, 0x10000002
 NIC = device_pb2.DeviceSpec(pci_function=device_pb2.PciFunctionSpec(slot=3, model=device_pb2.PCI_MODEL_VIRTIO_NET))
+NIC_NODE, CORE_NODE = "/pci@800000020000000/ethernet@3", "/cpus/PowerPC,POWER9@2"
+F = fault_pb2
 
 
 def missing_prerequisite() -> str | None:
@@ -125,10 +127,12 @@ class Twins:
 
         assert states(self.platform) == states(self.reference_platform)
 
-    def check_tree(self) -> None:
-        """The sandbox's /proc/device-tree is the platform's exported tree."""
+    def check_tree(self, *unconfigured: str) -> None:
+        """The sandbox's /proc/device-tree is the platform's exported tree, but for the nodes of devices
+        ``unconfigured`` (a failed add: the export has the plugged device's node, the guest never added it)."""
         exported = nodes_by_path(read_dtb(self.client.device_tree(self.platform)))
-        assert differences(self.sandbox.bridge.tree.nodes(), exported) == []
+        expected = [f"{path}: only in the export" for path in unconfigured]
+        assert differences(self.sandbox.bridge.tree.nodes(), exported) == expected
         assert self.sandbox.bridge.findings == []
 
 
@@ -212,6 +216,193 @@ def test_cpu_core_add_refused_unplug_and_unplug(twins: Twins) -> None:
     twins.check_platforms_alike()
     assert "/cpus/PowerPC,POWER9@2" not in twins.sandbox.bridge.tree.nodes()
     twins.check_tree()
+
+
+# --- fault rules: librtas's own busy and extended-delay handling -----------------------------------
+#
+# librtas 2.0.4 (librtas_src/syscall_calls.c) retries -2 and 9900-9905 itself: _rtas_call() for
+# rtas_set_indicator, rtas_get_sensor, rtas_set_power_level, rtas_get_power_level, and its own loop
+# in rtas_cfg_connector(), both sleeping handle_delay()'s 1 ms for -2 and 10^n ms for 990n (no
+# clamp), without limit unless rtas_delay_timeout() was called. docs/sandbox.md has the details.
+
+
+def add_rule(client: Client, platform: str, name: str, effect: int, **fields: object) -> None:
+    rule = fault_pb2.FaultRule(name=name, effect=effect, **fields)  # type: ignore[arg-type]
+    client.faults.AddFaultRule(fault_pb2.AddFaultRuleRequest(platform=platform, rule=rule))
+
+
+def fired_rules(client: Client, platform: str) -> dict[str, int]:
+    listed = client.faults.ListFaultRules(fault_pb2.ListFaultRulesRequest(platform=platform)).rules
+    return {rule.name: rule.fired for rule in listed}
+
+
+def conduct(client: Client, platform: str, kind: int) -> list[fault_pb2.ConductFinding]:
+    """The platform's findings of one kind (the sandbox has no kernel to drain hotplug logs, so a
+    LOG_NOT_DRAINED finding may be there too: tests ask for the kinds they mean)."""
+    findings = client.faults.GetConduct(fault_pb2.GetConductRequest(platform=platform)).findings
+    return [finding for finding in findings if finding.kind == kind]
+
+
+def last_sequence(client: Client, platform: str) -> int:
+    request = platform_pb2.GetPlatformRequest(platform=platform)
+    return client.platforms.GetPlatform(request).platform.last_event_sequence
+
+
+def fault_events(client: Client, platform: str, after: int) -> list[tuple[str, int, int, int]]:
+    """(rule, call, DRC index, status) of each FaultFired event since ``after``, in order."""
+    return [
+        (e.fault_fired.rule, e.fault_fired.call, e.fault_fired.drc_index, e.fault_fired.status)
+        for e in events_since(client, platform, after) if e.WhichOneof("kind") == "fault_fired"
+    ]  # fmt: skip
+
+
+def test_librtas_waits_out_busy_and_extended_delays_in_a_pci_slot_add_and_remove(twins: Twins) -> None:
+    """Each call of drmgr's PCI flow answered busy or 990x first (on the sandbox's platform only): librtas
+    calls again after the hint, and the flow ends as the reference guest's does on its twin without faults."""
+    client, platform = twins.client, twins.platform
+    twins.plug("nic", NIC)
+    # (name, effect, call, DRC index (0: any; set/get-power-level have none), status, times, probability, seed)
+    adding = [
+        ("led-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_SET_INDICATOR, NIC_DRC, 0, 1, 1.0, 0),  # the LED comes first
+        ("sense-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_GET_SENSOR_STATE, NIC_DRC, 0, 2, 1.0, 0),
+        ("power-delay", F.FAULT_EFFECT_EXTENDED_DELAY, F.FAULT_CALL_SET_POWER_LEVEL, 0, 9901, 1, 1.0, 0),
+        ("power-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_SET_POWER_LEVEL, 0, 0, 1, 1.0, 0),
+        ("level-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_GET_POWER_LEVEL, 0, 0, 1, 1.0, 0),
+        # 990x on set-indicator matches isolation-state only: the unisolate, not the LED.
+        ("unisolate-delay", F.FAULT_EFFECT_EXTENDED_DELAY, F.FAULT_CALL_SET_INDICATOR, NIC_DRC, 9901, 1, 1.0, 0),
+        # Spread over the walk by seeded draws: busy and 990x in the middle of the fragment.
+        ("walk-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_CONFIGURE_CONNECTOR, NIC_DRC, 0, 3, 0.3, 7),
+        ("walk-delay", F.FAULT_EFFECT_EXTENDED_DELAY, F.FAULT_CALL_CONFIGURE_CONNECTOR, NIC_DRC, 9902, 2, 0.2, 3),
+    ]
+    removing = [
+        ("isolate-delay", F.FAULT_EFFECT_EXTENDED_DELAY, F.FAULT_CALL_SET_INDICATOR, NIC_DRC, 9902, 1, 1.0, 0),
+        ("indicator-busy", F.FAULT_EFFECT_BUSY, F.FAULT_CALL_SET_INDICATOR, NIC_DRC, 0, 2, 1.0, 0),
+        ("power-off-delay", F.FAULT_EFFECT_EXTENDED_DELAY, F.FAULT_CALL_SET_POWER_LEVEL, 0, 9900, 1, 1.0, 0),
+    ]
+
+    def run(rules: list[tuple[str, int, int, int, int, int, float, int]], *args: str) -> None:
+        for name, effect, call, index, status, times, probability, seed in rules:
+            add_rule(client, platform, name, effect, call=call, drc_index=index, status=status, times=times,
+                     probability=probability, seed=seed)  # fmt: skip
+        after = last_sequence(client, platform)
+        twins.same_outcome(*args)
+        fired = fired_rules(client, platform)
+        assert {name: fired[name] for name, *_ in rules} == {name: times for name, *_, times, _, _ in rules}
+        events = fault_events(client, platform, after)
+        for name, _effect, call, index, status, times, *_ in rules:
+            answered = status or -2
+            assert [e for e in events if e[0] == name] == [(name, call, index, answered)] * times, name
+        twins.check_platforms_alike()
+        twins.check_tree()
+
+    run(adding, "pci-add", hex(NIC_DRC))
+    twins.unplug("nic")
+    run(removing, "pci-remove", hex(NIC_DRC))
+    # librtas slept each hint in full before calling again (handle_delay: usleep(10^n ms)).
+    assert conduct(client, platform, F.CONDUCT_FINDING_KIND_RETRY_TOO_SOON) == []
+
+
+def test_librtas_rides_out_random_busy_and_delays_in_cpu_and_memory_flows(twins: Twins) -> None:
+    """Seeded busy and 990x answers on any DR call of CPU and LMB flows (the kernel's calls, made
+    through librtas): outcomes, connectors and tree as the reference guest's without faults."""
+    client, platform = twins.client, twins.platform
+    add_rule(client, platform, "busy", F.FAULT_EFFECT_BUSY, probability=0.25, seed=11)
+    add_rule(client, platform, "delay", F.FAULT_EFFECT_EXTENDED_DELAY, status=9900, probability=0.25, seed=5)
+    after = last_sequence(client, platform)
+
+    twins.plug("core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
+    twins.same_outcome("cpu-add", hex(CORE_DRC))
+    twins.plug("dimm0", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20)))
+    added = twins.reference()
+    assert twins.run("memory-add", *map(hex, added.drc_indexes)) == ("done", "2 LMBs", added.drc_indexes)
+    twins.check_platforms_alike()
+    twins.check_tree()
+
+    twins.unplug("dimm0")
+    removed = twins.reference()
+    assert twins.run("memory-remove", *map(hex, removed.drc_indexes)) == ("done", "2 LMBs", removed.drc_indexes)
+    twins.unplug("core2")
+    twins.same_outcome("cpu-remove", hex(CORE_DRC))
+    twins.check_platforms_alike()
+    twins.check_tree()
+
+    fired = fired_rules(client, platform)
+    events = fault_events(client, platform, after)
+    assert fired["busy"] > 5 and fired["delay"] > 2, fired
+    assert (sum(e[0] == "busy" for e in events), sum(e[0] == "delay" for e in events)) == (
+        fired["busy"],
+        fired["delay"],
+    )
+    assert conduct(client, platform, F.CONDUCT_FINDING_KIND_RETRY_TOO_SOON) == []
+
+
+@pytest.mark.parametrize(
+    ("flow", "call", "index", "times", "detail"),
+    [
+        # The LED's set-indicator fails first (drmgr and the reference guest ignore it), then the unisolate.
+        ("pci-add", F.FAULT_CALL_SET_INDICATOR, NIC_DRC, 2, f"set-indicator(unisolate) on {NIC_DRC:#x} returned -1"),
+        ("pci-add", F.FAULT_CALL_CONFIGURE_CONNECTOR, NIC_DRC, 1, f"ibm,configure-connector on {NIC_DRC:#x} "
+         "returned -1"),
+        # dlpar_acquire_drc's first call.
+        ("cpu-add", F.FAULT_CALL_GET_SENSOR_STATE, CORE_DRC, 1, f"get-sensor-state on {CORE_DRC:#x} returned -1"),
+    ],
+)  # fmt: skip
+def test_a_hardware_error_reaches_the_caller(twins: Twins, flow: str, call: int, index: int, times: int,
+                                             detail: str) -> None:  # fmt: skip
+    """-1 is no status librtas retries: rtas_set_indicator and rtas_cfg_connector return it as it came.
+    The same rule on both twins: librtas's caller and the reference guest fail alike."""
+    for name in (twins.reference_platform, twins.platform):
+        add_rule(twins.client, name, "broken", F.FAULT_EFFECT_HARDWARE_ERROR, call=call, drc_index=index, times=times)
+    if flow == "pci-add":
+        twins.plug("nic", NIC)
+    else:
+        twins.plug("core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
+    after = last_sequence(twins.client, twins.platform)
+    assert twins.same_outcome(flow, hex(index)) == Outcome(twins.guest.outcomes[-1].event, "failed", detail, ())
+    assert fault_events(twins.client, twins.platform, after) == [("broken", call, index, -1)] * times
+    twins.check_platforms_alike()
+    twins.check_tree(NIC_NODE if flow == "pci-add" else CORE_NODE)
+
+
+@pytest.mark.parametrize(
+    ("call", "detail"),
+    [
+        # _rtas_call() turns handle_delay()'s RTAS_TIMEOUT (-1007) into RTAS_IO_ASSERT (-1098) ...
+        (F.FAULT_CALL_SET_INDICATOR, f"set-indicator(unisolate) on {NIC_DRC:#x} returned -1098"),
+        # ... rtas_cfg_connector() returns it as it is.
+        (F.FAULT_CALL_CONFIGURE_CONNECTOR, f"ibm,configure-connector on {NIC_DRC:#x} returned -1007"),
+    ],
+)
+def test_rtas_delay_timeout_cuts_the_hint_short(twins: Twins, call: int, detail: str) -> None:
+    """With rtas_delay_timeout(5), librtas sleeps at most what is left of 5 ms: after a 9902 (100 ms) it
+    calls again about 95 ms early (a RETRY_TOO_SOON finding, LoPAR R1-13.5.3.4-3), and a second 9902
+    ends the call with a timeout status."""
+    client, platform = twins.client, twins.platform
+    twins.plug("nic", NIC)
+    add_rule(client, platform, "slow", F.FAULT_EFFECT_EXTENDED_DELAY, call=call, drc_index=NIC_DRC, status=9902,
+             times=2)  # fmt: skip
+    assert twins.run("pci-add", hex(NIC_DRC), "timeout=5") == ("failed", detail, ())
+    assert fired_rules(client, platform) == {"slow": 2}
+    (early,) = conduct(client, platform, F.CONDUCT_FINDING_KIND_RETRY_TOO_SOON)
+    assert early.drc_index == NIC_DRC and early.requirement == "R1-13.5.3.4-3"
+    assert 0 < float(early.detail.removesuffix(" ms early")) <= 95, early.detail  # 100 ms - 5 ms - the round trip
+    twins.check_tree(NIC_NODE)
+
+
+def test_librtas_returns_configure_connector_status_5_to_its_caller(twins: Twins) -> None:
+    """Status 5 (pass a memory extent page): rtas_cfg_connector() gets a page from its rmo buffer and
+    `continue`s its do-while loop, whose condition (rc == CALL_AGAIN) is then false, so it returns 5
+    without calling again. drmgr's configure_connector() fails on 5 ("insufficient memory"); so does dlpar."""
+    client, platform = twins.client, twins.platform
+    twins.plug("nic", NIC)
+    add_rule(client, platform, "page", F.FAULT_EFFECT_NEED_MEMORY, drc_index=NIC_DRC, times=1)
+    after = last_sequence(client, platform)
+    assert twins.run("pci-add", hex(NIC_DRC)) == (
+        "failed", f"ibm,configure-connector on {NIC_DRC:#x} returned 5", ()
+    )  # fmt: skip
+    assert fault_events(client, platform, after) == [("page", F.FAULT_CALL_CONFIGURE_CONNECTOR, NIC_DRC, 5)]
+    assert conduct(client, platform, F.CONDUCT_FINDING_KIND_NO_EXTENT_PAGE) == []  # it never called again
+    twins.check_tree(NIC_NODE)
 
 
 def test_the_tree_is_booted_again_after_cas(client: Client, tmp_path: Path) -> None:

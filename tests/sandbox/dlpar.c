@@ -9,9 +9,12 @@
  *   dlpar pci-add DRC | pci-remove DRC
  *   dlpar cpu-add DRC | cpu-remove DRC [busy]
  *   dlpar memory-add DRC... | memory-remove DRC... [refuse=DRC]
+ *   any of them with timeout=MS: rtas_delay_timeout(MS) first (librtas then stops retrying
+ *   busy and extended-delay statuses after MS ms of sleeping)
  *
  * It prints one line, "outcome: RESULT|DETAIL|DRC,DRC..." (hex), RESULT being done, refused
- * or failed, as ReferenceGuest's Outcome; device-tree nodes go in and out through
+ * or failed, as ReferenceGuest's Outcome (an RTAS call that failed: "CALL on DRC returned
+ * STATUS" and no DRCs, as its RtasError); device-tree nodes go in and out through
  * /proc/ppc64/ofdt, and are found in /proc/device-tree, as drmgr does.
  */
 #include <dirent.h>
@@ -243,7 +246,7 @@ static int remove_nodes(const char *dir)
 
 static int fail(const char *call, unsigned int drc, int status)
 {
-	snprintf(detail, sizeof(detail), "%s on %#x: RTAS status %d", call, drc, status);
+	snprintf(detail, sizeof(detail), "%s on %#x returned %d", call, drc, status);
 	return -1;
 }
 
@@ -310,9 +313,9 @@ static int pci_add(unsigned int drc)
 		return 1;
 	}
 	if ((rc = rtas_set_indicator(ISOLATION_STATE, drc, 1)))
-		return fail("set-indicator(unisolate)", drc, rc), outcome("failed", &drc, 1), 1;
+		return fail("set-indicator(unisolate)", drc, rc), outcome("failed", NULL, 0), 1;
 	if ((rc = configure(drc)))
-		return fail("ibm,configure-connector", drc, rc), outcome("failed", &drc, 1), 1;
+		return fail("ibm,configure-connector", drc, rc), outcome("failed", NULL, 0), 1;
 	if (!find_node(DT, "ibm,drc-indexes", drc, phb, sizeof(phb)) || add_nodes(phb) < 0) {
 		snprintf(detail, sizeof(detail), "cannot add the node under the slot's PHB");
 		outcome("failed", &drc, 1);
@@ -333,7 +336,7 @@ static int pci_remove(unsigned int drc)
 		return 1;
 	}
 	if ((rc = rtas_set_indicator(ISOLATION_STATE, drc, 0)))
-		return fail("set-indicator(isolate)", drc, rc), outcome("failed", &drc, 1), 1;
+		return fail("set-indicator(isolate)", drc, rc), outcome("failed", NULL, 0), 1;
 	rtas_set_power_level(LIVE_INSERTION, 0, &level);
 	rtas_set_indicator(DR_INDICATOR, drc, 0); /* LED off */
 	outcome("done", &drc, 1);
@@ -344,7 +347,7 @@ static int cpu_add(unsigned int drc)
 {
 	char cpus[4096];
 	if (acquire_drc(drc) < 0 || configure_or_release(drc) < 0)
-		return outcome("failed", &drc, 1), 1;
+		return outcome("failed", NULL, 0), 1;
 	if (!find_node(DT, "ibm,drc-indexes", drc, cpus, sizeof(cpus)) || add_nodes(cpus) < 0) {
 		snprintf(detail, sizeof(detail), "cannot add the CPU node");
 		outcome("failed", &drc, 1);
@@ -367,7 +370,7 @@ static int cpu_remove(unsigned int drc, int busy)
 		return 0;
 	}
 	if (release_drc(drc) < 0)
-		return outcome("failed", &drc, 1), 1;
+		return outcome("failed", NULL, 0), 1;
 	if (find_node(DT, "ibm,my-drc-index", drc, node, sizeof(node)) && remove_nodes(node) < 0) {
 		snprintf(detail, sizeof(detail), "remove_node %.200s refused", node);
 		outcome("failed", &drc, 1);
@@ -432,7 +435,7 @@ int main(int argc, char **argv)
 	int n = 0, busy = 0, i;
 
 	if (argc < 3) {
-		fprintf(stderr, "usage: dlpar ACTION DRC... [busy] [refuse=DRC]\n");
+		fprintf(stderr, "usage: dlpar ACTION DRC... [busy] [refuse=DRC] [timeout=MS]\n");
 		return 2;
 	}
 	for (i = 2; i < argc && n < MAX_DRCS; i++) {
@@ -440,6 +443,8 @@ int main(int argc, char **argv)
 			busy = 1;
 		else if (strncmp(argv[i], "refuse=", 7) == 0)
 			refuse = strtoul(argv[i] + 7, NULL, 0);
+		else if (strncmp(argv[i], "timeout=", 8) == 0)
+			rtas_delay_timeout(strtoull(argv[i] + 8, NULL, 0));
 		else
 			drcs[n++] = strtoul(argv[i], NULL, 0);
 	}
