@@ -44,7 +44,7 @@ from .events import (
     UnplugRequested,
     UnplugTimedOut,
 )
-from .faults import Call, Effect
+from .faults import Call, Effect, FaultRule
 from .memory_requests import MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished
 from .rtas_log import HotplugLog
 
@@ -55,7 +55,7 @@ CLASSES: Final[dict[str, type]] = {
         DeviceInfo, DeviceType, DimmParams, DimmRequest, LmbParams, NvdimmParams, NvdimmRequest, PciFunctionParams,
         PciModel, PhbParams, CpuCoreParams, DrcState, RefusalSignal, DeviceAdded, DeviceDeleted, UnplugRejected,
         UnplugRequested, UnplugTimedOut, FaultFired, ConductFindingEvent, Finding, FindingKind, Call, Effect,
-        MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog,
+        MemoryAction, MemoryOutcome, MemoryRequest, MemoryRequestFinished, HotplugLog, FaultRule,
     )
 }  # fmt: skip
 
@@ -79,7 +79,9 @@ def encode(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [encode(v) for v in value]
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        # A field named _x is state the class rebuilds from the others (FaultRule's random
+        # generator, from its seed and how many calls it drew for): not data.
+        fields = {f.name: encode(getattr(value, f.name)) for f in dataclasses.fields(value) if f.name[0] != "_"}
         return {"__type__": type(value).__name__, **fields}
     raise CodecError(f"cannot encode a {type(value).__name__}")
 
