@@ -262,7 +262,11 @@ def serve(options: argparse.Namespace) -> int:
         if options.config is not None:
             for platform in config.platforms:
                 if platform.name not in kept:  # a platform the state directory kept comes back as it was
-                    platforms.create(platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts)
+                    created = platforms.create(
+                        platform.name, platform.geometry, platform.coldplug, platform.unplug_timeouts
+                    )
+                    for rule in platform.fault_rules():  # [[platform.fault]]: in force from the first call
+                        created.add_fault_rule(rule)
         elif DEFAULT_PLATFORM not in kept:
             platforms.create(DEFAULT_PLATFORM, default_geometry())
         server = PaprServer(

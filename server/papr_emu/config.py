@@ -44,6 +44,13 @@ Example file::
     id = "dimm0"
     size = "512M"
 
+    [[platform.fault]]   # a fault rule, installed at start (docs/config.md; FaultService.AddFaultRule)
+    name = "busy-twice"
+    effect = "busy"      # busy | extended-delay | hardware-error | refuse-hot-add | log-drop | ...
+    call = "set-indicator"
+    drc_type = "lmb"     # optional matches: call, drc_index, drc_type, device_id
+    times = 2            # or probability = 0.3 with seed = 7
+
 Sizes are bytes, or a number with a binary suffix K, M, G, T, P or E, as QEMU reads them
 (:func:`papr_emu_client.sizes.parse_size`, shared with the command line and the scenarios).
 """
@@ -51,6 +58,7 @@ Sizes are bytes, or a number with a binary suffix K, M, G, T, P or E, as QEMU re
 from __future__ import annotations
 
 import re
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +83,11 @@ from .model import (
     PciFunctionParams,
     PciModel,
     PhbParams,
+    PlatformError,
     PlugRequest,
     UnplugTimeouts,
 )
+from .model.faults import DRC_TYPE_LABELS, Call, FaultRule, Faults
 
 _PCI_MODELS = {m.qemu_name: m for m in PciModel}
 _PCI_MODELS |= {alias: _PCI_MODELS[name] for alias, name in PCI_MODEL_ALIASES.items()}  # the client's aliases
@@ -93,6 +103,11 @@ class PlatformConfig:
     geometry: Geometry
     coldplug: list[tuple[str, PlugRequest]] = field(default_factory=list)
     unplug_timeouts: UnplugTimeouts = field(default_factory=UnplugTimeouts)
+    faults: list[FaultRule] = field(default_factory=list)  # [[platform.fault]], checked by the model
+
+    def fault_rules(self) -> list[FaultRule]:
+        """Fresh copies of the file's fault rules to install (a rule counts its calls: each platform its own)."""
+        return [FaultRule.from_dict(rule.to_dict()) for rule in self.faults]
 
 
 @dataclass(frozen=True)
@@ -119,6 +134,10 @@ Count = Annotated[int, Meta(ge=0)]
 Positive = Annotated[int, Meta(ge=1)]
 FileName = Annotated[str, Meta(min_length=1)]
 Seconds = Annotated[float, Meta(gt=0)]  # inf passes here; UnplugTimeouts refuses it
+# What FaultService's messages hold (uint32, int32): a rule ListFaultRules could not send is refused.
+UInt32 = Annotated[int, Meta(ge=0, le=0xFFFF_FFFF)]
+Int32 = Annotated[int, Meta(ge=-(1 << 31), le=(1 << 31) - 1)]
+UINT64_TOP = (1 << 64) - 1  # the seed's; msgspec bounds only int64
 
 
 class _Table(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -188,6 +207,21 @@ class _PciFunction(_Device, tag="pci-function", kw_only=True):
 _DEVICE_TYPES = ", ".join(str(kind.__struct_config__.tag) for kind in (_Dimm, _CpuCore, _PciFunction, _Phb, _Nvdimm))
 
 
+class _Fault(_Table):
+    """A ``[[platform.fault]]`` table: FaultRule's fields (the proto's names); the model checks the values."""
+
+    name: str
+    effect: str
+    call: str = ""
+    drc_index: UInt32 = 0
+    drc_type: str = ""
+    device_id: str = ""
+    status: Int32 = 0
+    times: UInt32 = 0
+    probability: float = 1.0
+    seed: Count = 0
+
+
 class _Platform(_Table):
     name: str
     memory: Size | None = None
@@ -199,6 +233,7 @@ class _Platform(_Table):
     memory_model: Literal["dimm", "lmb"] = "dimm"
     device: list[_Dimm | _CpuCore | _Phb | _PciFunction | _Nvdimm] = []
     unplug_timeouts: _UnplugTimeouts | None = None  # type: ignore[valid-type]
+    fault: list[_Fault] = []
 
 
 class _Document(_Table):
@@ -210,6 +245,7 @@ class _Document(_Table):
 
 _TABLES = (
     _Document, _Server, _Security, _Limits, _UnplugTimeouts, _Platform, _Dimm, _CpuCore, _Phb, _PciFunction, _Nvdimm,
+    _Fault,
 )  # fmt: skip
 
 
@@ -259,6 +295,39 @@ def _device(device: _Device, where: str) -> tuple[str, PlugRequest]:
     return device.id, request
 
 
+#: A rule's call as the CLI and FaultCall spell it ("configure-connector"), or by its RTAS name.
+_FAULT_CALLS = {call.name.lower().replace("_", "-"): call for call in Call} | {str(call): call for call in Call}
+
+
+def _fault_rules(faults: list[_Fault], where: str) -> list[FaultRule]:
+    """The ``[[platform.fault]]`` tables as rules, checked as AddFaultRule checks them (the model's checks:
+    effect, call, status, probability, unique names, how many); ConfigError naming ``where.fault[N].key``."""
+    installed = Faults(monotonic=time.monotonic)
+    for n, fault in enumerate(faults):
+        at = f"{where}.fault[{n}]"
+        call = _FAULT_CALLS.get(fault.call) if fault.call else None
+        if fault.call and call is None:
+            raise ConfigError(f"{at}.call: {fault.call!r} is not one of {', '.join(_FAULT_CALLS)}")
+        if fault.seed > UINT64_TOP:
+            raise ConfigError(f"{at}.seed: {fault.seed} is not an integer <= {UINT64_TOP}")
+        drc_type = fault.drc_type.upper() if fault.drc_type.upper() in DRC_TYPE_LABELS else fault.drc_type
+        try:
+            installed.add(
+                FaultRule.from_dict({
+                    "name": fault.name, "effect": fault.effect, "call": str(call) if call else "",
+                    "drc_index": fault.drc_index, "drc_type": drc_type, "device_id": fault.device_id,
+                    "status": fault.status, "times": fault.times, "probability": fault.probability, "seed": fault.seed,
+                })
+            )  # fmt: skip
+        except InvalidArgument as error:  # the value as the file has it (the model's message writes ints in hex)
+            value = getattr(fault, error.field, error.value)
+            shown = value if isinstance(value, int) else repr(value)
+            raise ConfigError(f"{at}.{error.field}: {shown}: {error.reason}") from None
+        except PlatformError as error:  # AlreadyExists: "name: 'x': a fault rule of this name exists"
+            raise ConfigError(f"{at}.{error}") from None
+    return installed.rules
+
+
 def _platform(platform: _Platform, where: str) -> PlatformConfig:
     def size(key: str) -> int | None:
         value = getattr(platform, key)
@@ -279,7 +348,7 @@ def _platform(platform: _Platform, where: str) -> PlatformConfig:
         unplug_timeouts = UnplugTimeouts(**{key: value for key, value in timeouts.items() if value is not None})
     except InvalidArgument as error:
         raise ConfigError(f"{where}.unplug_timeouts.{error}") from None
-    return PlatformConfig(platform.name, geometry, coldplug, unplug_timeouts)
+    return PlatformConfig(platform.name, geometry, coldplug, unplug_timeouts, _fault_rules(platform.fault, where))
 
 
 def platform_config(table: object, where: str) -> PlatformConfig:

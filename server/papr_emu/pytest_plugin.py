@@ -57,7 +57,7 @@ from typing import Any
 import grpc
 import pytest
 
-from papr.v1 import platform_pb2
+from papr.v1 import fault_pb2, platform_pb2
 from papr_emu_client import Client, Credentials, connect_with
 from papr_emu_client.connect import (
     CA_VARIABLE,
@@ -78,6 +78,7 @@ from .model import (
 from .security import Security, TlsFiles
 from .server import PaprServer
 from .service import convert
+from .service.faults import rule_to_pb
 
 SCOPE_OPTION = "papr_emu_scope"
 
@@ -341,6 +342,10 @@ class PlatformFactory:
         )
         self.client.platforms.CreatePlatform(request)
         self.created.append(platform.name)
+        for rule in platform.fault_rules():  # [[platform.fault]], as serve --config installs them
+            self.client.faults.AddFaultRule(
+                fault_pb2.AddFaultRuleRequest(platform=platform.name, rule=rule_to_pb(rule))
+            )
         return platform.name
 
     def delete_all(self) -> None:
