@@ -3,7 +3,8 @@ removal refused by unisolate, with the same outcomes as the Python ReferenceGues
 RTAS calls batched over one RtasService.Session (or, with --unary, one unary RPC each);
 in plaintext, and over mTLS to a server that requires tokens (the platform's guest token
 for the guest's RPCs, its manager token for HotplugService's), configured by the
-PAPR_EMU_* variables or by options.
+PAPR_EMU_* variables or by options. Under busy and extended-delay fault rules the stub calls
+again as Linux does and ends the same; no run leaves a conduct finding.
 
 The stub is built with CMake in a directory under the system temp dir, reused across
 runs. It needs a C++ compiler, CMake, pkg-config, protoc with the gRPC C++ plugin and the
@@ -20,7 +21,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from helpers import connector, events_since, last_sequence
 from papr.v1 import (
     connector_pb2,
     device_pb2,
+    fault_pb2,
     guest_pb2,
     hotplug_pb2,
     platform_pb2,
@@ -131,21 +133,26 @@ def run_stub(
     )
 
 
-def check_wire(summary: dict[str, Any], mode: str) -> None:
+def check_wire(summary: dict[str, Any], mode: str, fired: Sequence[fault_pb2.FaultFired] = ()) -> None:
     """What the stub's last line says went over the wire: its transport's own account
-    (``rtas``) and the per-method RPC counts of a client interceptor (``grpc``)."""
+    (``rtas``) and the per-method RPC counts of a client interceptor (``grpc``); with the
+    busy and extended-delay faults that `fired`, one call again for each, and each seen."""
     rtas, rpcs = summary["rtas"], summary["grpc"]
     rtas_rpcs = {method: counts for method, counts in rpcs.items() if method.startswith(RTAS_SERVICE)}
     assert rtas["transport"] == mode
-    assert rtas["walks"] == EXPECTED_WALKS
-    assert rtas["rtas_calls"] > rtas["batched_calls"]  # each walk made several calls
+    assert (rtas["retries"], summary["fault_events"]) == (len(fired), len(fired)), summary
+    # A walk answered "call again" goes on as a walk of its own.
+    walk_retries = sum(f.call == fault_pb2.FAULT_CALL_CONFIGURE_CONNECTOR for f in fired)
+    assert rtas["walks"] == EXPECTED_WALKS + walk_retries
+    # Each walk made several calls (with faults, calls are sent again, one at a time).
+    assert fired or rtas["rtas_calls"] > rtas["batched_calls"]
     if mode == "session":
         # Every RTAS call went through one Session, one request (and response) per batch,
         # batches of several calls where the kernel makes several in a row; no unary RPC.
         batches = rtas["batches"]
         assert rtas_rpcs == {SESSION: {"calls": 1, "sent": batches, "received": batches}}, rpcs
         assert rtas["rpcs"] == 1
-        assert rtas["batched_calls"] > batches
+        assert fired or rtas["batched_calls"] > batches
     else:
         # One unary RPC per RTAS call, no Session.
         assert SESSION not in rtas_rpcs
@@ -216,27 +223,79 @@ def test_cpp_stub_matches_reference_guest(
     boot_events = last_sequence(client, cpp_platform)  # device_added for the coldplugged devices
     result = run_stub(stub_binary, target, cpp_platform, *(["--unary"] if mode == "unary" else []))
     check_run(result, reference_outcomes, mode)
-    check_platform(client, cpp_platform, boot_events)
+    assert check_platform(client, cpp_platform, boot_events) == []
 
 
-def check_run(result: subprocess.CompletedProcess[str], reference_outcomes: list[dict[str, Any]], mode: str) -> None:
-    """The stub passed, its event lines match the reference guest's, its last line `mode`."""
+def check_run(
+    result: subprocess.CompletedProcess[str],
+    reference_outcomes: list[dict[str, Any]],
+    mode: str,
+    fired: Sequence[fault_pb2.FaultFired] = (),
+) -> None:
+    """The stub passed, its event lines match the reference guest's, its last line `mode`
+    (and a call again for each fault that `fired`)."""
     assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
     *lines, summary = [json.loads(line) for line in result.stdout.splitlines()]
     keys = ("resource", "action", "result", "drc_indexes")
     assert [{k: line[k] for k in keys} for line in lines] == reference_outcomes, result.stderr
-    check_wire(summary, mode)
+    check_wire(summary, mode, fired)
 
 
-def check_platform(client: Client, platform: str, boot_events: int) -> None:
-    """What the platform saw, independently of the stub's own checks."""
-    kinds = [e.WhichOneof("kind") for e in events_since(client, platform, boot_events)]
-    assert kinds == EXPECTED_EVENT_KINDS
+def check_platform(client: Client, platform: str, boot_events: int) -> list[fault_pb2.FaultFired]:
+    """What the platform saw, independently of the stub's own checks: no conduct finding,
+    the scenario's events (besides fault_fired), the DIMM whole. Returns the faults that fired."""
+    conduct = client.faults.GetConduct(fault_pb2.GetConductRequest(platform=platform))
+    assert (list(conduct.findings), conduct.total) == ([], 0)
+    events = events_since(client, platform, boot_events)
+    kinds = [e.WhichOneof("kind") for e in events]
+    assert [kind for kind in kinds if kind != "fault_fired"] == EXPECTED_EVENT_KINDS
     device = client.hotplug.GetDevice(hotplug_pb2.GetDeviceRequest(platform=platform, id=DEVICE_ID)).device
     assert not device.unplug_pending
     for index in device.drc_indexes:
         c = connector(client, platform, index)
         assert (c.state, c.unplug_pending) == (connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, False)
+    return [e.fault_fired for e in events if e.WhichOneof("kind") == "fault_fired"]
+
+
+# Faults on the calls the stub makes (get-sensor-state, set-indicator, configure-connector),
+# each fired with a seeded probability, so that some land inside a batch and inside a walk.
+# Extended delays are short (1 and 10 ms) so that the test stays fast.
+F = fault_pb2
+FAULTS = {
+    "busy": (F.FAULT_EFFECT_BUSY, 0, {F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR,
+                                      F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["session", "unary"])
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_cpp_stub_calls_again_after_busy_and_extended_delay(
+    client: Client,
+    server: PaprServer,
+    stub_binary: Path,
+    reference_outcomes: list[dict[str, Any]],
+    cpp_platform: str,
+    fault: str,
+    mode: str,
+) -> None:
+    """Under busy (-2) or extended delay (990x) on every kind of call it makes, the stub ends
+    as without faults: it calls each one again (a busy one at once, a delayed one after the
+    hint, so the platform finds no retry too soon), and the fault_fired events account for
+    each call again."""
+    effect, status, calls = FAULTS[fault]
+    rule = F.FaultRule(name=fault, effect=effect, status=status, probability=0.3, seed=12)
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=cpp_platform, rule=rule))
+    boot_events = last_sequence(client, cpp_platform)
+    result = run_stub(stub_binary, server.addresses[0], cpp_platform, *(["--unary"] if mode == "unary" else []))
+    assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
+    fired = check_platform(client, cpp_platform, boot_events)  # no finding: no retry too soon
+    check_run(result, reference_outcomes, mode, fired)
+    (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=cpp_platform)).rules
+    assert 0 < listed.fired == len(fired) < listed.matched
+    assert {(f.rule, f.effect, f.status) for f in fired} == {(fault, effect, status or -2)}
+    assert {f.call for f in fired} == calls  # every kind of call the rule may hit was hit
 
 
 def test_cpp_stub_fails_loudly(server: PaprServer, stub_binary: Path) -> None:
@@ -363,7 +422,7 @@ def test_cpp_stub_with_tokens_in_plaintext_on_loopback(
         assert_no_secret(result, guest_token, manager_token)
         assert ": plaintext, a guest and a manager token" in result.stderr
         check_run(result, reference_outcomes, "unary")
-        check_platform(plaintext_tokens.admin, platform, boot_events)
+        assert check_platform(plaintext_tokens.admin, platform, boot_events) == []
     finally:
         plaintext_tokens.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 
@@ -402,7 +461,7 @@ def test_cpp_stub_over_mtls_with_tokens(
         assert_no_secret(result, guest_token, manager_token)
         assert ": mTLS" in result.stderr and "a guest and a manager token" in result.stderr
         check_run(result, reference_outcomes, "session")
-        check_platform(secure.admin, platform, boot_events)
+        assert check_platform(secure.admin, platform, boot_events) == []
     finally:
         secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 

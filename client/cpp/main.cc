@@ -11,16 +11,20 @@
 //      be offlined (unisolate + configure-connector on LMB 1; unplug_rejected).
 // Its RTAS calls go through one RtasService.Session, in batches where the kernel makes
 // several in a row; with --unary, one unary RPC per RTAS call instead.
+// A call answered busy or extended delay (a papr-emu fault rule) is called again, as Linux
+// does (transport.h); the fault_fired events that say so are counted, not expected.
 // stdout: one JSON line per handled event log, then (if every check held) one with what
-// went over the wire: {"rtas":{"transport":..., batches and calls},"grpc":{method:
-// {"calls","sent","received"}, as counted by a client interceptor}}. Exit 0 only if every
-// check held; 1 with a message on stderr otherwise; 2 on a usage error.
+// went over the wire: {"rtas":{"transport":..., batches, calls and retries},"grpc":{method:
+// {"calls","sent","received"}, as counted by a client interceptor},"fault_events":N}. Exit
+// 0 only if every check held; 1 with a message on stderr otherwise; 2 on a usage error.
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -80,6 +84,8 @@ class Scenario {
         guest_(rtas_) {}
 
   const RtasTransport& transport() const { return *transport_; }
+  // fault_fired events seen.
+  uint64_t faults_fired() const { return faults_fired_; }
 
   void Run() {
     // A missing platform is NOT_FOUND here, rather than a stream that ends later.
@@ -178,7 +184,7 @@ class Scenario {
               rejected.unplug_rejected().drc_index() == lmbs_[0],
           "unplug_rejected: " + rejected.ShortDebugString());
     // One refusal is one event (QEMU 7.2 reports a DIMM refused by unisolate twice).
-    const auto extra = events_->Next(kQuietPeriod);
+    const auto extra = NextDeviceEvent(kQuietPeriod);
     Check(!extra, "unexpected event after the refusal: " + (extra ? extra->ShortDebugString() : ""));
 
     pb::Device device;
@@ -267,18 +273,32 @@ class Scenario {
               Indexes(outcome.drc_indexes) + ": " + outcome.detail);
   }
 
-  // The next management event, which must be of `kind` and follow the last one seen.
+  // The next management event, which must be of `kind`.
   pb::Event NextEvent(pb::Event::KindCase kind) {
-    const auto response = events_->Next(kRpcDeadline);
-    Check(response.has_value(), "no management event within " + std::to_string(kRpcDeadline.count()) +
-                                    " s (expected kind " + std::to_string(kind) + ")");
-    const pb::Event& event = response->event();
-    Check(event.sequence() == last_sequence_ + 1,
-          "event sequence " + std::to_string(event.sequence()) + " after " + std::to_string(last_sequence_));
-    last_sequence_ = event.sequence();
-    Check(event.kind_case() == kind,
-          "expected event kind " + std::to_string(kind) + ", got " + event.ShortDebugString());
-    return event;
+    const auto event = NextDeviceEvent(kRpcDeadline);
+    Check(event.has_value(), "no management event within " + std::to_string(kRpcDeadline.count()) +
+                                 " s (expected kind " + std::to_string(kind) + ")");
+    Check(event->kind_case() == kind,
+          "expected event kind " + std::to_string(kind) + ", got " + event->ShortDebugString());
+    return *event;
+  }
+
+  // The next management event but fault_fired (a fault rule's news, not the device's: the
+  // RTAS layer has called again), or nullopt if none comes within `timeout`. Every event
+  // must follow the last one seen.
+  std::optional<pb::Event> NextDeviceEvent(std::chrono::milliseconds timeout) {
+    const auto until = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+      const auto response = events_->Next(std::max(left, std::chrono::milliseconds{0}));
+      if (!response) return std::nullopt;
+      const pb::Event& event = response->event();
+      Check(event.sequence() == last_sequence_ + 1,
+            "event sequence " + std::to_string(event.sequence()) + " after " + std::to_string(last_sequence_));
+      last_sequence_ = event.sequence();
+      if (event.kind_case() != pb::Event::kFaultFired) return event;
+      ++faults_fired_;
+    }
   }
 
   pb::Connector Connector(uint32_t index) {
@@ -316,6 +336,7 @@ class Scenario {
   std::unique_ptr<StreamWatcher<pb::WatchInterruptsResponse>> interrupts_;
   std::unique_ptr<StreamWatcher<pb::WatchEventsResponse>> events_;
   uint64_t last_sequence_ = 0;
+  uint64_t faults_fired_ = 0;
   std::vector<uint32_t> lmbs_;  // the DIMM's LMBs, ascending
 };
 
@@ -384,7 +405,8 @@ int main(int argc, char** argv) {
     papr_guest::WaitUntilConnected(channel, connection);
     papr_guest::Scenario scenario(channel, platform, unary);
     scenario.Run();
-    std::cout << "{\"rtas\":" << scenario.transport().Json() << ",\"grpc\":" << census.Json() << "}" << std::endl;
+    std::cout << "{\"rtas\":" << scenario.transport().Json() << ",\"grpc\":" << census.Json()
+              << ",\"fault_events\":" << scenario.faults_fired() << "}" << std::endl;
   } catch (const papr_guest::UsageError& error) {  // a file named in the options that cannot be read
     std::cerr << "papr-guest-cpp: " << error.what() << std::endl;
     return 2;

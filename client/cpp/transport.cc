@@ -1,6 +1,8 @@
 #include "transport.h"
 
+#include <algorithm>
 #include <chrono>
+#include <thread>
 #include <utility>
 
 #include "rpc.h"
@@ -20,7 +22,27 @@ constexpr uint32_t kDefaultWalkCalls = 64;
 
 bool WalkContinues(int32_t status) { return status >= 1 && status <= 4; }
 
+constexpr int32_t kBusy = -2;
+constexpr int32_t kExtendedDelayFirst = 9900;
+constexpr int32_t kExtendedDelayLast = 9905;
+constexpr std::chrono::milliseconds kMinDelay{1};
+constexpr std::chrono::milliseconds kMaxDelay{1000};
+
+// Whether `result` says "call again". A raw call's status is its caller's to read, as with
+// the kernel's rtas_call(), which retries nothing itself.
+bool AnsweredAgain(const pb::RtasCall& call, const pb::RtasResult& result) {
+  return call.call_case() != pb::RtasCall::kRaw && RetryDelay(ResultStatus(result)).has_value();
+}
+
 }  // namespace
+
+std::optional<std::chrono::milliseconds> RetryDelay(int32_t status) {
+  if (status == kBusy) return std::chrono::milliseconds{0};
+  if (status < kExtendedDelayFirst || status > kExtendedDelayLast) return std::nullopt;
+  std::chrono::milliseconds hinted{1};
+  for (int32_t n = kExtendedDelayFirst; n < status; ++n) hinted *= 10;
+  return std::clamp(hinted, kMinDelay, kMaxDelay);
+}
 
 int32_t ResultStatus(const pb::RtasResult& result) {
   switch (result.result_case()) {
@@ -57,12 +79,58 @@ int32_t ResultStatus(const pb::RtasResult& result) {
 }
 
 std::vector<pb::RtasResult> RtasTransport::Run(std::vector<pb::RtasCall> calls, bool stop_at_nonzero) {
+  std::vector<pb::RtasResult> results = Exchange(calls, stop_at_nonzero);
+  std::vector<pb::RtasResult> done;
+  size_t first = 0;  // the call of results[0]
+  for (;;) {
+    size_t again = 0;
+    while (again < results.size() && !AnsweredAgain(calls[first + again], results[again])) ++again;
+    for (size_t n = 0; n < again; ++n) done.push_back(std::move(results[n]));
+    if (again == results.size()) return done;
+    done.push_back(CallAgain(calls[first + again], std::move(results[again])));
+    first += again + 1;
+    if (!stop_at_nonzero) {  // the calls after it ran already
+      results.erase(results.begin(), results.begin() + static_cast<std::ptrdiff_t>(again + 1));
+      continue;
+    }
+    if (ResultStatus(done.back()) != 0 || first == calls.size()) return done;
+    results = Exchange({calls.begin() + static_cast<std::ptrdiff_t>(first), calls.end()}, true);
+  }
+}
+
+pb::RtasResult RtasTransport::CallAgain(pb::RtasCall call, pb::RtasResult result) {
+  const bool walk = call.call_case() == pb::RtasCall::kConfigureConnectorWalk;
+  google::protobuf::RepeatedPtrField<pb::ConfigureConnectorResponse> steps;  // a walk's calls before
+  for (int retry = 0; retry < kMaxRetries && AnsweredAgain(call, result); ++retry) {
+    const std::chrono::milliseconds delay = *RetryDelay(ResultStatus(result));
+    if (delay.count() > 0) std::this_thread::sleep_for(delay);  // steady: never less than asked
+    if (walk) {
+      // The walk goes on from the work area the call answered "again" left, which it did not
+      // change (the kernel copies it back after every call), with the calls it has left.
+      auto& made = *result.mutable_configure_connector_walk()->mutable_calls();
+      pb::ConfigureConnectorWalk& next = *call.mutable_configure_connector_walk();
+      next.set_work_area(made.rbegin()->work_area());
+      const uint32_t max_calls = next.max_calls() != 0 ? next.max_calls() : kDefaultWalkCalls;
+      next.set_max_calls(std::max<uint32_t>(max_calls - static_cast<uint32_t>(made.size()) + 1, 1));
+      for (int n = 0; n + 1 < made.size(); ++n) *steps.Add() = std::move(made[n]);
+    }
+    ++stats_.retries;
+    std::vector<pb::RtasCall> one;
+    one.push_back(call);
+    result = std::move(Exchange(std::move(one), false).front());
+  }
+  if (walk && !steps.empty()) {
+    auto& made = *result.mutable_configure_connector_walk()->mutable_calls();
+    for (pb::ConfigureConnectorResponse& step : made) *steps.Add() = std::move(step);
+    made.Swap(&steps);
+  }
+  return result;
+}
+
+std::vector<pb::RtasResult> RtasTransport::Exchange(std::vector<pb::RtasCall> calls, bool stop_at_nonzero) {
   if (calls.empty()) throw Failure("an RTAS batch of no calls");
   std::vector<int> kinds;
-  for (const pb::RtasCall& call : calls) {
-    kinds.push_back(call.call_case());
-    if (call.call_case() == pb::RtasCall::kConfigureConnectorWalk) ++stats_.walks;
-  }
+  for (const pb::RtasCall& call : calls) kinds.push_back(call.call_case());
   stats_.batched_calls += calls.size();
   ++stats_.batches;
   std::vector<pb::RtasResult> results = Send(calls, stop_at_nonzero);
@@ -81,6 +149,7 @@ std::vector<pb::RtasResult> RtasTransport::Run(std::vector<pb::RtasCall> calls, 
     }
     if (result.result_case() == pb::RtasResult::kConfigureConnectorWalk) {
       if (result.configure_connector_walk().calls().empty()) throw Failure(batch + ": a walk made no call");
+      ++stats_.walks;
       stats_.rtas_calls += result.configure_connector_walk().calls_size();
     } else {
       ++stats_.rtas_calls;
@@ -100,7 +169,8 @@ std::string RtasTransport::Json() const {
   return std::string("{\"transport\":\"") + Name() + "\",\"rpcs\":" + std::to_string(stats_.rpcs) +
          ",\"batches\":" + std::to_string(stats_.batches) +
          ",\"batched_calls\":" + std::to_string(stats_.batched_calls) + ",\"walks\":" + std::to_string(stats_.walks) +
-         ",\"rtas_calls\":" + std::to_string(stats_.rtas_calls) + "}";
+         ",\"rtas_calls\":" + std::to_string(stats_.rtas_calls) + ",\"retries\":" + std::to_string(stats_.retries) +
+         "}";
 }
 
 // --- RtasSession ---

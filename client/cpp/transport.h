@@ -2,15 +2,21 @@
 // and gives back one result per call run, the way RtasService.ExecuteBatch and Session
 // define it; RtasSession sends each batch as one message of an RtasService.Session
 // stream, UnaryRtas makes one unary RPC per RTAS call (the stub's --unary).
+//
+// A call answered "call again" is called again here, as Linux's rtas_busy_delay() loops
+// do it around every RTAS call of the DLPAR code: busy (-2) at once, extended delay
+// (9900 + n) after 10^n ms clamped to [1 ms, 1 s]; after kMaxRetries the last status stands.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
@@ -23,20 +29,34 @@ namespace papr_guest {
 // rets[0] of a result: its status (a walk's is its last call's).
 int32_t ResultStatus(const papr::v1::RtasResult& result);
 
+// Calls again of one call answered "call again" before its status stands (papr_emu_client's
+// RetryPolicy.max_retries; Linux itself never gives up).
+inline constexpr int kMaxRetries = 10000;
+
+// How long to wait before calling again after `status`: busy (-2) at once, extended delay
+// 9900 + n 10^n ms clamped to [1 ms, 1000 ms] (Linux's rtas_busy_delay()); nullopt when
+// `status` is not "call again".
+std::optional<std::chrono::milliseconds> RetryDelay(int32_t status);
+
 class RtasTransport {
  public:
   struct Stats {
     uint64_t rpcs = 0;           // RtasService RPCs started
-    uint64_t batches = 0;        // batches run (Run calls; for a session, its messages)
+    uint64_t batches = 0;        // batches sent (for a session, its messages; a retry is one)
     uint64_t batched_calls = 0;  // RtasCalls in them (a walk counts one)
-    uint64_t walks = 0;          // configure-connector walks among them
+    uint64_t walks = 0;          // configure-connector walks run
     uint64_t rtas_calls = 0;     // RTAS calls made (a walk's every call)
+    uint64_t retries = 0;        // calls made again after busy or extended delay
   };
 
   virtual ~RtasTransport() = default;
 
   // Runs `calls` (at least one) in order: one result per call run, of the call's kind.
   // With stop_at_nonzero the first call whose status is not 0 is the last one run.
+  // A call answered busy or extended delay is called again (after its delay) until it is
+  // not, and its result is the last answer; with stop_at_nonzero that happens before the
+  // calls after it run (as a batch of their own), without it they ran already. A walk's
+  // result holds its calls but the ones answered "call again".
   // Throws RpcFailure, or Failure if the answer does not match the calls.
   std::vector<papr::v1::RtasResult> Run(std::vector<papr::v1::RtasCall> calls, bool stop_at_nonzero);
   // Ends the transport cleanly (a session: half-close, then the server's OK status).
@@ -50,6 +70,12 @@ class RtasTransport {
  protected:
   virtual std::vector<papr::v1::RtasResult> Send(std::vector<papr::v1::RtasCall>& calls, bool stop_at_nonzero) = 0;
   Stats stats_;
+
+ private:
+  // One batch sent as it is, its answer checked against the calls.
+  std::vector<papr::v1::RtasResult> Exchange(std::vector<papr::v1::RtasCall> calls, bool stop_at_nonzero);
+  // `call`, answered `result`, called again until the answer is not "call again".
+  papr::v1::RtasResult CallAgain(papr::v1::RtasCall call, papr::v1::RtasResult result);
 };
 
 // One RtasService.Session for the whole run, opened at the first batch: one request per
