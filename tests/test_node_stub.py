@@ -2,7 +2,9 @@
 removal and refused removal, with the same outcomes as the Python ReferenceGuest, its RTAS
 calls through one RtasService.Session stream (or, with --unary, one unary RPC per call);
 on a plaintext server, and on servers that require tokens (with TLS and mTLS, or plaintext
-on loopback), the stub using the guest and manager tokens CreatePlatform returned.
+on loopback), the stub using the guest and manager tokens CreatePlatform returned. Under busy
+and extended-delay fault rules the stub calls again as Linux does and ends the same; no run
+leaves a conduct finding.
 
 Needs Node.js and npm (Debian: `apt-get install nodejs npm`); without them the test fails,
 it never skips. If client/node/node_modules is missing, the test runs `npm ci` there
@@ -11,6 +13,7 @@ it never skips. If client/node/node_modules is missing, the test runs `npm ci` t
 
 from __future__ import annotations
 
+import collections
 import itertools
 import json
 import os
@@ -18,7 +21,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ from helpers import connector, events_since, last_sequence
 from papr.v1 import (
     connector_pb2,
     device_pb2,
+    fault_pb2,
     hotplug_pb2,
     platform_pb2,
 )
@@ -154,7 +158,18 @@ def reference_outcomes(client: Client, platform: str) -> list[dict[str, Any]]:
 
 
 def event_kinds(client: Client, platform: str, after: int) -> list[str]:
-    return [str(e.WhichOneof("kind")) for e in events_since(client, platform, after)]
+    """The kinds of the platform's events after `after`, but fault_fired."""
+    kinds = [str(e.WhichOneof("kind")) for e in events_since(client, platform, after)]
+    return [kind for kind in kinds if kind != "fault_fired"]
+
+
+def faults_fired(client: Client, platform: str, after: int) -> list[fault_pb2.FaultFired]:
+    return [e.fault_fired for e in events_since(client, platform, after) if e.WhichOneof("kind") == "fault_fired"]
+
+
+def check_no_findings(client: Client, platform: str) -> None:
+    conduct = client.faults.GetConduct(fault_pb2.GetConductRequest(platform=platform))
+    assert (list(conduct.findings), conduct.total) == ([], 0), platform
 
 
 def delete(client: Client, platform: str) -> None:
@@ -175,13 +190,16 @@ def check_session_only(summary: dict[str, Any]) -> None:
     assert summary["session_requests"] == summary["session_responses"] >= MIN_SESSION_REQUESTS, summary
 
 
-def check_unary_only(summary: dict[str, Any]) -> None:
-    """--unary: one unary RPC per RTAS call, no session; the configure-connector loop as calls."""
+def check_unary_only(summary: dict[str, Any], fired: Sequence[fault_pb2.FaultFired] = ()) -> None:
+    """--unary: one unary RPC per RTAS call, no session; the configure-connector loop as calls;
+    one more call for each fault that `fired`."""
     assert summary["rtas"] == "unary"
     rpcs = rtas_rpcs(summary)
     assert "Session" not in rpcs and summary["session_streams"] == summary["session_requests"] == 0, summary
     assert set(rpcs) == {"CheckException", "GetSensorState", "SetIndicator", "ConfigureConnector"}, summary
-    assert rpcs["GetSensorState"] == 4 and rpcs["SetIndicator"] == 2 + 2 + 2 + 1, summary
+    again = collections.Counter(f.call for f in fired)
+    assert rpcs["GetSensorState"] == 4 + again[fault_pb2.FAULT_CALL_GET_SENSOR_STATE], summary
+    assert rpcs["SetIndicator"] == 2 + 2 + 2 + 1 + again[fault_pb2.FAULT_CALL_SET_INDICATOR], summary
     assert summary["unary_rtas_calls"] == sum(rpcs.values()), summary
 
 
@@ -193,12 +211,20 @@ def check_stub_run(
     after: dict[str, int],
     rtas: str,
     security: dict[str, Any],
-) -> None:
-    """The stub's run on node_platform matches the reference guest's on python_platform."""
+) -> list[fault_pb2.FaultFired]:
+    """The stub's run on node_platform matches the reference guest's on python_platform, and
+    neither has a conduct finding. Returns the faults that fired on node_platform: the stub
+    called again once for each, and saw each fault_fired event."""
     assert result.returncode == 0, f"guest.js exited {result.returncode}:\n{result.stderr}"
     *lines, last = [json.loads(line) for line in result.stdout.splitlines()]
     summary = last["summary"]  # the RPCs the stub made, after the event lines
-    (check_session_only if rtas == "session" else check_unary_only)(summary)
+    check_no_findings(client, node_platform)
+    fired = faults_fired(client, node_platform, after[node_platform])
+    assert (summary["retries"], summary["fault_events"]) == (len(fired), len(fired)), summary
+    if rtas == "session":
+        check_session_only(summary)
+    else:
+        check_unary_only(summary, fired)
     assert summary["security"] == security, summary
 
     expected = reference_outcomes(client, python_platform)
@@ -208,11 +234,14 @@ def check_stub_run(
     # The platform saw the same thing from both guests.
     assert event_kinds(client, node_platform, after[node_platform]) == EXPECTED_EVENT_KINDS
     assert event_kinds(client, python_platform, after[python_platform]) == EXPECTED_EVENT_KINDS
-    rejected = events_since(client, node_platform, after[node_platform])[-1].unplug_rejected
+    check_no_findings(client, python_platform)
+    events = events_since(client, node_platform, after[node_platform])
+    rejected = [e for e in events if e.WhichOneof("kind") == "unplug_rejected"][-1].unplug_rejected
     assert (rejected.signal, rejected.drc_index) == (hotplug_pb2.REFUSAL_SIGNAL_UNISOLATE, CORE_DRC)
     node_core, python_core = (connector(client, p, CORE_DRC) for p in (node_platform, python_platform))
     assert node_core == python_core
     assert (node_core.state, node_core.unplug_pending) == (connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, False)
+    return fired
 
 
 @pytest.mark.parametrize(
@@ -228,7 +257,46 @@ def test_node_stub_matches_the_reference_guest(
     after = {p: last_sequence(client, p) for p in (node_platform, python_platform)}  # after the boot devices
     try:
         result = run_stub(node, target, node_platform, *(["--unary"] if rtas == "unary" else []))
-        check_stub_run(result, client, node_platform, python_platform, after, rtas, PLAINTEXT)
+        assert check_stub_run(result, client, node_platform, python_platform, after, rtas, PLAINTEXT) == []
+    finally:
+        delete(client, node_platform)
+        delete(client, python_platform)
+
+
+# Faults on the calls the stub makes (get-sensor-state, set-indicator, configure-connector),
+# each fired with a seeded probability, so that some land inside a batch and inside a walk.
+# Extended delays are short (1 and 10 ms) so that the test stays fast.
+F = fault_pb2
+FAULTS = {
+    "busy": (F.FAULT_EFFECT_BUSY, 0, {F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR,
+                                      F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("rtas", ["session", "unary"])
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_node_stub_calls_again_after_busy_and_extended_delay(
+    node: str, server: PaprServer, client: Client, fault: str, rtas: str
+) -> None:
+    """Under busy (-2) or extended delay (990x) on every kind of call it makes, the stub ends
+    as the reference guest does without faults: it calls each one again (a busy one at once,
+    a delayed one after the hint, so the platform finds no retry too soon), and the
+    fault_fired events account for each call again."""
+    effect, status, calls = FAULTS[fault]
+    node_platform = new_platform(client)
+    python_platform = new_platform(client)
+    rule = F.FaultRule(name=fault, effect=effect, status=status, probability=0.4, seed=7)
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=node_platform, rule=rule))
+    after = {p: last_sequence(client, p) for p in (node_platform, python_platform)}
+    try:
+        result = run_stub(node, server.addresses[1], node_platform, *(["--unary"] if rtas == "unary" else []))
+        fired = check_stub_run(result, client, node_platform, python_platform, after, rtas, PLAINTEXT)
+        (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=node_platform)).rules
+        assert 0 < listed.fired == len(fired) < listed.matched
+        assert {(f.rule, f.effect, f.status) for f in fired} == {(fault, effect, status or -2)}
+        assert {f.call for f in fired} == calls  # every kind of call the rule may hit was hit
     finally:
         delete(client, node_platform)
         delete(client, python_platform)
@@ -407,7 +475,7 @@ def test_node_stub_with_tokens_matches_the_reference_guest(
         result = run_stub(node, target, node_platform, *options, env=env)
         tls = secure.pki is not None
         security = {"tls": tls, "client_cert": tls, "tokens": "guest+manager", "channels": 2 if tls else 1}
-        check_stub_run(result, admin, node_platform, python_platform, after, rtas, security)
+        assert check_stub_run(result, admin, node_platform, python_platform, after, rtas, security) == []
         for token in (guest_token, manager_token):
             assert token not in result.stdout + result.stderr
     finally:

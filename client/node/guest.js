@@ -10,6 +10,9 @@
 // Its RTAS calls go through one RtasService.Session stream, the calls it makes in a row
 // batched into one session request (acquire, release, unisolate; configure-connector as a
 // walk); --unary makes them one unary RPC per RTAS call instead, as before sessions.
+// A call answered busy (-2) or extended delay (990x), as a papr-emu fault rule may answer,
+// is called again as Linux does (CallingAgain below); the fault_fired events that follow
+// are counted, not expected.
 // The server comes from --server, else $PAPR_EMU_HOST (host:port or unix:PATH), else
 // 127.0.0.1:50051. TLS, mTLS and bearer tokens: see connectionFromArgs() below and README.md
 // (options override $PAPR_EMU_CA, $PAPR_EMU_CERT, $PAPR_EMU_KEY, $PAPR_EMU_SERVER_NAME,
@@ -59,6 +62,15 @@ const CC_MAX_CALLS = 10_000;
 // Calls per configure-connector walk: a CPU core's fragment takes one walk; a longer one
 // resumes in the next. The server sizes a batch at max_calls 4 KiB work areas per walk.
 const WALK_MAX_CALLS = 64;
+// "Call again" statuses, answered as Linux's rtas_busy_delay() does around every RTAS call of
+// its DLPAR code: busy at once, extended delay 9900 + n after 10^n ms clamped to [1 ms, 1 s].
+const RTAS_BUSY = -2;
+const EXTENDED_DELAY_FIRST = 9900;
+const EXTENDED_DELAY_LAST = 9905;
+const MAX_DELAY_MS = 1000;
+// Calls again of one call before its last status stands (papr_emu_client's
+// RetryPolicy.max_retries; Linux itself never gives up).
+const MAX_RETRIES = 10_000;
 // Hotplug log HP section.
 const RESOURCE_CPU = 1;
 const ACTION_ADD = 1;
@@ -467,6 +479,88 @@ class RtasUnary {
   }
 }
 
+// Milliseconds to wait before calling again after `status`; null: not a "call again" status.
+function retryDelayMs(status) {
+  if (status === RTAS_BUSY) return 0;
+  if (status < EXTENDED_DELAY_FIRST || status > EXTENDED_DELAY_LAST) return null;
+  return Math.min(10 ** (status - EXTENDED_DELAY_FIRST), MAX_DELAY_MS);
+}
+
+// Whether a result says "call again". A raw call's status is its caller's to read, as with
+// the kernel's rtas_call(), which retries nothing itself.
+function answeredAgain(result) {
+  const response = result[result.result];
+  if (result.result === 'raw' || response === undefined || response === null) return false;
+  if (result.result === 'configure_connector_walk' && !response.calls.length) return false;
+  return retryDelayMs(statusOf(result.result, response)) !== null;
+}
+
+// At least `ms` by the monotonic clock: a timer may fire up to a millisecond early (libuv
+// keeps the loop's time in whole milliseconds), and a retry before the hint is too soon.
+async function sleepAtLeast(ms) {
+  const until = performance.now() + ms;
+  for (let left = ms; left > 0; left = until - performance.now()) {
+    await new Promise((resolve) => setTimeout(resolve, Math.ceil(left)));
+  }
+}
+
+// Either transport, with every call answered busy or extended delay called again (after its
+// delay) until it is not; its result is the last answer. With stopAtNonzeroStatus that
+// happens before the calls after it run (as a batch of their own); without, they ran
+// already. A walk answered "call again" goes on from the work area it left (unchanged: the
+// kernel copies it back after every call) with the calls it has left, and its result holds
+// its calls but the ones answered "call again".
+class CallingAgain {
+  constructor(transport) {
+    this.transport = transport;
+    this.retries = 0; // calls made again
+  }
+
+  async run(calls, stopAtNonzeroStatus) {
+    let results = await this.transport.run(calls, stopAtNonzeroStatus);
+    const done = [];
+    let first = 0; // the call of results[0]
+    for (;;) {
+      const again = results.findIndex(answeredAgain);
+      // (more results than calls: batch() finds that)
+      if (again < 0 || first + again >= calls.length) return done.concat(results);
+      done.push(...results.slice(0, again), await this.callAgain(calls[first + again], results[again]));
+      first += again + 1;
+      if (!stopAtNonzeroStatus) {
+        results = results.slice(again + 1);
+        continue;
+      }
+      const last = done[done.length - 1];
+      if (statusOf(last.result, last[last.result]) !== 0 || first === calls.length) return done;
+      results = await this.transport.run(calls.slice(first), true);
+    }
+  }
+
+  async callAgain(call, result) {
+    const [kind] = Object.keys(call);
+    const steps = []; // a walk's calls before the ones answered "call again"
+    for (let n = 0; n < MAX_RETRIES && answeredAgain(result); n++) {
+      const delay = retryDelayMs(statusOf(result.result, result[result.result]));
+      if (delay > 0) await sleepAtLeast(delay);
+      if (kind === 'configure_connector_walk') {
+        const walk = call[kind];
+        const made = result[kind].calls;
+        steps.push(...made.slice(0, -1));
+        const maxCalls = Math.max((walk.max_calls || WALK_MAX_CALLS) - made.length + 1, 1);
+        call = { [kind]: { ...walk, work_area: made[made.length - 1].work_area, max_calls: maxCalls } };
+      }
+      this.retries++;
+      [result] = await this.transport.run([call], false);
+    }
+    if (steps.length) result = { result: kind, [kind]: { calls: [...steps, ...result[kind].calls] } };
+    return result;
+  }
+
+  close() {
+    return this.transport.close();
+  }
+}
+
 // A server stream read into a queue; take() waits (bounded) for the next message.
 class StreamQueue {
   constructor(call, what) {
@@ -577,6 +671,7 @@ class NodeGuest {
     this.channels = [...channels.values()];
     this.transport = useUnary ? 'unary' : 'session';
     this.rtasCalls = null; // opened by subscribe()
+    this.faultEvents = 0; // fault_fired events seen
     this.useUnary = useUnary;
   }
 
@@ -590,7 +685,7 @@ class NodeGuest {
     this.events = events;
     await Promise.all([interrupts.subscribed(), events.subscribed()]);
     const Transport = this.useUnary ? RtasUnary : RtasSession;
-    this.rtasCalls = new Transport(this.rtas, this.platform);
+    this.rtasCalls = new CallingAgain(new Transport(this.rtas, this.platform));
   }
 
   async close() {
@@ -831,10 +926,19 @@ class NodeGuest {
     await this.expectEvent('unplug_requested');
   }
 
-  // The next management event must be of this kind, about our device.
+  // The next management event must be of this kind, about our device. fault_fired events
+  // (a fault rule's news, not the device's: the RTAS calls were made again) are counted.
   async expectEvent(kind) {
-    const { event } = await this.events.take();
-    check(event.kind === kind, `WatchEvents: got ${event.kind}, want ${kind}`);
+    const until = Date.now() + WAIT_MS;
+    let event;
+    for (;;) {
+      ({ event } = await this.events.take(Math.max(until - Date.now(), 0)));
+      if (event.kind !== 'fault_fired') break;
+      this.faultEvents++;
+    }
+    const finding = event.conduct_finding; // the platform's word on something the guest did
+    const why = finding ? ` (${finding.kind}, ${finding.requirement}: ${finding.call} ${finding.detail})` : '';
+    check(event.kind === kind, `WatchEvents: got ${event.kind}${why}, want ${kind}`);
     const body = event[kind];
     const deviceId = kind === 'device_added' ? body.device.id : body.device_id;
     check(deviceId === DEVICE_ID, `WatchEvents: ${kind} for device ${deviceId}, want ${DEVICE_ID}`);
@@ -999,7 +1103,15 @@ async function main(argv) {
   await guest.close();
   clearTimeout(watchdog);
   // The RPCs made, counted once the session is closed: on stdout after a success, else on stderr.
-  const summary = JSON.stringify({ summary: { ...guest.counter.summary(guest.transport), security: guest.security() } }) + '\n';
+  const summary =
+    JSON.stringify({
+      summary: {
+        ...guest.counter.summary(guest.transport),
+        retries: guest.rtasCalls ? guest.rtasCalls.retries : 0,
+        fault_events: guest.faultEvents,
+        security: guest.security(),
+      },
+    }) + '\n';
   (code === 0 ? process.stdout : process.stderr).write(summary);
   return code;
 }
