@@ -28,7 +28,7 @@ def completions(line: str, tmp_path: Path) -> list[str]:
 @pytest.mark.parametrize(
     ("line", "expected"),
     [
-        ("papr-emu con", ["conformance", "connectors"]),  # a client command and an entry-point one
+        ("papr-emu con", ["conduct", "conformance", "connectors"]),  # client commands and an entry-point one
         ("papr-emu serve --max-w", ["--max-workers"]),
         ("papr-emu connectors --type ", ["cpu", "lmb", "pci", "phb", "pmem"]),
         ("papr-emu -o j", ["json"]),

@@ -20,27 +20,32 @@ Example::
     papr-emu dt > tree.dts                 # the device tree, through dtc
     papr-emu health                        # exit 0 iff the server is SERVING (no token needed)
     papr-emu token mint --role guest --platform p   # prints the new token (admin only)
+    papr-emu fault add busy-lmbs --effect busy --drc-type lmb --times 3   # firmware answers -2 three times
+    papr-emu fault list                    # the rules, how often each matched and fired
+    papr-emu conduct --watch               # the guest's findings (LoPAR breaches), live
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import re
 import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TextIO
 from uuid import uuid4
 
 import grpc
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from papr.v1 import access_pb2, connector_pb2, device_pb2, hotplug_pb2, platform_pb2
+from papr.v1 import access_pb2, connector_pb2, device_pb2, fault_pb2, hotplug_pb2, platform_pb2
 
 from .arguments import seconds_argument
 from .connect import (
@@ -585,6 +590,176 @@ def cmd_token_list(client: Client, options: argparse.Namespace, out: TextIO) -> 
     return 0
 
 
+# --- fault rules and the conduct report (FaultService) ---------------------------------------
+
+
+def _enum_words(enum_type: Any, prefix: str) -> dict[str, Any]:
+    """A proto enum's values as command-line words: FAULT_EFFECT_EXTENDED_DELAY -> extended-delay (0 left out)."""
+    return {
+        value.name.removeprefix(prefix).lower().replace("_", "-"): value.number
+        for value in enum_type.DESCRIPTOR.values
+        if value.number
+    }
+
+
+_FAULT_EFFECTS: dict[str, fault_pb2.FaultEffect.ValueType] = _enum_words(fault_pb2.FaultEffect, "FAULT_EFFECT_")
+#: The calls by FaultCall's names, and configure-connector by its RTAS name too (as findings write it).
+_FAULT_CALLS: dict[str, fault_pb2.FaultCall.ValueType] = _enum_words(fault_pb2.FaultCall, "FAULT_CALL_") | {
+    "ibm,configure-connector": fault_pb2.FAULT_CALL_CONFIGURE_CONNECTOR
+}
+
+
+def _word(words: Mapping[str, int], number: int) -> str:
+    """The word of an enum value; a value this client does not know (a newer server's) as its number."""
+    return next((word for word, n in words.items() if n == number), str(number))
+
+
+def _finding_kind(kind: int) -> str:
+    """CONDUCT_FINDING_KIND_RETRY_TOO_SOON -> RETRY_TOO_SOON; any kind, a newer server's too (its number)."""
+    value = fault_pb2.ConductFindingKind.DESCRIPTOR.values_by_number.get(kind)
+    return value.name.removeprefix("CONDUCT_FINDING_KIND_") if value is not None else str(kind)
+
+
+def rule_json(rule: fault_pb2.FaultRule) -> dict[str, Any]:
+    """A rule under the config file's keys (a ``[[platform.fault]]`` table), its counters too; unset: None."""
+    return {
+        "name": rule.name, "effect": _word(_FAULT_EFFECTS, rule.effect),
+        "call": _word(_FAULT_CALLS, rule.call) if rule.call else None, "drc_index": rule.drc_index or None,
+        "drc_type": _word(_DRC_TYPES, rule.drc_type) if rule.drc_type else None, "device_id": rule.device_id or None,
+        "status": rule.status, "times": rule.times, "probability": rule.probability, "seed": rule.seed,
+        "matched": rule.matched, "fired": rule.fired,
+    }  # fmt: skip
+
+
+def _rule_flag(field: str) -> str:
+    """How ``fault add`` spells a FaultRule field: drc_index -> --drc-index, name -> NAME."""
+    return "NAME" if field == "name" else "--" + field.replace("_", "-")
+
+
+def cmd_fault_add(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    rule = fault_pb2.FaultRule(
+        name=options.name, effect=_FAULT_EFFECTS[options.effect],
+        call=_FAULT_CALLS.get(options.call or "", fault_pb2.FAULT_CALL_UNSPECIFIED),
+        drc_index=options.drc_index, device_id=options.device_id,
+        drc_type=_DRC_TYPES.get(options.drc_type or "", connector_pb2.DRC_TYPE_UNSPECIFIED),
+        status=options.status, times=options.times, seed=options.seed,
+    )  # fmt: skip
+    if options.probability is not None:
+        rule.probability = options.probability
+    try:
+        added = client.faults.AddFaultRule(fault_pb2.AddFaultRuleRequest(platform=options.platform, rule=rule)).rule
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+            raise
+        # "rule.drc_type: 7: ..." names the message's field: name the option instead.
+        details = re.sub(r"^rule\.(\w+)", lambda match: _rule_flag(match[1]), error.details() or "")
+        raise CliError(f"{error.code().name}: {details}") from None
+    if _json(options):
+        emit(rule_json(added), out)
+        return 0
+    fields = rule_json(added)
+    where = " ".join(
+        f"{key}={fields[key]:#010x}" if key == "drc_index" else f"{key}={fields[key]}"
+        for key in ("call", "drc_index", "drc_type", "device_id")
+        if fields[key] is not None
+    )
+    how = f"{added.times} time(s)" if added.times else "every time"
+    if added.probability < 1:
+        how += f" with probability {added.probability:g} (seed {added.seed})"
+    print(f"added {added.name}: {fields['effect']} (status {added.status}) on {where or 'any call'}, {how}", file=out)
+    return 0
+
+
+def cmd_fault_list(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    rules = client.faults.ListFaultRules(fault_pb2.ListFaultRulesRequest(platform=options.platform)).rules
+    if _json(options):
+        emit([rule_json(r) for r in rules], out)
+        return 0
+    rows = []
+    for rule in rules:
+        fields = rule_json(rule)
+        rows.append((
+            rule.name, fields["effect"], fields["call"] or "-", f"{rule.drc_index:#010x}" if rule.drc_index else "-",
+            fields["drc_type"] or "-", rule.device_id or "-", rule.status, rule.times or "-", f"{rule.probability:g}",
+            rule.seed, rule.matched, rule.fired,
+        ))  # fmt: skip
+    headers = ("NAME", "EFFECT", "CALL", "INDEX", "TYPE", "DEVICE", "STATUS", "TIMES", "PROBABILITY", "SEED",
+               "MATCHED", "FIRED")  # fmt: skip
+    table(headers, rows, out)
+    return 0
+
+
+def cmd_fault_clear(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    request = fault_pb2.ClearFaultRulesRequest(platform=options.platform, names=options.names)
+    removed = client.faults.ClearFaultRules(request).removed
+    if _json(options):
+        emit({"removed": removed}, out)
+        return 0
+    print(f"removed {removed} fault rule(s)", file=out)
+    return 0
+
+
+def _time(stamp: Timestamp) -> str:
+    """``2026-12-02T21:31:52.123Z`` (UTC, milliseconds)."""
+    return stamp.ToDatetime(tzinfo=datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def finding_json(finding: fault_pb2.ConductFinding) -> dict[str, Any]:
+    return {
+        "time": _time(finding.time), "requirement": finding.requirement, "kind": _finding_kind(finding.kind),
+        "call": finding.call, "drc_index": finding.drc_index or None, "detail": finding.detail,
+        "explanation": finding.explanation,
+    }  # fmt: skip
+
+
+def _finding_row(finding: fault_pb2.ConductFinding) -> tuple[str, ...]:
+    index = f"{finding.drc_index:#010x}" if finding.drc_index else "-"
+    return (_time(finding.time), finding.requirement, _finding_kind(finding.kind), finding.call, index,
+            finding.detail or "-", finding.explanation)  # fmt: skip
+
+
+_FINDING_HEADERS = ("TIME", "REQUIREMENT", "KIND", "CALL", "INDEX", "DETAIL", "EXPLANATION")
+
+
+def cmd_conduct(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    """The findings the platform retains (a table), or with ``--watch`` each finding as it is made."""
+    if options.watch:
+        return _watch_conduct(client, options, out)
+    if options.after is not None or options.count is not None:
+        raise CliError("--after and --count are for --watch")
+    reply = client.faults.GetConduct(fault_pb2.GetConductRequest(platform=options.platform))
+    if _json(options):
+        emit({"findings": [finding_json(f) for f in reply.findings], "total": reply.total}, out)
+        return 0
+    table(_FINDING_HEADERS, [_finding_row(f) for f in reply.findings], out)
+    if reply.total > len(reply.findings):
+        print(f"({reply.total - len(reply.findings)} older finding(s) no longer retained)", file=out)
+    return 0
+
+
+def _watch_conduct(client: Client, options: argparse.Namespace, out: TextIO) -> int:
+    """Follow WatchConduct until Ctrl-C (or ``--count`` findings): the retained findings first (or
+    those after ``--after``), one line each, ``#SEQUENCE`` then the table's columns."""
+    request = fault_pb2.WatchConductRequest(platform=options.platform)
+    request.after_sequence = 0 if options.after is None else options.after
+    stream = client.faults.WatchConduct(request)
+    seen = 0
+    try:
+        for response in stream:
+            if _json(options):
+                emit({"sequence": response.sequence, **finding_json(response.finding)}, out)
+            else:
+                print(f"#{response.sequence}  " + "  ".join(_finding_row(response.finding)), file=out, flush=True)
+            seen += 1
+            if options.count is not None and seen >= options.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stream.cancel()
+    return 0
+
+
 def check_health(credentials: Credentials, target: str, service: str, timeout: float) -> str:
     """The health service's status of ``service`` at ``target`` (``SERVING``, ...), or why there is none.
 
@@ -665,6 +840,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     revoke.add_argument("token_id", metavar="ID", help="the token's id (token list shows them)")
     listing = command("list", cmd_token_list, "list the tokens in force (ids, never secrets)", False, token_commands)
     listing.add_argument("--platform", default=argparse.SUPPRESS, help="only this platform's tokens")
+    add_fault_commands(commands, command)
     create = command(
         "create", cmd_create, "create a platform (QEMU-like geometry)", False,
         epilog="Without options: the default platform's geometry, -m 1G,slots=4,maxmem=4G -smp 1,maxcpus=4.\n"
@@ -752,6 +928,70 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        help="how to refuse a memory unplug (kernel 5.13+: unisolate)")  # fmt: skip
     guest.add_argument("--unary", action="store_true",
                        help="one unary RPC per RTAS call (default: one Session stream, calls batched)")  # fmt: skip
+
+
+def parse_seed(text: str) -> int:
+    """A fault rule's seed (uint64)."""
+    return parse_int(text, (1 << 64) - 1)
+
+
+def signed_int32(text: str) -> int:
+    """An RTAS status: decimal or 0x hex, negative too (int32)."""
+    try:
+        number = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not -(1 << 31) <= number < 1 << 31:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number from {-(1 << 31)} to {(1 << 31) - 1}")
+    return Given(number, text)
+
+
+def add_fault_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], command: Callable[..., argparse.ArgumentParser]
+) -> None:
+    """``fault add|list|clear`` and ``conduct`` (FaultService; a manager's token on a server with tokens)."""
+    fault = commands.add_parser("fault", help="add, list and clear a platform's fault rules (firmware that fails)")
+    fault_commands = fault.add_subparsers(dest="fault_command", required=True, metavar="{add,list,clear}")
+    add = command(
+        "add", cmd_fault_add, "add a fault rule: matching RTAS calls answer as real firmware can fail",
+        parent=fault_commands,
+        epilog="Rules are tried in the order they were added; the first that fires answers the call.\n"
+        "The same fields as a config file's [[platform.fault]] table (docs/config.md); see docs/faults.md.\n"
+        "Example: papr-emu fault add slow --effect extended-delay --call configure-connector --status 9902 --times 1",
+    )  # fmt: skip
+    add.add_argument("name", metavar="NAME", help="the rule's name: 1 to 64 letters, digits, '-' or '_'")
+    add.add_argument("--effect", choices=list(_FAULT_EFFECTS), required=True, metavar="EFFECT",
+                     help=f"what a firing rule does: {', '.join(_FAULT_EFFECTS)}")  # fmt: skip
+    add.add_argument("--call", choices=list(_FAULT_CALLS), metavar="CALL",
+                     help=f"only this call, one the effect is allowed on (default: each it is allowed on): "
+                     f"{', '.join(_FAULT_CALLS)}")  # fmt: skip
+    add.add_argument("--drc-index", type=parse_int, default=0, metavar="INDEX",
+                     help="only calls on (or logs about) this connector, e.g. 0x80000004")  # fmt: skip
+    add.add_argument("--drc-type", choices=sorted(_DRC_TYPES), help="only connectors of this type")
+    add.add_argument("--device-id", default="", metavar="ID", help="only connectors (or logs) of this device")
+    add.add_argument("--status", type=signed_int32, default=0, metavar="N",
+                     help="extended-delay: 9900..9905 (default 9901); refuse-hot-add: a negative status "
+                     "(default -9005); others: fixed")  # fmt: skip
+    add.add_argument("--times", type=parse_int, default=0, metavar="N",
+                     help="fire on this many matching calls, then never again (default 0: no limit)")  # fmt: skip
+    add.add_argument("--probability", type=float, metavar="P",
+                     help="fire on each matching call with this probability, in (0, 1] (default 1)")  # fmt: skip
+    add.add_argument("--seed", type=parse_seed, default=0, metavar="N",
+                     help="the rule's random seed: same seed, same calls, same firings (default 0)")  # fmt: skip
+    command("list", cmd_fault_list, "list the fault rules, how many calls each matched and how often it fired",
+            parent=fault_commands, epilog="-: any (a match field), no limit (TIMES).")  # fmt: skip
+    clear = command("clear", cmd_fault_clear, "remove the named fault rules, or all of them", parent=fault_commands)
+    clear.add_argument("names", nargs="*", metavar="NAME",
+                       help="a rule to remove (repeatable; none: all); an unknown name removes nothing")  # fmt: skip
+    conduct = command(
+        "conduct", cmd_conduct, "the guest's conduct report: each call that broke a LoPAR requirement",
+        epilog="--watch prints one line per finding, #SEQUENCE first (-o json: one JSON line each), until Ctrl-C.",
+    )  # fmt: skip
+    conduct.add_argument("--watch", action="store_true",
+                         help="follow the findings as they are made (the retained ones first)")  # fmt: skip
+    conduct.add_argument("--after", type=parse_sequence, metavar="N",
+                         help="with --watch: only findings after this event sequence number")  # fmt: skip
+    conduct.add_argument("--count", type=parse_int, metavar="N", help="with --watch: stop after this many findings")
 
 
 _CONNECTION_OPTIONS = (
