@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,8 +27,16 @@ from conftest import new_platform
 from helpers import connector, events_since, plug, unplug
 from papr.v1 import connector_pb2, device_pb2, fault_pb2, guest_pb2, platform_pb2
 from papr_emu import PaprServer
-from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
+from papr_emu_client import Client, Guest, Outcome, ReferenceGuest, RefusalPolicy
 from papr_emu_client.connectors import list_all
+from papr_emu_client.errorlog import (
+    ACTION_ADD,
+    EVENT_CLASS_EPOW,
+    EVENT_CLASS_HOTPLUG,
+    RESOURCE_CPU,
+    RESOURCE_PCI,
+    parse_hotplug_event,
+)
 from papr_emu_client.fdt import nodes_by_path, read_dtb
 from papr_emu_sandbox.cli import RMO, Sandbox, open_sandbox
 from papr_emu_sandbox.tree import differences
@@ -403,6 +412,35 @@ def test_librtas_returns_configure_connector_status_5_to_its_caller(twins: Twins
     assert fault_events(client, platform, after) == [("page", F.FAULT_CALL_CONFIGURE_CONNECTOR, NIC_DRC, 5)]
     assert conduct(client, platform, F.CONDUCT_FINDING_KIND_NO_EXTENT_PAGE) == []  # it never called again
     twins.check_tree(NIC_NODE)
+
+
+def test_the_sandbox_fetches_event_logs_as_the_kernel_does(client: Client, dlpar: Path, tmp_path: Path) -> None:
+    """No program in the sandbox sees an interrupt; the kernel's ras_hotplug_interrupt would have fetched each
+    announced log with check-exception before any tool acts, so the bridge does: pending ones when it starts,
+    then one per pulse. No log is left for a LOG_NOT_DRAINED finding, or any other."""
+    platform = new_platform(client)
+    linux_cas(client, platform)
+    plug(client, platform, "nic", NIC)  # queued and pulsed before the sandbox exists
+    with open_sandbox(client, platform, tmp_path / "sandbox") as sandbox:
+        events = [parse_hotplug_event(blob) for blob in sandbox.bridge.logs]
+        assert [(e.resource, e.action, e.index) for e in events] == [(RESOURCE_PCI, ACTION_ADD, NIC_DRC)]
+        plug(client, platform, "core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
+        deadline = time.monotonic() + 10
+        while len(sandbox.bridge.logs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # the pulse's own check-exception, made on the bridge's thread
+        core = parse_hotplug_event(sandbox.bridge.logs[-1])
+        assert (len(sandbox.bridge.logs), core.resource, core.action, core.index) == (2, RESOURCE_CPU, ACTION_ADD,
+                                                                                     CORE_DRC)  # fmt: skip
+        for args in (["pci-add", hex(NIC_DRC)], ["cpu-add", hex(CORE_DRC)]):
+            output = subprocess.run(
+                sandbox.command([str(dlpar), *args]), env=sandbox.environment(), capture_output=True, text=True,
+                timeout=60,
+            ).stdout  # fmt: skip
+            assert output.startswith("outcome: done|"), output
+        assert len(sandbox.bridge.logs) == 2
+    assert client.faults.GetConduct(fault_pb2.GetConductRequest(platform=platform)).findings == []
+    assert Guest(client.rtas, platform).check_exception(EVENT_CLASS_EPOW | EVENT_CLASS_HOTPLUG, 2048)[0] == 1
+    client.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
 
 
 def test_the_tree_is_booted_again_after_cas(client: Client, tmp_path: Path) -> None:

@@ -18,6 +18,16 @@ process and sends one request at a time (the wire format is in ``preload.c``):
 After every call that can change what the export shows (set-indicator, set-power-level,
 a configure-connector walk's end) and every ofdt write, the directory is refreshed from
 ``PlatformService.GetDeviceTree``.
+
+The bridge also fetches the platform's event logs as the guest kernel does, since a program
+in the sandbox never sees an interrupt: Linux's ``ras_hotplug_interrupt`` and
+``ras_epow_interrupt`` (arch/powerpc/platforms/pseries/ras.c) make one check-exception per
+interrupt, so every log an interrupt announces is fetched before a tool acts on it (the kernel
+does the CPU and memory DLPAR; PCI and PHB logs go to rtas_errd, which runs drmgr). The
+bridge makes one check-exception per pulse of ``InterruptService.WatchInterrupts`` and, so
+that no pulse still in flight can race a program's first call, fetches every pending log when
+it starts and before a process's first request (the kernel's periodic event-scan would find
+a log whose interrupt was withheld, too). The logs are kept in :attr:`Bridge.logs`.
 """
 
 from __future__ import annotations
@@ -34,11 +44,12 @@ from typing import Final
 import grpc
 import structlog
 
-from papr.v1 import connector_pb2, rtas_pb2
+from papr.v1 import connector_pb2, interrupt_pb2, rtas_pb2
 from papr_emu.model import rtas
 from papr_emu.model.rtas_dispatch import FUNCTIONS
 from papr_emu_client import Client
 from papr_emu_client.connectors import list_all
+from papr_emu_client.errorlog import EVENT_CLASS_EPOW, EVENT_CLASS_HOTPLUG
 from papr_emu_client.fdt import nodes_by_path, read_dtb
 
 from .tree import DeviceTreeDir, OfdtError, comparable, parse_ofdt
@@ -52,6 +63,11 @@ CHANGING_TOKENS: Final = frozenset({rtas.TOKEN_SET_INDICATOR, rtas.TOKEN_SET_POW
 WALK_GOES_ON: Final = frozenset({1, 2, 3, 4, 5, -2, *range(9900, 9906)})
 
 CONFIGURED: Final = frozenset({connector_pb2.DRC_STATE_LOGICAL_CONFIGURED, connector_pb2.DRC_STATE_PHYSICAL_CONFIGURED})
+#: The event classes whose interrupts the kernel handles with check-exception (ras.c), and its buffer.
+KERNEL_EVENT_CLASSES: Final = EVENT_CLASS_EPOW | EVENT_CLASS_HOTPLUG
+ERROR_LOG_MAX: Final = 2048  # rtas-error-log-max, as QEMU and Linux size the buffer
+#: Logs fetched in one go at most (a platform's queue is bounded well below this).
+MAX_FETCH: Final = 4096
 
 log = structlog.get_logger("papr_emu_sandbox")
 
@@ -78,8 +94,10 @@ class Bridge:
     rmo: Region
     socket_path: Path
     findings: list[str] = field(default_factory=list)
+    logs: list[bytes] = field(default_factory=list)  # event logs fetched in the kernel's stead, in order
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _listener: socket.socket | None = None
+    _interrupts: grpc.Future | None = None
     _last_dtb: bytes = b""
 
     def configured(self) -> set[int]:
@@ -113,9 +131,21 @@ class Bridge:
         listener.bind(str(self.socket_path))
         listener.listen(16)
         self._listener = listener
+        interrupts = self.client.interrupts.WatchInterrupts(
+            interrupt_pb2.WatchInterruptsRequest(platform=self.platform)
+        )
+        interrupts.initial_metadata()  # subscribed: a pulse from here on is seen, an earlier log fetched now
+        self._interrupts = interrupts
+        threading.Thread(
+            target=self._watch_interrupts, args=(interrupts,), name="papr-sandbox-irq", daemon=True
+        ).start()
+        with self._lock:
+            self.fetch_logs()
         threading.Thread(target=self._accept, name="papr-sandbox-bridge", daemon=True).start()
 
     def stop(self) -> None:
+        if self._interrupts is not None:
+            self._interrupts.cancel()
         if self._listener is not None:
             try:
                 self._listener.shutdown(socket.SHUT_RDWR)
@@ -134,6 +164,8 @@ class Bridge:
 
     def _serve(self, connection: socket.socket) -> None:
         with connection:
+            with self._lock:
+                self.fetch_logs()  # a new process: whatever an interrupt announced, the kernel has fetched
             while True:
                 header = _receive(connection, 8)
                 if header is None:
@@ -161,6 +193,36 @@ class Bridge:
         if kind == KIND_OFDT:
             return self.ofdt(payload), []
         return errno.EINVAL, []
+
+    # ---- the kernel's interrupt handlers ----
+
+    def fetch_logs(self, event_classes: int = KERNEL_EVENT_CLASSES, limit: int = MAX_FETCH) -> int:
+        """check-exception until no log is pending (or ``limit`` logs); how many were fetched. Call with the lock."""
+        request = rtas_pb2.CheckExceptionRequest(
+            platform=self.platform, vector_offset=0x500, event_mask=event_classes, buffer_length=ERROR_LOG_MAX
+        )
+        for fetched in range(limit):
+            try:
+                reply = self.client.rtas.CheckException(request)
+            except grpc.RpcError as error:  # the platform deleted, say: the program's own calls will tell
+                log.warning("sandbox.check_exception_failed", code=error.code().name, details=error.details())
+                return fetched
+            if reply.status != 0:
+                return fetched
+            self.logs.append(reply.buffer)
+            log.info("sandbox.event_log_fetched", length=len(reply.buffer))
+        return limit
+
+    def _watch_interrupts(self, call: grpc.Future) -> None:
+        """ras_hotplug_interrupt / ras_epow_interrupt: one check-exception per pulse, of the pulse's class."""
+        try:
+            for pulse in call:
+                if pulse.event_class & KERNEL_EVENT_CLASSES:
+                    with self._lock:
+                        self.fetch_logs(pulse.event_class, limit=1)
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                log.warning("sandbox.interrupts_ended", code=error.code().name, details=error.details())
 
     # ---- RTAS ----
 
