@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import grpc
 
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
-from papr_emu_client import Client
+from papr_emu_client import Client, Guest
 from papr_emu_client.connectors import list_all
 
 
@@ -30,6 +30,14 @@ def plug(client: Client, platform: str, device_id: str, spec: device_pb2.DeviceS
 def unplug(client: Client, platform: str, device_id: str) -> hotplug_pb2.UnplugDeviceResponse:
     """HotplugService.UnplugDevice."""
     return client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id=device_id))
+
+
+def drain(guest: Guest) -> int:
+    """Fetch every queued event log with check-exception, as a guest's interrupt handler does; how many."""
+    fetched = 0
+    while guest.check_exception(0xFFFFFFFF, 2048)[0] == 0:
+        fetched += 1
+    return fetched
 
 
 def connector(client: Client, platform: str, index: int) -> connector_pb2.Connector:

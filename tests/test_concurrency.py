@@ -58,11 +58,16 @@ def test_many_stubs_on_two_platforms(client: Client) -> None:
         # Every device came and went; every connector is back to empty; the log has no gaps.
         assert [c.device_id for c in connectors(client, p, attached_only=True)] == ["core0", "phb0"]
         events = events_since(client, p, before[p].last_event_sequence)
-        assert [e.sequence for e in events] == list(
-            range(before[p].last_event_sequence + 1, before[p].last_event_sequence + 1 + 6 * rounds * 3)
-        )
+        assert [e.sequence for e in events] == list(range(before[p].last_event_sequence + 1, events[-1].sequence + 1))
         kinds = [e.WhichOneof("kind") for e in events]
-        assert kinds.count("device_added") == kinds.count("device_deleted") == 6 * rounds
+        assert (
+            kinds.count("device_added")
+            == kinds.count("device_deleted")
+            == kinds.count("unplug_requested")
+            == 6 * rounds
+        )
+        # These stubs never fetch event logs: what else is there is the conduct report saying so.
+        assert set(kinds) - {"device_added", "device_deleted", "unplug_requested"} <= {"conduct_finding"}
 
 
 def test_platforms_do_not_block_one_another(client: Client, server: PaprServer) -> None:

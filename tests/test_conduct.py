@@ -6,7 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from helpers import Watcher, plug, unplug
+from helpers import Watcher, drain, plug, unplug
 from papr.v1 import device_pb2, fault_pb2
 from papr_emu_client import Client, Guest, ReferenceGuest
 from papr_emu_client.workarea import new_work_area
@@ -26,8 +26,13 @@ def kinds(client: Client, platform: str) -> list[tuple[int, str, int]]:
     return [(f.kind, f.requirement, f.drc_index) for f in findings(client, platform)]
 
 
+def plug_and_drain(client: Client, platform: str, guest: Guest, device_id: str, spec: device_pb2.DeviceSpec) -> None:
+    plug(client, platform, device_id, spec)
+    assert drain(guest) >= 1
+
+
 def test_configure_connector_before_unisolate(client: Client, platform: str, guest: Guest) -> None:
-    plug(client, platform, "core1", CORE1)
+    plug_and_drain(client, platform, guest, "core1", CORE1)
     assert guest.configure_step(new_work_area(CPU1))[0] == -9003  # never acquired
     (finding,) = findings(client, platform)
     assert (finding.kind, finding.requirement, finding.call, finding.drc_index, finding.detail) == (
@@ -38,14 +43,14 @@ def test_configure_connector_before_unisolate(client: Client, platform: str, gue
 
 
 def test_unisolate_without_allocation(client: Client, platform: str, guest: Guest) -> None:
-    plug(client, platform, "core1", CORE1)
+    plug_and_drain(client, platform, guest, "core1", CORE1)
     assert guest.set_indicator(ISO, CPU1, 1) == -3
     assert kinds(client, platform) == [(F.CONDUCT_FINDING_KIND_UNISOLATE_UNALLOCATED, "R1-13.5.3.4-5", CPU1)]
     assert findings(client, platform)[0].call == "set-indicator(9001, 0x10000001, 1)"
 
 
 def test_configure_connector_abandoned_half_way(client: Client, platform: str, guest: Guest) -> None:
-    plug(client, platform, "core1", CORE1)
+    plug_and_drain(client, platform, guest, "core1", CORE1)
     guest.acquire_drc(CPU1)
     assert guest.configure_step(new_work_area(CPU1))[0] == 2  # the node: the sequence has begun
     assert findings(client, platform) == []
@@ -54,7 +59,7 @@ def test_configure_connector_abandoned_half_way(client: Client, platform: str, g
 
 
 def test_isolating_a_cpu_whose_threads_run(client: Client, platform: str, guest: Guest) -> None:
-    plug(client, platform, "core1", CORE1)
+    plug_and_drain(client, platform, guest, "core1", CORE1)
     guest.acquire_drc(CPU1)
     guest.configure_connector(CPU1)
     assert guest.start_cpu(1, 0x60, 1) == 0  # thread 1 runs
@@ -66,7 +71,9 @@ def test_isolating_a_cpu_whose_threads_run(client: Client, platform: str, guest:
 
 
 def test_refusal_signals_are_not_findings(client: Client, platform: str, guest: Guest) -> None:
-    plug(client, platform, "dimm1", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20)))
+    plug_and_drain(
+        client, platform, guest, "dimm1", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=512 << 20))
+    )
     for index in LMBS:
         guest.acquire_drc(index)
         guest.configure_connector(index)
@@ -74,6 +81,50 @@ def test_refusal_signals_are_not_findings(client: Client, platform: str, guest: 
     assert guest.set_indicator(ISO, LMBS[0], 1) == 0  # unisolate during an unplug: refused (5.13+)
     unplug(client, platform, "dimm1")
     guest.configure_connector(LMBS[1])  # configure-connector during an unplug: refused (older kernels)
+    assert findings(client, platform) == []
+
+
+def test_starting_a_dr_sequence_without_fetching_its_log(client: Client, platform: str, guest: Guest) -> None:
+    plug(client, platform, "core1", CORE1)  # its add log is queued and its interrupt pulsed
+    guest.acquire_drc(CPU1)  # allocation usable, then unisolate: one finding for the one log
+    (finding,) = findings(client, platform)
+    assert (finding.kind, finding.requirement, finding.call, finding.drc_index, finding.detail) == (
+        F.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED, "LoPAR sec_rtas_hot_plug", "set-indicator(9003, 0x10000001, 1)", CPU1,
+        "hotplug log 0 still queued",
+    )  # fmt: skip
+    assert "check-exception" in finding.explanation
+    guest.configure_connector(CPU1)
+    assert drain(guest) == 1  # fetched late: no more findings for that log
+    unplug(client, platform, "core1")  # a remove log, not fetched before the isolate
+    guest.release_drc(CPU1)
+    assert [(f.kind, f.call) for f in findings(client, platform)][1:] == [
+        (F.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED, "set-indicator(9001, 0x10000001, 0)")
+    ]
+
+
+def test_a_log_not_announced_or_for_another_connector_is_no_finding(
+    client: Client, platform: str, guest: Guest
+) -> None:
+    # The add log of dimm1 names its LMBs; acting on core1 is not acting on them.
+    plug_and_drain(client, platform, guest, "core1", CORE1)
+    plug(client, platform, "dimm1", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)))
+    guest.acquire_drc(CPU1)
+    assert findings(client, platform) == []
+    # A log queued with its interrupt withheld (a fault) was never announced.
+    rule = F.FaultRule(name="quiet", effect=F.FAULT_EFFECT_INTERRUPT_DELAY, device_id="dimm2")
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+    drain(guest)
+    plug(client, platform, "dimm2", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)))
+    guest.acquire_drc(LMBS[1])
+    assert findings(client, platform) == []
+
+
+def test_a_duplicated_log_is_no_finding_while_its_twin_is_handled(client: Client, platform: str, guest: Guest) -> None:
+    rule = F.FaultRule(name="twice", effect=F.FAULT_EFFECT_LOG_DUPLICATE, device_id="core1")
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+    plug(client, platform, "core1", CORE1)
+    assert guest.check_exception(0xFFFFFFFF, 2048)[0] == 0  # the first copy; its twin stays queued
+    guest.acquire_drc(CPU1)
     assert findings(client, platform) == []
 
 
@@ -117,7 +168,7 @@ def test_watch_conduct_streams_each_finding_once(client: Client, platform: str, 
     call = client.faults.WatchConduct(F.WatchConductRequest(platform=platform))
     subscribed_after = int(dict(call.initial_metadata())["papr-subscribed-after"])
     watcher = Watcher(client, platform)
-    plug(client, platform, "core1", CORE1)
+    plug_and_drain(client, platform, guest, "core1", CORE1)
     guest.set_indicator(ISO, CPU1, 1)
     guest.configure_step(new_work_area(CPU1))
     first, second = next(call), next(call)
@@ -128,6 +179,8 @@ def test_watch_conduct_streams_each_finding_once(client: Client, platform: str, 
     assert [e.WhichOneof("kind") for e in events] == ["device_added", "conduct_finding", "conduct_finding"]
     assert [first.sequence, second.sequence] == [events[1].sequence, events[2].sequence]
     assert first.sequence > subscribed_after
+    incarnation = dict(call.initial_metadata())["papr-incarnation"]
+    assert len(incarnation) == 36 and {e.incarnation for e in events} == {incarnation}  # this server run
     assert [f.kind for f in findings(client, platform)] == [first.finding.kind, second.finding.kind]
     call.cancel()
     # Resuming after the first replays the second.

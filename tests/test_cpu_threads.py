@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from helpers import Watcher, connector, plug, unplug
+from helpers import Watcher, connector, drain, plug, unplug
 from papr.v1 import connector_pb2, device_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu.model import Platform, default_geometry
@@ -161,10 +161,12 @@ def test_releasing_a_core_whose_threads_run_deletes_it_with_them(client: Client,
     guest = Guest(client.rtas, smt2)
     watcher = Watcher(client, smt2)
     plug(client, smt2, "core2", core(2))
+    drain(guest)
     guest.acquire_drc(CORE2)
     guest.configure_items(CORE2)
     assert guest.start_cpu(2, 0x60, 2) == 0
     unplug(client, smt2, "core2")
+    drain(guest)
     assert guest.set_indicator(ISOLATION_STATE, CORE2, 0) == 0  # thread 2 still runs
     assert states(guest, [2, 3]) == [(0, RUNNING), (0, STOPPED)]  # isolated, not yet released
     assert guest.set_indicator(ALLOCATION_STATE, CORE2, 0) == 0

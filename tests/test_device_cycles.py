@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from helpers import Watcher, connector, connectors, plug, unplug
+from helpers import Watcher, connector, connectors, drain, plug, unplug
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, platform_pb2
 from papr_emu_client import Client, Guest
 
@@ -22,6 +22,7 @@ def test_cpu_core_cycle(client: Client, platform: str, guest: Guest) -> None:
     core = plug(client, platform, "core2", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=2)))
     assert list(core.drc_indexes) == [0x10000002]
     assert connector(client, platform, 0x10000002).name == "CPU 2"
+    assert drain(guest) == 1  # the add log, fetched as the guest's interrupt handler does
     guest.acquire_drc(0x10000002)
     node = guest.configure_connector(0x10000002)
     assert node.name == "PowerPC,POWER9@2"
@@ -36,6 +37,7 @@ def test_cpu_core_cycle(client: Client, platform: str, guest: Guest) -> None:
     # A second request is accepted (QEMU re-sends the remove event) and changes nothing.
     assert not unplug(client, platform, "core2").deleted
     assert guest.set_indicator(ALLOCATION, 0x10000002, 0) == -3  # CONFIGURED: must isolate first
+    assert drain(guest) == 2  # the remove log, twice
     guest.release_drc(0x10000002)
     c = connector(client, platform, 0x10000002)
     assert (c.state, c.device_id, c.unplug_pending) == (S.DRC_STATE_LOGICAL_UNUSABLE, "", False)
@@ -97,6 +99,7 @@ def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) ->
 
     plug(client, platform, "f1", spec(6, 1))
     plug(client, platform, "f0", spec(6, 0))
+    assert drain(guest) == 2  # an add log per function, once function 0 is there
     for index in (0x40000030, 0x40000031):
         guest.set_indicator(ISOLATION, index, 1)
         guest.configure_connector(index)
@@ -109,6 +112,7 @@ def test_pci_multifunction_rules(client: Client, platform: str, guest: Guest) ->
         unplug(client, platform, "f1")
     assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert again.value.details() == "PCI device unplug already in progress for device f1"
+    assert drain(guest) == 2
     for index in (0x40000031, 0x40000030):
         assert guest.set_indicator(ISOLATION, index, 0) == 0
     events = watcher.wait_for(4)
@@ -143,6 +147,7 @@ def test_phb_cycle(client: Client, platform: str, guest: Guest) -> None:
 
     watcher = Watcher(client, platform)
     assert not unplug(client, platform, "phb1").deleted
+    drain(guest)
     guest.release_drc(0x20000001)
     events = watcher.wait_for(3)
     assert kinds(events) == ["unplug_requested", "device_deleted", "device_deleted"]

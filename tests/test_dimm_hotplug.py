@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import struct
 
-from helpers import Watcher, connector, last_sequence
+from helpers import Watcher, connector, drain, last_sequence
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2, rtas_pb2
 from papr_emu_client import Client, Guest, new_work_area
 
@@ -83,6 +83,7 @@ def test_dimm_hot_add_and_unplug(client: Client, platform: str, guest: Guest) ->
     assert list(requested.unplug_requested.drc_indexes) == list(dimm.drc_indexes)
     for index in dimm.drc_indexes:
         assert connector(client, platform, index).unplug_pending
+    assert drain(guest) == 2  # the add and the remove log, fetched before the remove starts
 
     for n, index in enumerate(dimm.drc_indexes):
         assert guest.sense(index) == (0, 1)

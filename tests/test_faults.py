@@ -12,7 +12,7 @@ import grpc
 import pytest
 
 from conftest import new_platform
-from helpers import Watcher, connector, plug
+from helpers import Watcher, connector, drain, plug
 from papr.v1 import connector_pb2, device_pb2, fault_pb2, interrupt_pb2, platform_pb2, rtas_pb2
 from papr.v1 import hotplug_pb2 as H
 from papr_emu_client import Client, Guest, ReferenceGuest
@@ -190,6 +190,7 @@ def test_status_5_answered_without_a_page_is_5_again_and_a_finding(client: Clien
     add_rule(client, platform, "more-memory", F.FAULT_EFFECT_NEED_MEMORY, drc_index=CPU1, times=1)
     plug(client, platform, "core1", device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=1)))
     guest = Guest(client.rtas, platform, retry=None)  # sees every status as it comes
+    drain(guest)
     guest.acquire_drc(CPU1)
     area = new_work_area(CPU1)
     assert guest.configure_step(area)[0] == 5

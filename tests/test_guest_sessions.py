@@ -32,9 +32,12 @@ def dimm(size: int) -> device_pb2.DeviceSpec:
 
 
 def event_summary(event: hotplug_pb2.Event) -> tuple[Any, ...]:
-    """What an event says, without its sequence number, platform and time."""
+    """What an event says, without its sequence number, platform and times (a finding has one too)."""
     kind = event.WhichOneof("kind")
-    body = getattr(event, str(kind))
+    body = type(getattr(event, str(kind)))()
+    body.CopyFrom(getattr(event, str(kind)))
+    if "time" in body.DESCRIPTOR.fields_by_name:
+        body.ClearField("time")
     return (kind, body.SerializeToString(deterministic=True))
 
 

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from test_server_cli import PAPR_EMU, wait_serving
 from test_snapshots import DIMM_GEOMETRY, LMB_GEOMETRY, Clocks, Op, apply, ops, without_name
 
+from helpers import last_sequence
 from papr.v1 import device_pb2, guest_pb2, hotplug_pb2, platform_pb2, rtas_pb2
 from papr_emu.model import CpuCoreParams, Platforms, default_geometry
 from papr_emu.state import StateDir, StateError
@@ -185,3 +186,41 @@ def test_sigterm_keeps_state_too(server: Any) -> None:
     _, client = server()
     names = [p.name for p in client.platforms.ListPlatforms(platform_pb2.ListPlatformsRequest()).platforms]
     assert names == ["default", "x"]
+
+
+def test_a_resuming_watcher_sees_each_restart(server: Any) -> None:
+    """Events carry the run that made them; a new stream names the run it is served by."""
+
+    def watch(client: Client, after: int) -> tuple[str, list[hotplug_pb2.Event]]:
+        stream = client.hotplug.WatchEvents(hotplug_pb2.WatchEventsRequest(platform="w", after_sequence=after))
+        incarnation = dict(stream.initial_metadata())["papr-incarnation"]
+        events = [next(stream).event for _ in range(last_sequence(client, "w") - after)]
+        stream.cancel()
+        return incarnation, events
+
+    def plug_core(client: Client, core_id: int) -> None:
+        spec = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=core_id))
+        client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform="w", id=f"core{core_id}", spec=spec))
+
+    runs = []
+    for core_id in (1, 2, 3):  # three runs, each killed after plugging a core
+        process, client = server()
+        if core_id == 1:
+            geometry = platform_pb2.Geometry(
+                memory_bytes=1 << 30, max_memory_bytes=4 << 30, memory_slots=4, cpus=1, max_cpus=4
+            )
+            client.platforms.CreatePlatform(platform_pb2.CreatePlatformRequest(name="w", geometry=geometry))
+        plug_core(client, core_id)
+        incarnation, events = watch(client, 0)
+        runs.append(incarnation)
+        # Sequence numbers go on across runs; each event keeps the run that made it.
+        assert [e.sequence for e in events] == list(range(1, len(events) + 1))
+        plugged = [
+            e for e in events if e.device_added.device.id.startswith("core") and e.device_added.device.hotplugged
+        ]
+        assert [e.device_added.device.id for e in plugged] == [f"core{n}" for n in range(1, core_id + 1)]
+        assert [e.incarnation for e in plugged] == runs
+        assert {e.incarnation for e in events if e not in plugged} == {runs[0]}  # the platform's own, at creation
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+    assert len(set(runs)) == 3 and all(len(r) == 36 for r in runs)  # a UUID per run

@@ -18,6 +18,7 @@ from typing import Any
 
 import grpc
 import pytest
+from test_guest_sessions import event_summary
 
 from conftest import new_platform
 from helpers import connectors, events_since, last_sequence, plug, unplug
@@ -25,7 +26,6 @@ from papr.v1 import (
     connector_pb2,
     device_pb2,
     guest_pb2,
-    hotplug_pb2,
     platform_pb2,
 )
 from papr_emu import PaprServer
@@ -79,12 +79,6 @@ def counted(server: PaprServer) -> Iterator[tuple[Client, InFlight]]:
     client = Client.over(channel)
     with client:
         yield client, census
-
-
-def event_summary(event: hotplug_pb2.Event) -> tuple[Any, bytes]:
-    """What an event says, without its sequence number, platform and time."""
-    kind = event.WhichOneof("kind")
-    return kind, getattr(event, str(kind)).SerializeToString(deterministic=True)
 
 
 def memory_scenario(client: Client, transport: Transport, concurrency: int, count_indexed: bool) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import Watcher, connector
+from helpers import Watcher, connector, drain
 from papr.v1 import connector_pb2, device_pb2, hotplug_pb2
 from papr_emu_client import Client, Guest
 
@@ -14,11 +14,13 @@ LMBS = [0x80000004, 0x80000005, 0x80000006]
 def plug_configured_dimm(client: Client, platform: str, guest: Guest) -> Watcher:
     spec = device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=3 * (256 << 20)))
     client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="dimm1", spec=spec))
+    drain(guest)  # the guest's interrupt handler fetches each log before the DR calls
     for index in LMBS:
         guest.acquire_drc(index)
         guest.configure_items(index)
     watcher = Watcher(client, platform)
     client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id="dimm1"))
+    drain(guest)
     assert all(connector(client, platform, i).unplug_pending for i in LMBS)
     return watcher
 
@@ -69,6 +71,7 @@ def test_partial_release_then_refusal_then_unplug_again(client: Client, platform
     guest.configure_items(0x80000004)
     # And a later unplug works from scratch.
     client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id="dimm1"))
+    drain(guest)
     for index in LMBS:
         guest.release_drc(index)
     kinds = [e.WhichOneof("kind") for e in watcher.wait_for(4)]
@@ -79,16 +82,19 @@ def test_partial_release_then_refusal_then_unplug_again(client: Client, platform
 def test_cpu_refused_by_unisolate_and_retried(client: Client, platform: str, guest: Guest) -> None:
     spec = device_pb2.DeviceSpec(cpu_core=device_pb2.CpuCoreSpec(core_id=3))
     client.hotplug.PlugDevice(hotplug_pb2.PlugDeviceRequest(platform=platform, id="core3", spec=spec))
+    drain(guest)
     guest.acquire_drc(0x10000003)
     guest.configure_items(0x10000003)
     watcher = Watcher(client, platform)
     client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id="core3"))
+    drain(guest)
     assert guest.set_indicator(ISO, 0x10000003, 1) == 0  # "CPU busy"
     assert not connector(client, platform, 0x10000003).unplug_pending
     events = watcher.wait_for(2)
     assert events[1].unplug_rejected.device_id == "core3"
     # Retried: this time the guest lets it go.
     client.hotplug.UnplugDevice(hotplug_pb2.UnplugDeviceRequest(platform=platform, id="core3"))
+    drain(guest)
     guest.release_drc(0x10000003)
     assert watcher.wait_for(4)[3].WhichOneof("kind") == "device_deleted"
     watcher.close()

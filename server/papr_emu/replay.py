@@ -74,7 +74,9 @@ _SEQUENCE_FIELDS: Final = frozenset({"sequence", "last_event_sequence"})
 _IGNORED_TYPES: Final = frozenset({"google.protobuf.Timestamp", "papr.v1.AccessToken"})
 #: Fields left out of comparisons: a snapshot document holds times and the platform's name (its
 #: restore is what matters, and the calls after a RestorePlatform compare that).
-_IGNORED_FIELDS: Final = frozenset({("papr.v1.SnapshotPlatformResponse", "snapshot")})
+_IGNORED_FIELDS: Final = frozenset(
+    {("papr.v1.SnapshotPlatformResponse", "snapshot"), ("papr.v1.Event", "incarnation")}  # the run's id: new each run
+)
 # A PAPR v6 platform event log: version byte 6, the PH section at 24, its creation date and time at 32-39.
 _LOG_VERSION, _PH_AT, _TIME_AT, _TIME_END = 0x06, 24, 32, 40
 

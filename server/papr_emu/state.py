@@ -18,8 +18,9 @@ call). A torn last line (the server killed in the middle of the write) is recogn
 dropped: that call never answered. Why a journal of calls rather than SQLite: see
 ``bench/state_store.py`` and the README's performance section.
 
-Each server run has an incarnation id (a UUID), carried by events and event streams, so a
-watcher that resumes can tell it talks to a new run.
+Each server run has an incarnation id (``Platforms.incarnation``, a UUID) that its events and
+event streams carry, so a watcher that resumes can tell it talks to a new run; the snapshot
+file names the run its journal was written in, so replayed calls remake their events in it.
 
 Example::
 
@@ -44,7 +45,6 @@ import os
 import shutil
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -203,6 +203,7 @@ class PlatformStore:
             "journal_format": JOURNAL_FORMAT,
             "covers": self._total,
             "monotonic": time.monotonic(),  # what the journal's monotonic readings are measured against
+            "incarnation": self.platform.incarnation,  # the run the journal's calls are made in
             "snapshot": self.platform.snapshot(),
         }
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -275,13 +276,12 @@ def replay(platform: Platform, tape: ClockTape, records: list[list[Any]], offset
 
 
 class StateDir:
-    """A state directory: its lock, its platforms' stores, and this run's incarnation."""
+    """A state directory: its lock and its platforms' stores."""
 
     def __init__(self, path: str | os.PathLike[str], sync: bool = False, compact_every: int = DEFAULT_COMPACT_EVERY):
         self.path = Path(path)
         self.sync = sync
         self.compact_every = compact_every
-        self.incarnation = str(uuid.uuid4())
         try:
             (self.path / "platforms").mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(self.path / "lock", os.O_RDWR | os.O_CREAT, 0o644)
@@ -324,6 +324,7 @@ class StateDir:
             snapshot = document["snapshot"]
             tape = store.tape
             offset = time.monotonic() - float(document["monotonic"])  # this run's monotonic clock vs the last
+            incarnation = str(document.get("incarnation", ""))
 
             def build(
                 name: str = name,
@@ -331,12 +332,13 @@ class StateDir:
                 tape: ClockTape = tape,
                 records: list[list[Any]] = records,
                 offset: float = offset,
+                incarnation: str = incarnation,
             ) -> Platform:
                 platform = Platform.restore(
                     name, snapshot, clock=tape.time, monotonic=tape.monotonic,
-                    limits=platforms.limits, lmb_budget=platforms.lmbs,
+                    limits=platforms.limits, lmb_budget=platforms.lmbs, incarnation=incarnation,
                 )  # fmt: skip
-                replay(platform, tape, records, offset)
+                replay(platform, tape, records, offset)  # the events it makes again are the last run's
                 return platform
 
             platform = platforms.adopt(name, build)

@@ -23,11 +23,22 @@ import collections
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from . import rtas
 from .devices import CpuCore
 from .drc import CPU, LMB, Drc, DrcState  # noqa: F401  (LMB: the doctest)
+from .rtas_log import HP_ACTION_ADD, HP_ACTION_REMOVE
+
+if TYPE_CHECKING:
+    from .rtas_events import QueuedLog
+
+#: The set-indicator calls that start a DR sequence, and the hotplug action they start.
+_STARTS: Final = {
+    (rtas.ALLOCATION_STATE, rtas.ALLOCATION_USABLE): HP_ACTION_ADD,
+    (rtas.ISOLATION_STATE, rtas.UNISOLATE): HP_ACTION_ADD,
+    (rtas.ISOLATION_STATE, rtas.ISOLATE): HP_ACTION_REMOVE,
+}
 
 #: Findings a platform keeps (the oldest go first); the stream sees every one.
 RETAINED_FINDINGS: Final = 4096
@@ -61,6 +72,12 @@ class FindingKind(enum.Enum):
     UNISOLATE_UNALLOCATED = (
         "R1-13.5.3.4-5",
         "unisolated a logical connector without first setting its allocation-state usable",
+    )
+    LOG_NOT_DRAINED = (
+        # No R-number found for it: the section of LoPAR that reference/papr-drc.md §6.1 cites.
+        "LoPAR sec_rtas_hot_plug",
+        "started a DR sequence on a connector whose hotplug event log an interrupt announced and the "
+        "guest never fetched with check-exception (Linux fetches it in the interrupt handler)",
     )
 
     @property
@@ -100,8 +117,15 @@ _CONTINUES: Final = frozenset(
 class Conduct:
     """A platform's findings, and what it remembers of the guest's sequences to make them."""
 
-    def __init__(self, clock: Callable[[], float], retained: int = RETAINED_FINDINGS) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        retained: int = RETAINED_FINDINGS,
+        undrained: Callable[[int, int], QueuedLog | None] = lambda index, action: None,
+    ) -> None:
+        """``undrained(index, action)``: the announced, unfetched hotplug log about the connector, if any."""
         self._clock = clock
+        self._undrained = undrained
         self.findings: collections.deque[Finding] = collections.deque(maxlen=retained)
         self.total = 0  # findings ever made (the deque keeps the newest)
         self._configuring: set[int] = set()  # connectors with a sequence under way (last status 1..4)
@@ -132,6 +156,11 @@ class Conduct:
             found.append(
                 self._finding(FindingKind.ABANDONED_CONFIGURE, call, drc.index, "sequence left after a 1-4 status")
             )
+        action = _STARTS.get((indicator, value))
+        refusal = action == HP_ACTION_ADD and drc.unplug_requested  # a refusal signal, not an add
+        if action is not None and not refusal and (log := self._undrained(drc.index, action)):
+            detail = f"hotplug log {log.plid} still queued"
+            found.append(self._finding(FindingKind.LOG_NOT_DRAINED, call, drc.index, detail))
         if indicator != rtas.ISOLATION_STATE:
             return found
         if (
@@ -167,6 +196,16 @@ class Conduct:
 
     def reset(self) -> None:
         self._configuring.clear()
+
+    def state(self) -> tuple[list[Finding], int, list[int]]:
+        """What a snapshot keeps: the retained findings, how many were ever made, the sequences under way."""
+        return list(self.findings), self.total, sorted(self._configuring)
+
+    def restore(self, findings: list[Finding], total: int, configuring: list[int]) -> None:
+        """Put back :meth:`state` (on a report with no findings yet)."""
+        self.findings.extend(findings)
+        self.total = total
+        self._configuring = set(configuring)
 
 
 __all__ = ["RETAINED_FINDINGS", "Conduct", "Finding", "FindingKind"]

@@ -65,6 +65,7 @@ class Event:
     platform: str
     time: float
     body: EventBody
+    incarnation: str = ""  # the server run that made it (Platforms.incarnation)
 
 
 class SubscriptionOverflow(Exception):
@@ -117,10 +118,11 @@ class EventLog:
         self._queue_limit = queue_limit
         self._closed: str | None = None
         self.last_sequence = 0
+        self.incarnation = ""  # stamped on each event published (the platform's owner sets it)
 
     def publish(self, body: EventBody) -> Event:
         self.last_sequence += 1
-        event = Event(self.last_sequence, self._platform, self._clock(), body)
+        event = Event(self.last_sequence, self._platform, self._clock(), body, self.incarnation)
         self._history.append(event)
         for subscription in list(self._subscriptions):
             if not subscription._mailbox.put(event):

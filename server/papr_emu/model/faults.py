@@ -351,6 +351,18 @@ class Faults:
     def owes_extent(self, drc_index: int) -> bool:
         return drc_index in self._extent_owed
 
+    def state(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """What a snapshot keeps: the rules (with their counts) and the connectors owed an extent page.
+
+        Hinted delays are not kept: they are measured on this process's monotonic clock.
+        """
+        return [rule.to_dict() for rule in self.rules], sorted(self._extent_owed)
+
+    def restore(self, rules: list[dict[str, Any]], extent_owed: list[int]) -> None:
+        """Put back :meth:`state`."""
+        self.rules = [FaultRule.from_dict(rule) for rule in rules]
+        self._extent_owed = set(extent_owed)
+
 
 __all__ = [
     "ALLOWED_CALLS",

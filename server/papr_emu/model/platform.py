@@ -123,10 +123,12 @@ class Platform:
         limits: Limits | None = None,
         lmb_budget: Budget | None = None,
         boot: bool = True,
+        incarnation: str = "",
     ) -> None:
         """``lmb_budget`` counts LMBs across the server's platforms (a platform of its own by default).
 
         ``boot=False`` leaves out the boot cores and PHB 0 (:meth:`restore` puts back its own).
+        ``incarnation``: the server run its events are stamped with (see :attr:`incarnation`).
         """
         limits = limits or Limits()
         self.name = name
@@ -135,9 +137,10 @@ class Platform:
         #: Keeps every call that may change the platform (``serve --state-dir``); None: nothing does.
         self.recorder: Recorder | None = None
         self._events = EventLog(name, clock)
+        self._events.incarnation = incarnation
         self._rtas_events = RtasEventQueue(clock)
         self._faults = Faults(monotonic)
-        self._conduct = Conduct(clock)
+        self._conduct = Conduct(clock, undrained=self._rtas_events.undrained)
         self._rtas_events.log_fault = self._log_fault
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs: DrcTable[Device] = DrcTable()
@@ -195,14 +198,18 @@ class Platform:
         monotonic: Callable[[], float] = time.monotonic,
         limits: Limits | None = None,
         lmb_budget: Budget | None = None,
+        incarnation: str = "",
     ) -> Platform:
-        """A platform named ``name`` in the state ``document`` describes; SnapshotError if it cannot be."""
+        """A platform named ``name`` in the state ``document`` describes; SnapshotError if it cannot be.
+
+        Its retained events keep the incarnation they were made in; new ones get ``incarnation``.
+        """
         snapshot.check_header(document)
         assert isinstance(document, dict)
         geometry, timeouts = snapshot.geometry_of(document)
         platform = cls(
             name, geometry, clock=clock, unplug_timeouts=timeouts, monotonic=monotonic, limits=limits,
-            lmb_budget=lmb_budget, boot=False,
+            lmb_budget=lmb_budget, boot=False, incarnation=incarnation,
         )  # fmt: skip
         try:
             snapshot.load(
@@ -213,6 +220,17 @@ class Platform:
             platform.close()  # gives its LMBs back
             raise
         return platform
+
+    @property
+    def incarnation(self) -> str:
+        """The server run whose events this platform now makes: a watcher that resumes compares it
+        with the one it saw, to know whether it missed a restart (``serve --state-dir``)."""
+        return self._events.incarnation
+
+    @incarnation.setter
+    def incarnation(self, incarnation: str) -> None:
+        with self._lock:
+            self._events.incarnation = incarnation
 
     def info(self) -> PlatformInfo:
         with self._lock:

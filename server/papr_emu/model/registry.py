@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from typing import Final, Protocol
 
@@ -61,8 +62,10 @@ class Store(Protocol):
 class Platforms:
     """Platforms by name. Creating and deleting lock the registry only briefly."""
 
-    def __init__(self, limits: Limits | None = None, store: Store | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, store: Store | None = None, incarnation: str = "") -> None:
+        """``incarnation`` names this server run (a new UUID by default): every event made from now carries it."""
         self.limits = limits or Limits()
+        self.incarnation = incarnation or str(uuid.uuid4())
         self.lmbs = Budget(self.limits.lmbs)  # shared by every platform
         self._lock = threading.Lock()
         self._platforms: dict[str, Platform] = {}
@@ -82,6 +85,7 @@ class Platforms:
             lambda clocks: Platform(
                 name, geometry, coldplug, clock=clocks.time if clocks else clock, unplug_timeouts=unplug_timeouts,
                 monotonic=clocks.monotonic if clocks else time.monotonic, limits=self.limits, lmb_budget=self.lmbs,
+                incarnation=self.incarnation,
             ),
             "platform.created",
         )  # fmt: skip
@@ -93,13 +97,23 @@ class Platforms:
             lambda clocks: Platform.restore(
                 name, document, clock=clocks.time if clocks else clock,
                 monotonic=clocks.monotonic if clocks else time.monotonic, limits=self.limits, lmb_budget=self.lmbs,
+                incarnation=self.incarnation,
             ),
             "platform.restored",
         )  # fmt: skip
 
     def adopt(self, name: str, build: Callable[[], Platform]) -> Platform:
-        """Add a platform built elsewhere (a state directory's recovery, which keeps it itself)."""
-        return self._add(name, lambda clocks: build(), "platform.recovered", keep=False)
+        """Add a platform built elsewhere (a state directory's recovery, which keeps it itself).
+
+        Built, it makes its events in this run's incarnation from now on.
+        """
+
+        def built(clocks: Clocks | None) -> Platform:
+            platform = build()
+            platform.incarnation = self.incarnation
+            return platform
+
+        return self._add(name, built, "platform.recovered", keep=False)
 
     def _add(self, name: str, build: Callable[[Clocks | None], Platform], event: str, keep: bool = True) -> Platform:
         if not PLATFORM_NAME_PATTERN.fullmatch(name):

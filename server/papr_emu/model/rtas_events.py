@@ -27,15 +27,26 @@ import collections
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Any, Final, Literal
 
 from . import rtas
 from .mailbox import Mailbox
-from .rtas_log import EVENT_CLASS_HOTPLUG, IRQ_EPOW, IRQ_HOTPLUG, HotplugLog, encode_hotplug_log
+from .rtas_log import (
+    EVENT_CLASS_HOTPLUG,
+    HP_ID_DRC_COUNT_INDEXED,
+    HP_ID_DRC_INDEX,
+    IRQ_EPOW,
+    IRQ_HOTPLUG,
+    HotplugLog,
+    encode_hotplug_log,
+)  # fmt: skip
 
 __all__ = [
     "EVENT_CLASS_HOTPLUG", "Interrupt", "InterruptLine", "InterruptWatch", "LogFault", "QueuedLog", "RtasEventQueue",
 ]  # fmt: skip
+
+#: Fetched logs remembered to excuse their twins (see :meth:`RtasEventQueue.undrained`); the oldest go first.
+FETCHED_REMEMBERED: Final = 1024
 
 #: How fault injection mangles a hotplug log as it is queued (see faults.py's log effects).
 LogFault = Literal["drop", "duplicate", "reorder", "withhold-interrupt", "spurious-interrupt"]
@@ -116,12 +127,17 @@ class RtasEventQueue:
         #: Fault injection (faults.py): asked, per log pushed, how to mangle it (None: not at all).
         self.log_fault: Callable[[HotplugLog], LogFault | None] | None = None
         self._spurious_after: set[int] = set()  # plids whose check-exception is followed by a stray pulse
+        # What the guest was told and what it fetched (the conduct report's LOG_NOT_DRAINED):
+        self._announced_through: dict[int, int] = {}  # event class -> newest plid its interrupt announced
+        self._fetched: dict[HotplugLog, int] = {}  # log fetched -> next_plid when it was (newest fetch)
+        self._reported: set[int] = set()  # plids of queued logs already reported as not drained
 
     def __len__(self) -> int:
         return self._length
 
-    def push(self, log: HotplugLog, event_class: int) -> QueuedLog:
-        fault = self.log_fault(log) if self.log_fault is not None else None
+    def push(self, log: HotplugLog, event_class: int, *, faults: bool = True) -> QueuedLog:
+        """Queue a log and pulse its class's interrupt; ``faults=False``: the log effects are not asked."""
+        fault = self.log_fault(log) if self.log_fault is not None and faults else None
         when = datetime.fromtimestamp(self._clock(), UTC)
         queued = QueuedLog(log, event_class, self._next_plid, encode_hotplug_log(log, self._next_plid, when))
         self._next_plid += 1
@@ -134,12 +150,17 @@ class RtasEventQueue:
             queue.append(queued)
         self._length += 1
         if fault == "duplicate":
-            self.push(log, event_class)  # a second log, with its own plid and interrupt
+            self.push(log, event_class, faults=False)  # a second log, with its own plid and interrupt (once)
         elif fault == "spurious-interrupt":
             self._spurious_after.add(queued.plid)
         if fault != "withhold-interrupt":  # else event-scan or a later check-exception pulses it
-            self._interrupts.pulse(event_class)
+            self._pulse(event_class)
         return queued
+
+    def _pulse(self, event_class: int) -> None:
+        """Pulse the class's interrupt: every log of the class queued so far is announced."""
+        self._announced_through[event_class] = self._next_plid - 1
+        self._interrupts.pulse(event_class)
 
     def watch_interrupts(self) -> InterruptWatch:
         return self._interrupts.watch(self.pending_classes())
@@ -163,6 +184,11 @@ class RtasEventQueue:
             return rtas.NO_ERRORS_FOUND, b""
         queued = min(queues, key=lambda queue: queue[0].plid).popleft()
         self._length -= 1
+        self._reported.discard(queued.plid)
+        self._fetched.pop(queued.log, None)  # re-inserted: the newest fetch goes last
+        self._fetched[queued.log] = self._next_plid
+        if len(self._fetched) > FETCHED_REMEMBERED:
+            del self._fetched[next(iter(self._fetched))]
         self.repulse()
         if queued.plid in self._spurious_after:
             self._spurious_after.discard(queued.plid)
@@ -172,7 +198,54 @@ class RtasEventQueue:
     def repulse(self) -> None:
         """Pulse every class that still has logs queued (PAPR: the interrupt stays asserted)."""
         for event_class in self.pending_classes():
-            self._interrupts.pulse(event_class)
+            self._pulse(event_class)
+
+    def undrained(self, drc_index: int, action: int) -> QueuedLog | None:
+        """The first queued log about connector ``drc_index`` with ``action`` that an interrupt announced
+        and the guest has not fetched with check-exception; each is found once (then None).
+
+        A log the same as one the guest fetched after this one was queued does not count: the
+        guest is handling that very request (a duplicated log, or QEMU's re-sent CPU remove).
+
+        >>> from papr_emu.model.rtas_log import HP_ACTION_ADD, HP_ID_DRC_INDEX, HP_RESOURCE_CPU
+        >>> queue = RtasEventQueue(clock=lambda: 0.0)
+        >>> _ = queue.push(HotplugLog(HP_RESOURCE_CPU, HP_ACTION_ADD, HP_ID_DRC_INDEX, 0x10000001), EVENT_CLASS_HOTPLUG)
+        >>> queue.undrained(0x10000001, HP_ACTION_ADD).plid, queue.undrained(0x10000001, HP_ACTION_ADD)
+        (0, None)
+        """
+        for event_class, queue in self._by_class.items():
+            announced = self._announced_through.get(event_class, -1)
+            for queued in queue:
+                log = queued.log
+                if (
+                    queued.plid <= announced
+                    and queued.plid not in self._reported
+                    and log.action == action
+                    and _names_connector(log, drc_index)
+                    and self._fetched.get(log, -1) <= queued.plid
+                ):
+                    self._reported.add(queued.plid)
+                    return queued
+        return None
+
+    def drain_state(self) -> dict[str, Any]:
+        """What :meth:`undrained` and the stray pulses remember (a snapshot's), logs as they are."""
+        return {
+            "announced_through": sorted(self._announced_through.items()),
+            "fetched": list(self._fetched.items()),
+            "reported": sorted(self._reported),
+            "spurious_after": sorted(self._spurious_after),
+        }
+
+    def restore_drain_state(self, state: dict[str, Any] | None) -> None:
+        """Put back :meth:`drain_state`; None (a snapshot older than it): every queued log was announced."""
+        if state is None:
+            self._announced_through = {c: max(q.plid for q in queue) for c, queue in self._by_class.items() if queue}
+            return
+        self._announced_through = {int(c): int(p) for c, p in state["announced_through"]}
+        self._fetched = {log: int(n) for log, n in state["fetched"]}
+        self._reported = {int(p) for p in state["reported"]}
+        self._spurious_after = {int(p) for p in state["spurious_after"]}
 
     @property
     def next_plid(self) -> int:
@@ -198,5 +271,15 @@ class RtasEventQueue:
         """Drop every queued log; returns how many."""
         dropped = self._length
         self._by_class.clear()
+        self._reported.clear()
         self._length = 0
         return dropped
+
+
+def _names_connector(log: HotplugLog, drc_index: int) -> bool:
+    """Whether the log names the connector: by index, or in its count-indexed range (logs by count name none)."""
+    if log.id_type == HP_ID_DRC_INDEX:
+        return log.index == drc_index
+    if log.id_type == HP_ID_DRC_COUNT_INDEXED:
+        return log.index <= drc_index < log.index + log.count
+    return False

@@ -44,8 +44,10 @@ from .snapshot_codec import CodecError, decode, encode
 from .unplug_timeouts import UnplugTimeouts, timeout_key
 
 if TYPE_CHECKING:
+    from .conduct import Conduct
     from .drc_table import DrcTable
     from .events import EventLog
+    from .faults import Faults
     from .hotplug import Hotplug
     from .rtas_events import RtasEventQueue
 
@@ -72,8 +74,8 @@ def dump(
     events: EventLog,
     rtas_events: RtasEventQueue,
     now: float,
-    conduct: Any = None,
-    faults: Any = None,
+    conduct: Conduct | None = None,
+    faults: Faults | None = None,
 ) -> dict[str, Any]:
     """The document; ``now`` is the monotonic time unplug deadlines are measured from."""
     timeouts = hotplug.unplug_timeouts
@@ -98,24 +100,14 @@ def dump(
         "rtas_events": {
             "next_plid": rtas_events.next_plid,
             "queues": [[event_class, [_queued(q) for q in queue]] for event_class, queue in rtas_events.queues()],
+            "drain": _drain(rtas_events.drain_state()),
         },
         "events": {
             "last_sequence": events.last_sequence,
-            "retained": [[e.sequence, e.time, encode(e.body)] for e in events.retained()],
+            "retained": [[e.sequence, e.time, encode(e.body), e.incarnation] for e in events.retained()],
         },
-        "conduct": None
-        if conduct is None
-        else {
-            "findings": [encode(f) for f in conduct.findings],
-            "total": conduct.total,
-            "configuring": sorted(conduct._configuring),
-        },
-        "faults": None
-        if faults is None
-        else {
-            "rules": [r.to_dict() for r in faults.rules],
-            "extent_owed": sorted(faults._extent_owed),
-        },
+        "conduct": None if conduct is None else _conduct(conduct),
+        "faults": None if faults is None else dict(zip(("rules", "extent_owed"), faults.state(), strict=True)),
         "memory_requests": {
             "issued": hotplug.memory_requests_issued,
             "pending": encode(hotplug.memory_request),
@@ -160,6 +152,20 @@ def _connectors(drcs: Iterable[Drc[Device]]) -> list[dict[str, Any]]:
             run["cursor"] = drc.cursor
         runs.append(run)
     return runs
+
+
+def _conduct(conduct: Conduct) -> dict[str, Any]:
+    findings, total, configuring = conduct.state()
+    return {"findings": [encode(f) for f in findings], "total": total, "configuring": configuring}
+
+
+def _drain(state: dict[str, Any]) -> dict[str, Any]:
+    return {**state, "fetched": [[encode(log), after] for log, after in state["fetched"]]}
+
+
+def _drain_from(drain: dict[str, Any]) -> dict[str, Any]:
+    fetched = [(decode(log, "rtas_events.drain.fetched"), int(after)) for log, after in drain["fetched"]]
+    return {**drain, "fetched": fetched}
 
 
 def _queued_log(q: dict[str, Any]) -> QueuedLog:
@@ -230,23 +236,19 @@ def load(
     rtas_events: RtasEventQueue,
     now: float,
     rename: Callable[[Event], Event],
-    conduct: Any = None,
-    faults: Any = None,
+    conduct: Conduct | None = None,
+    faults: Faults | None = None,
 ) -> None:
     """Fill an empty platform (no devices) from ``document``; SnapshotError, naming where, if it does not fit."""
     try:
         _load(document, drcs, hotplug, events, rtas_events, now, rename)
         kept = document.get("conduct")
         if conduct is not None and kept:
-            conduct.findings.extend(decode(f, "conduct.findings") for f in kept["findings"])
-            conduct.total = int(kept["total"])
-            conduct._configuring = {int(i) for i in kept["configuring"]}
+            findings = [decode(f, "conduct.findings") for f in kept["findings"]]
+            conduct.restore(findings, int(kept["total"]), [int(i) for i in kept["configuring"]])
         rules = document.get("faults")
         if faults is not None and rules:
-            from .faults import FaultRule
-
-            faults.rules = [FaultRule.from_dict(r) for r in rules["rules"]]
-            faults._extent_owed = {int(i) for i in rules["extent_owed"]}
+            faults.restore(list(rules["rules"]), [int(i) for i in rules["extent_owed"]])
     except CodecError as error:
         raise SnapshotError("", str(error)) from None
     except (KeyError, TypeError, ValueError, AssertionError) as error:
@@ -313,10 +315,12 @@ def _load(
         for event_class, logs in _get(queue, "queues", list, "rtas_events")
     ]
     rtas_events.restore(queues, _get(queue, "next_plid", int, "rtas_events"))
+    drain = queue.get("drain")  # absent before the conduct report's LOG_NOT_DRAINED
+    rtas_events.restore_drain_state(None if drain is None else _drain_from(drain))
     history = _get(document, "events", dict, "")
-    retained = [
-        rename(Event(int(sequence), "", float(time), decode(body, "events.retained")))
-        for sequence, time, body in _get(history, "retained", list, "events")
+    retained = [  # an event's incarnation (4th) is absent in snapshots older than it
+        rename(Event(int(sequence), "", float(time), decode(body, "events.retained"), str(rest[0]) if rest else ""))
+        for sequence, time, body, *rest in _get(history, "retained", list, "events")
     ]
     events.restore(retained, _get(history, "last_sequence", int, "events"))
     requests = _get(document, "memory_requests", dict, "")

@@ -331,7 +331,9 @@ def platform_to_pb(info: PlatformInfo) -> platform_pb2.Platform:
 def event_to_pb(event: Event) -> hotplug_pb2.Event:
     time = Timestamp()
     time.FromNanoseconds(int(event.time * 1e9))
-    message = hotplug_pb2.Event(sequence=event.sequence, platform=event.platform, time=time)
+    message = hotplug_pb2.Event(
+        sequence=event.sequence, platform=event.platform, time=time, incarnation=event.incarnation
+    )
     body = event.body
     if isinstance(body, DeviceAdded):
         message.device_added.device.CopyFrom(device_to_pb(body.device))

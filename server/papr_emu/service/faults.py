@@ -17,10 +17,7 @@ from ..model.events import ConductFindingEvent, FaultFired
 from ..model.faults import Call, Effect, FaultRule
 from .errors import call_or_abort
 from .running import Runner, inline
-from .streams import AsyncReader, StreamSlots, abort_closed
-
-#: Initial-metadata key: the sequence the stream starts after (as HotplugService.WatchEvents).
-SUBSCRIBED_AFTER_KEY: Final = "papr-subscribed-after"
+from .streams import AsyncReader, StreamSlots, abort_closed, stream_metadata
 
 _CALL_TO_PB: Final = {
     Call.SET_INDICATOR: fault_pb2.FAULT_CALL_SET_INDICATOR,
@@ -63,6 +60,7 @@ _FINDING_TO_PB: Final = {
     FindingKind.ABANDONED_CONFIGURE: fault_pb2.CONDUCT_FINDING_KIND_ABANDONED_CONFIGURE,
     FindingKind.NO_EXTENT_PAGE: fault_pb2.CONDUCT_FINDING_KIND_NO_EXTENT_PAGE,
     FindingKind.UNISOLATE_UNALLOCATED: fault_pb2.CONDUCT_FINDING_KIND_UNISOLATE_UNALLOCATED,
+    FindingKind.LOG_NOT_DRAINED: fault_pb2.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED,
 }
 
 
@@ -167,7 +165,7 @@ class FaultServicer(fault_pb2_grpc.FaultServiceServicer):
             stack.callback(platform.unsubscribe_events, subscription)
             reader = AsyncReader(subscription)
             stack.callback(reader.close)
-            await context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
+            await context.send_initial_metadata(stream_metadata(subscribed_after, platform.incarnation))
             while True:
                 try:
                     event = await reader.next()

@@ -13,10 +13,9 @@ from ..model import Platforms, SubscriptionClosed, SubscriptionOverflow
 from . import convert
 from .errors import call_or_abort
 from .running import Runner, inline
-from .streams import AsyncReader, StreamSlots, abort_closed
+from .streams import AsyncReader, StreamSlots, abort_closed, stream_metadata
 
 #: Initial-metadata key: the sequence the stream starts after (resume from it after a reconnect).
-SUBSCRIBED_AFTER_KEY = "papr-subscribed-after"
 
 
 class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
@@ -87,7 +86,7 @@ class HotplugServicer(hotplug_pb2_grpc.HotplugServiceServicer):
             stack.callback(platform.unsubscribe_events, subscription)
             reader = AsyncReader(subscription)
             stack.callback(reader.close)
-            await context.send_initial_metadata(((SUBSCRIBED_AFTER_KEY, str(subscribed_after)),))
+            await context.send_initial_metadata(stream_metadata(subscribed_after, platform.incarnation))
             while True:
                 try:
                     event = await reader.next()

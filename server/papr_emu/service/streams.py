@@ -11,13 +11,23 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
-from typing import Generic, NoReturn, Protocol, TypeVar
+from typing import Final, Generic, NoReturn, Protocol, TypeVar
 
 import grpc
 
 from ..model import Limits, SubscriptionClosed
 from ..model.errors import shorten
 from ..model.limits import exhausted
+
+#: Initial metadata of the event streams (WatchEvents, WatchConduct): the sequence the stream starts after,
+SUBSCRIBED_AFTER_KEY: Final = "papr-subscribed-after"
+#: ... and this server run's incarnation (a resuming watcher compares it with its last event's).
+INCARNATION_KEY: Final = "papr-incarnation"
+
+
+def stream_metadata(subscribed_after: int, incarnation: str) -> tuple[tuple[str, str], ...]:
+    """The initial metadata of an event stream."""
+    return (SUBSCRIBED_AFTER_KEY, str(subscribed_after)), (INCARNATION_KEY, incarnation)
 
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)

@@ -205,6 +205,12 @@ class _ConductFindingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Co
     """
     CONDUCT_FINDING_KIND_UNISOLATE_UNALLOCATED: _ConductFindingKind.ValueType  # 6
     """Unisolate of a logical connector never allocated (R1-13.5.3.4-5)."""
+    CONDUCT_FINDING_KIND_LOG_NOT_DRAINED: _ConductFindingKind.ValueType  # 7
+    """A DR sequence started (allocation usable or unisolate for an add, isolate
+    for a remove) on a connector whose hotplug event log, announced by an
+    interrupt, the guest never fetched with check-exception (LoPAR's hot plug
+    event section; no requirement number found).
+    """
 
 class ConductFindingKind(_ConductFindingKind, metaclass=_ConductFindingKindEnumTypeWrapper):
     """ConductFindingKind is what the guest did wrong."""
@@ -233,6 +239,12 @@ CONDUCT_FINDING_KIND_NO_EXTENT_PAGE: ConductFindingKind.ValueType  # 5
 """
 CONDUCT_FINDING_KIND_UNISOLATE_UNALLOCATED: ConductFindingKind.ValueType  # 6
 """Unisolate of a logical connector never allocated (R1-13.5.3.4-5)."""
+CONDUCT_FINDING_KIND_LOG_NOT_DRAINED: ConductFindingKind.ValueType  # 7
+"""A DR sequence started (allocation usable or unisolate for an add, isolate
+for a remove) on a connector whose hotplug event log, announced by an
+interrupt, the guest never fetched with check-exception (LoPAR's hot plug
+event section; no requirement number found).
+"""
 Global___ConductFindingKind: _TypeAlias = ConductFindingKind  # noqa: Y015
 
 @_typing.final

@@ -489,6 +489,7 @@ class Event(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     PLATFORM_FIELD_NUMBER: _builtins.int
     TIME_FIELD_NUMBER: _builtins.int
+    INCARNATION_FIELD_NUMBER: _builtins.int
     DEVICE_ADDED_FIELD_NUMBER: _builtins.int
     UNPLUG_REQUESTED_FIELD_NUMBER: _builtins.int
     DEVICE_DELETED_FIELD_NUMBER: _builtins.int
@@ -501,6 +502,14 @@ class Event(_message.Message):
     """Per-platform sequence number: 1 for the first event, then +1 with no gaps."""
     platform: _builtins.str
     """The platform name."""
+    incarnation: _builtins.str
+    """The server run that made the event (a UUID, new each time the server
+    starts). A watcher that resumes after a broken stream compares it with
+    the initial metadata "papr-incarnation" of the new stream: if they
+    differ, the server restarted in between (with serve --state-dir, events
+    and sequence numbers go on; events made before the restart keep the
+    incarnation of the run that made them).
+    """
     @_builtins.property
     def time(self) -> _timestamp_pb2.Timestamp:
         """When the event happened (server clock)."""
@@ -547,6 +556,7 @@ class Event(_message.Message):
         sequence: _builtins.int = ...,
         platform: _builtins.str = ...,
         time: _timestamp_pb2.Timestamp | None = ...,
+        incarnation: _builtins.str = ...,
         device_added: Global___DeviceAdded | None = ...,
         unplug_requested: Global___UnplugRequested | None = ...,
         device_deleted: Global___DeviceDeleted | None = ...,
@@ -558,7 +568,7 @@ class Event(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["conduct_finding", b"conduct_finding", "device_added", b"device_added", "device_deleted", b"device_deleted", "fault_fired", b"fault_fired", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conduct_finding", b"conduct_finding", "device_added", b"device_added", "device_deleted", b"device_deleted", "fault_fired", b"fault_fired", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conduct_finding", b"conduct_finding", "device_added", b"device_added", "device_deleted", b"device_deleted", "fault_fired", b"fault_fired", "incarnation", b"incarnation", "kind", b"kind", "memory_request_finished", b"memory_request_finished", "platform", b"platform", "sequence", b"sequence", "time", b"time", "unplug_rejected", b"unplug_rejected", "unplug_requested", b"unplug_requested", "unplug_timed_out", b"unplug_timed_out"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["device_added", "unplug_requested", "device_deleted", "unplug_rejected", "unplug_timed_out", "memory_request_finished", "fault_fired", "conduct_finding"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
