@@ -3,7 +3,9 @@
 tests/sandbox/dlpar.c, a guest-side DLPAR program on librtas, runs inside the sandbox against a
 real server; on a twin platform the reference guest handles the same event. Both must report the
 same outcome and leave the connectors in the same states, and the sandbox's /proc/device-tree
-must match GetDeviceTree after each flow.
+must match GetDeviceTree after each flow. The same flows run again under fault rules on the
+sandbox's platform (busy, extended delay, hardware error, configure-connector status 5), which
+exercise librtas's own retry handling (docs/sandbox.md, "Under fault rules").
 
 Needs PRoot (Debian's proot) and the librtas build (``.ci/librtas``, into $PAPR_EMU_LIBRTAS or
 ~/.cache/papr-emu/librtas-2.0.4); without them the tests are skipped, saying so, unless
