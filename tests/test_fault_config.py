@@ -4,6 +4,7 @@ with one line naming its key; the pytest plugin's ``from_config`` installs them 
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,15 @@ from pathlib import Path
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
 
 from helpers import events_since
 from papr.v1 import connector_pb2, fault_pb2
+from papr_emu.config import ConfigError, load_config
+from papr_emu.model import Platforms
 from papr_emu.pytest_plugin import PaprEmuFixture, PlatformFactory
+from papr_emu.service.faults import rule_to_pb
 from papr_emu_client import Client, Credentials, Guest, connect
 from papr_emu_client.cli import check_health
 
@@ -227,3 +233,88 @@ def test_a_state_directory_keeps_the_rules_and_their_counts(tmp_path: Path) -> N
         finally:
             process.terminate()
             assert process.wait(15) == 0
+
+
+# --- any [[platform.fault]] table: a rule every interface can carry, or one line ------------------
+
+KEYS = ["name", "effect", "call", "drc_index", "drc_type", "device_id", "status", "times", "probability", "seed"]
+WORDS = [
+    "busy",
+    "extended-delay",
+    "refuse-hot-add",
+    "log-drop",
+    "need-memory",
+    "set-indicator",
+    "event-scan",
+    "configure-connector",
+    "ibm,configure-connector",
+    "hotplug-log",
+    "lmb",
+    "LMB",
+    "Pci",
+    "r1",
+    "",
+    "x y",
+]
+values = (
+    st.sampled_from(WORDS)
+    | st.text(st.characters(exclude_categories=("Cs",)), max_size=8)
+    | st.integers(-(2**70), 2**70)
+    | st.sampled_from([0, 1, -1, -2, 5, 9899, 9900, 9905, -9005, 2**31, 2**32 - 1, 2**64 - 1, 2**64])
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.booleans()
+    | st.lists(st.integers(), max_size=2)
+)
+# Tables of any keys and values, and tables with a good name and effect, so that many load.
+good = st.fixed_dictionaries(
+    {"name": st.sampled_from(["r1", "r2", "busy-2"]), "effect": st.sampled_from(WORDS[:5])},
+    optional={
+        "call": st.sampled_from([w for w in WORDS if "-" in w or "," in w]),
+        "drc_index": st.integers(0, 2**32),
+        "drc_type": st.sampled_from(["lmb", "LMB", "cpu", "Pci", "gpu", ""]),
+        "device_id": st.text(st.characters(exclude_categories=("Cs",)), max_size=8),
+        "status": st.sampled_from([0, -2, -1, 1, 5, 9900, 9905, 9906, -9005]),
+        "times": st.integers(0, 2**32),
+        "probability": st.floats(0, 1) | st.just(float("nan")),
+        "seed": st.integers(0, 2**64),
+    },
+)
+faults = st.lists(good, max_size=3, unique_by=lambda table: table["name"]) | st.lists(
+    good | st.dictionaries(st.sampled_from([*KEYS, "bogus"]), values, max_size=len(KEYS)), max_size=3
+)
+
+
+def toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return (
+            "nan" if value != value else ("inf" if value > 0 else "-inf") if abs(value) == float("inf") else repr(value)
+        )
+    if isinstance(value, list):
+        return "[" + ", ".join(toml(v) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")  # TOML escapes DEL, JSON does not
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(faults)
+def test_any_fault_table_is_a_rule_or_one_line(
+    tmp_path_factory: pytest.TempPathFactory, tables: list[dict[str, object]]
+) -> None:
+    path = tmp_path_factory.mktemp("faults") / "papr.toml"
+    path.write_text('[[platform]]\nname = "p"\n' + "".join(
+        "[[platform.fault]]\n" + "".join(f"{key} = {toml(value)}\n" for key, value in table.items()) for table in tables
+    ))  # fmt: skip
+    try:
+        (platform,) = load_config(path).platforms
+    except ConfigError as error:
+        message = str(error)
+        assert message.startswith(f"{path}: platform[0].fault[") and "\n" not in message, message
+        event("refused")
+        return
+    event(f"{len(platform.faults)} rule(s) loaded")
+    # What loads installs on a platform and goes into a ListFaultRules answer (no value out of a field's range).
+    created = Platforms().create("p", platform.geometry)
+    for rule in platform.fault_rules():
+        created.add_fault_rule(rule)
+    assert [rule_to_pb(rule).name for rule in created.fault_rules()] == [t["name"] for t in tables]
