@@ -205,6 +205,16 @@ def test_the_pytest_plugin_installs_a_files_rules(
         papr_emu_platform.from_config(tmp_path / "bad.toml")
 
 
+def test_the_pytest_plugin_takes_rules_as_arguments(
+    papr_emu: PaprEmuFixture, papr_emu_platform: PlatformFactory
+) -> None:
+    name = papr_emu_platform(faults=[{"name": "b", "effect": "busy", "call": "get-sensor-state", "times": 1}])
+    with Guest(papr_emu.rtas, name, retry=None) as guest:
+        assert [guest.sense(0x10000000)[0] for _ in range(2)] == [-2, 0]
+    with pytest.raises(ValueError, match=r"^papr_emu_platform\.fault\[0\]\.times: -1 is not an integer >= 0$"):
+        papr_emu_platform(faults=[{"name": "b", "effect": "busy", "times": -1}])
+
+
 def test_a_platform_without_rules_has_none(papr_emu: PaprEmuFixture, papr_emu_platform: PlatformFactory) -> None:
     assert listed(papr_emu, papr_emu_platform()) == []
     with pytest.raises(grpc.RpcError) as error:

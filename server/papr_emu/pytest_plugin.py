@@ -295,13 +295,15 @@ class PlatformFactory:
         threads: int = 1,
         coldplug: Iterable[Mapping[str, Any] | platform_pb2.ColdplugDevice] = (),
         unplug_timeouts: Mapping[str, float] | None = None,
+        faults: Iterable[Mapping[str, Any]] = (),
     ) -> str:
         """Create a platform and return its name (None: a new one, ``pytest-N``).
 
         The arguments are the config file's ``[[platform]]`` keys (sizes as bytes or "512M"),
         ``coldplug`` its ``[[platform.device]]`` tables (``{"type": "dimm", "size": "1G"}``) or
         ``ColdplugDevice`` messages, ``unplug_timeouts`` its ``[platform.unplug_timeouts]``
-        (seconds by device type: ``{"cpu_core": 5}``); see docs/config.md.
+        (seconds by device type: ``{"cpu_core": 5}``), ``faults`` its ``[[platform.fault]]`` tables
+        (``{"name": "b", "effect": "busy", "times": 2}``, in force from the first call); see docs/config.md.
         """
         messages = [d for d in coldplug if isinstance(d, platform_pb2.ColdplugDevice)]
         table: dict[str, Any] = {
@@ -314,6 +316,7 @@ class PlatformFactory:
             "threads": threads,
             "device": [dict(d) for d in coldplug if not isinstance(d, platform_pb2.ColdplugDevice)],
             "unplug_timeouts": dict(unplug_timeouts or {}),
+            "fault": [dict(f) for f in faults],
         }
         try:
             # The config file's own reading of a [[platform]] table: the same keys, defaults and errors.
