@@ -39,7 +39,7 @@ import structlog
 from . import drc as connector
 from . import rtas, snapshot, work_area
 from .cas import CasOptions
-from .conduct import Conduct, Finding
+from .conduct import Finding
 from .devices import (
     CpuCore,
     CpuCoreParams,
@@ -53,19 +53,19 @@ from .devices import (
     memory_devices_by_address,
 )
 from .devicetree import Node
-from .drc import CPU, LMB, PHB, PMEM, Drc, DrcType
+from .drc import CPU, LMB, PHB, PMEM, DrcType
 from .drc_table import DrcRange, DrcTable
 from .dtb import to_dtb
 from .errors import InvalidArgument, NotFound
-from .events import ConductFindingEvent, EventLog, FaultFired, Subscription
-from .faults import LOG_FAULTS, Call, FaultRule, Faults, Target
+from .events import EventLog, Subscription
+from .faults import Call, FaultRule, Target
+from .firmware_checks import FirmwareChecks
 from .fragments import hpt_shift_for_ram_size
 from .geometry import MAX_PHBS, Geometry, MemoryModel
 from .hotplug import Hotplug
 from .limits import Budget, Limits
 from .memory_requests import MemoryAction, MemoryRequest
-from .rtas_events import InterruptWatch, LogFault, RtasEventQueue
-from .rtas_log import HotplugLog
+from .rtas_events import InterruptWatch, RtasEventQueue
 from .snapshots import ConnectorInfo, PlatformGauges, PlatformInfo, UnplugOutcome
 from .tree import build_device_tree
 from .unplug_timeouts import UnplugTimeouts
@@ -139,11 +139,10 @@ class Platform:
         self._events = EventLog(name, clock)
         self._events.incarnation = incarnation
         self._rtas_events = RtasEventQueue(clock)
-        self._faults = Faults(monotonic)
-        self._conduct = Conduct(clock, undrained=self._rtas_events.undrained)
-        self._rtas_events.log_fault = self._log_fault
         self.log = structlog.get_logger("papr_emu.platform").bind(platform=name)
         self._drcs: DrcTable[Device] = DrcTable()
+        self._checks = FirmwareChecks(self._drcs, self._events, clock, monotonic, self.log, self._rtas_events.undrained)
+        self._rtas_events.log_fault = self._checks.log_fault
         self._inventory: Inventory[Device] = Inventory()
         self._hotplug = Hotplug(
             geometry, self._drcs, self._inventory, self._events, self._rtas_events,
@@ -186,7 +185,7 @@ class Platform:
         with self._lock:
             return snapshot.dump(
                 self.name, self.geometry, self._drcs, self._hotplug, self._events, self._rtas_events,
-                self._hotplug.now(), self._conduct, self._faults,
+                self._hotplug.now(), self._checks.conduct, self._checks.faults,
             )  # fmt: skip
 
     @classmethod
@@ -214,7 +213,8 @@ class Platform:
         try:
             snapshot.load(
                 document, platform._drcs, platform._hotplug, platform._events, platform._rtas_events, monotonic(),
-                lambda event: dataclasses.replace(event, platform=name), platform._conduct, platform._faults,
+                lambda event: dataclasses.replace(event, platform=name),
+                platform._checks.conduct, platform._checks.faults,
             )  # fmt: skip
         except BaseException:
             platform.close()  # gives its LMBs back
@@ -330,8 +330,10 @@ class Platform:
         """RTAS set-indicator; returns the RTAS status."""
         with self._lock:
             drc = self._drcs.get(index)
-            self._report(self._conduct.before_set_indicator(drc, indicator_type, new_state))
-            fault = self._fault(Call.SET_INDICATOR, index, self._target(drc, index, indicator_type, new_state))
+            self._checks.report(self._checks.conduct.before_set_indicator(drc, indicator_type, new_state))
+            fault = self._checks.fault(
+                Call.SET_INDICATOR, index, self._checks.target(drc, index, indicator_type, new_state)
+            )
             status = (
                 fault
                 if fault is not None
@@ -349,7 +351,7 @@ class Platform:
         """RTAS get-sensor-state; returns (status, value), value 0 on error as QEMU writes it."""
         with self._lock:
             drc = self._drcs.peek(index)
-            fault = self._fault(Call.GET_SENSOR_STATE, index, self._target(drc, index))
+            fault = self._checks.fault(Call.GET_SENSOR_STATE, index, self._checks.target(drc, index))
             if fault is not None:
                 return fault, 0
             if sensor_type != rtas.DR_ENTITY_SENSE or drc is None:
@@ -395,8 +397,8 @@ class Platform:
             out = bytearray(area)
             index = work_area.drc_index(out)
             drc = self._drcs.get(index)
-            self._report(self._conduct.before_configure(drc))
-            fault = self._fault(Call.CONFIGURE_CONNECTOR, index, self._target(drc, index), memory_extent)
+            self._checks.report(self._checks.conduct.before_configure(drc))
+            fault = self._checks.fault(Call.CONFIGURE_CONNECTOR, index, self._checks.target(drc, index), memory_extent)
             status = (
                 fault
                 if fault is not None
@@ -404,7 +406,7 @@ class Platform:
                 if drc is None
                 else connector.configure_step(drc, out, self._hotplug)
             )
-            self._conduct.after_configure(index, status)
+            self._checks.conduct.after_configure(index, status)
             if status == rtas.HARDWARE_ERROR:
                 self.log.error("rtas.configure_connector.overflow", drc_index=index)
             self.log.debug("rtas.configure_connector", drc_index=index, status=status)
@@ -414,14 +416,14 @@ class Platform:
     def set_power_level(self, power_domain: int, level: int) -> tuple[int, int]:
         """RTAS set-power-level: only the live-insertion domain (-1); the level is always 100."""
         with self._lock:
-            fault = self._fault(Call.SET_POWER_LEVEL, 0, Target())
+            fault = self._checks.fault(Call.SET_POWER_LEVEL, 0, Target())
         return (fault, 0) if fault is not None else self._power_level(power_domain)
 
     @_journaled
     def get_power_level(self, power_domain: int) -> tuple[int, int]:
         """RTAS get-power-level: only the live-insertion domain (-1), at level 100."""
         with self._lock:
-            fault = self._fault(Call.GET_POWER_LEVEL, 0, Target())
+            fault = self._checks.fault(Call.GET_POWER_LEVEL, 0, Target())
         return (fault, 0) if fault is not None else self._power_level(power_domain)
 
     def _power_level(self, power_domain: int) -> tuple[int, int]:
@@ -429,69 +431,29 @@ class Platform:
             return rtas.PARAMETER_ERROR, 0
         return rtas.SUCCESS, rtas.FULL_POWER
 
-    # --- RTAS: faults and the guest's conduct (see faults.py, conduct.py) ---------------------------
-
-    def _target(self, drc: Drc[Device] | None, index: int, indicator: int = 0, value: int = 0) -> Target:
-        """What fault rules match a call on: the connector, its type and device, and the indicator."""
-        if drc is None:
-            return Target(index, indicator=indicator, value=value)
-        fresh = (
-            indicator == rtas.ISOLATION_STATE and value == rtas.UNISOLATE and drc.device is not None
-            and drc.state in (connector.DrcState.LOGICAL_AVAILABLE, connector.DrcState.PHYSICAL_POWERON)
-        )  # fmt: skip
-        device = drc.device.id if drc.device is not None else ""
-        return Target(index, drc.type.label, device, indicator, value, fresh)
-
-    def _fault(self, call: Call, index: int, target: Target, memory_extent: int = 0) -> int | None:
-        """The fault hook: note an early retry, then the status a fault answers with (None: none fires)."""
-        early = self._faults.too_soon(call, index)
-        if early is not None:
-            self._report([self._conduct.record_early(call, index, early)])
-        if call is Call.CONFIGURE_CONNECTOR and self._faults.owes_extent(index) and not memory_extent:
-            self._report([self._conduct.record_no_extent(index)])
-        fired = self._faults.check(call, target, memory_extent)
-        if fired is None:
-            return None
-        if fired.rule:  # a page still owed is no rule firing again
-            self._events.publish(FaultFired(fired.rule, fired.effect, fired.call, fired.drc_index, fired.status))
-            self.log.info("fault.fired", rule=fired.rule, call=str(call), drc_index=index, status=fired.status)
-        return fired.status
-
-    def _log_fault(self, log: HotplugLog) -> LogFault | None:
-        """The fault hook on each hotplug log queued: how a log effect mangles it (None: not at all)."""
-        drc = self._drcs.peek(log.index) if log.index else None
-        fired = self._faults.check(Call.HOTPLUG_LOG, self._target(drc, log.index))
-        if fired is None:
-            return None
-        self._events.publish(FaultFired(fired.rule, fired.effect, fired.call, fired.drc_index, 0))
-        self.log.info("fault.fired", rule=fired.rule, call=str(Call.HOTPLUG_LOG), drc_index=log.index)
-        return LOG_FAULTS[fired.effect]
-
-    def _report(self, findings: list[Finding]) -> None:
-        for finding in findings:
-            self._events.publish(ConductFindingEvent(finding))
-            self.log.warning("guest.conduct", finding=finding.kind.name, drc_index=finding.drc_index)
+    # --- faults and the guest's conduct (firmware_checks.py) --------------------------------------
 
     @_journaled
     def add_fault_rule(self, rule: FaultRule) -> FaultRule:
         with self._lock:
-            self._faults.add(rule)
+            self._checks.faults.add(rule)
             return rule
 
     def fault_rules(self) -> list[FaultRule]:
         """The rules as they are now (copies: their counters do not move under the caller)."""
         with self._lock:
-            return [FaultRule.from_dict(r.to_dict()) for r in self._faults.rules]
+            return self._checks.rules()
 
     @_journaled
     def clear_fault_rules(self, names: frozenset[str] = frozenset()) -> int:
         with self._lock:
-            return self._faults.clear(names)
+            return self._checks.faults.clear(names)
 
     def findings(self) -> tuple[list[Finding], int]:
         """The retained findings, oldest first, and how many were ever made."""
         with self._lock:
-            return list(self._conduct.findings), self._conduct.total
+            findings, total, _ = self._checks.conduct.state()
+            return findings, total
 
     # --- RTAS: thread states -------------------------------------------------------------------------
 
@@ -556,7 +518,7 @@ class Platform:
     def check_exception(self, event_mask: int, buffer_length: int) -> tuple[int, bytes]:
         """RTAS check-exception: (0, the first pending log of a class in the mask, truncated) or (1, b"")."""
         with self._lock:
-            fault = self._fault(Call.CHECK_EXCEPTION, 0, Target())
+            fault = self._checks.fault(Call.CHECK_EXCEPTION, 0, Target())
             if fault is not None:
                 return fault, b""
             status, blob = self._rtas_events.pop(event_mask, buffer_length)
@@ -567,7 +529,7 @@ class Platform:
     def event_scan(self, event_mask: int, buffer_length: int) -> int:
         """RTAS event-scan as QEMU does it: re-pulse the pending classes' interrupts, return 1."""
         with self._lock:
-            fault = self._fault(Call.EVENT_SCAN, 0, Target())
+            fault = self._checks.fault(Call.EVENT_SCAN, 0, Target())
             if fault is not None:
                 return fault
             self._rtas_events.repulse()
