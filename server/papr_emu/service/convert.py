@@ -210,21 +210,14 @@ def plug_request_from_pb(spec: device_pb2.DeviceSpec, field: str = "spec") -> Pl
 def plug_request_to_pb(request: PlugRequest) -> device_pb2.DeviceSpec:
     """A plug request (a config file's boot device) as the DeviceSpec that makes it; unset stays unset."""
     if isinstance(request, DimmRequest):
-        return device_pb2.DeviceSpec(
-            dimm=device_pb2.DimmSpec(size_bytes=request.size, slot=request.slot, address=request.address)
-        )
+        return _dimm_spec(request)  # a request's unset slot and address stay unset
     if isinstance(request, NvdimmRequest):
-        return device_pb2.DeviceSpec(
-            nvdimm=device_pb2.NvdimmSpec(
-                size_bytes=request.size, label_size_bytes=request.label_size, uuid=request.uuid,
-                slot=request.slot, address=request.address,
-            )
-        )  # fmt: skip
+        return _nvdimm_spec(request)
     # The other types' requests are their parameters, with nothing left to resolve.
     return _SPEC_TO_PB[device_class_for(request).type](request)
 
 
-def _dimm_spec(params: DimmParams) -> device_pb2.DeviceSpec:
+def _dimm_spec(params: DimmParams | DimmRequest) -> device_pb2.DeviceSpec:
     return device_pb2.DeviceSpec(
         dimm=device_pb2.DimmSpec(size_bytes=params.size, slot=params.slot, address=params.address)
     )
@@ -247,7 +240,7 @@ def _phb_spec(params: PhbParams) -> device_pb2.DeviceSpec:
     return device_pb2.DeviceSpec(phb=device_pb2.PhbSpec(index=params.index))
 
 
-def _nvdimm_spec(params: NvdimmParams) -> device_pb2.DeviceSpec:
+def _nvdimm_spec(params: NvdimmParams | NvdimmRequest) -> device_pb2.DeviceSpec:
     return device_pb2.DeviceSpec(
         nvdimm=device_pb2.NvdimmSpec(
             size_bytes=params.size, label_size_bytes=params.label_size, uuid=params.uuid,

@@ -29,6 +29,7 @@ def stream_metadata(subscribed_after: int, incarnation: str) -> tuple[tuple[str,
     """The initial metadata of an event stream."""
     return (SUBSCRIBED_AFTER_KEY, str(subscribed_after)), (INCARNATION_KEY, incarnation)
 
+
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
