@@ -16,7 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from helpers import Watcher, plug, unplug
-from papr.v1 import device_pb2, platform_pb2, rtas_pb2
+from papr.v1 import device_pb2, fault_pb2, platform_pb2, rtas_pb2
 from papr_emu import PaprServer
 from papr_emu.config import ConfigError, load_config
 from papr_emu.model import Platforms, default_geometry
@@ -179,3 +179,23 @@ def test_no_access_log_by_default(tmp_path: Path) -> None:
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=30)
     assert '"server.serving"' in stderr and '"rpc"' not in stderr
+
+
+def test_faults_fired_and_findings_are_counted(metered: tuple[PaprServer, Client]) -> None:
+    server, client = metered
+    assert server.metrics_address is not None
+    before = scrape(server.metrics_address)
+    assert value(before, "papr_emu_faults_fired_total", platform="default") == 0
+    assert value(before, "papr_emu_conduct_findings_total", platform="default") == 0
+    rule = fault_pb2.FaultRule(name="busy", effect=fault_pb2.FAULT_EFFECT_BUSY, times=2,
+                               call=fault_pb2.FAULT_CALL_GET_SENSOR_STATE)  # fmt: skip
+    client.faults.AddFaultRule(fault_pb2.AddFaultRuleRequest(platform="default", rule=rule))
+    sense = rtas_pb2.GetSensorStateRequest(platform="default", sensor_type=9003, sensor_index=0x10000001)
+    assert [client.rtas.GetSensorState(sense).status for _ in range(3)] == [-2, -2, 0]
+    configure = rtas_pb2.ConfigureConnectorRequest(
+        platform="default", work_area=(0x10000001).to_bytes(4, "big") + bytes(4092)
+    )
+    client.rtas.ConfigureConnector(configure)  # not unisolated: a finding
+    after = scrape(server.metrics_address)
+    assert value(after, "papr_emu_faults_fired_total", platform="default") == 2
+    assert value(after, "papr_emu_conduct_findings_total", platform="default") == 1

@@ -57,6 +57,7 @@ class FirmwareChecks:
         self._log = log
         self.faults = Faults(monotonic)
         self.conduct = Conduct(clock, undrained=undrained)
+        self.fired = 0  # rules fired in this process (a metric's counter)
 
     def target(self, drc: Drc[Any] | None, index: int, indicator: int = 0, value: int = 0) -> Target:
         """What fault rules match a call on: the connector, its type and device, and the indicator."""
@@ -80,6 +81,7 @@ class FirmwareChecks:
         if fired is None:
             return None
         if fired.rule:  # a page still owed is no rule firing again
+            self.fired += 1
             self._events.publish(FaultFired(fired.rule, fired.effect, fired.call, fired.drc_index, fired.status))
             self._log.info("fault.fired", rule=fired.rule, call=str(call), drc_index=index, status=fired.status)
         return fired.status
@@ -90,6 +92,7 @@ class FirmwareChecks:
         fired = self.faults.check(Call.HOTPLUG_LOG, self.target(drc, log.index))
         if fired is None:
             return None
+        self.fired += 1
         self._events.publish(FaultFired(fired.rule, fired.effect, fired.call, fired.drc_index, 0))
         self._log.info("fault.fired", rule=fired.rule, call=str(Call.HOTPLUG_LOG), drc_index=log.index)
         return LOG_FAULTS[fired.effect]

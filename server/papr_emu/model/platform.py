@@ -240,12 +240,14 @@ class Platform:
             )  # fmt: skip
 
     def gauges(self) -> PlatformGauges:
-        """Attached LMBs, pending unplugs and queued event logs now (read-only; for metrics)."""
+        """Attached LMBs, pending unplugs, queued event logs, faults fired, findings (read-only; for metrics)."""
         with self._lock:
             return PlatformGauges(
                 attached_lmbs=sum(len(d.attached) for d in self._inventory if d.drc_type is LMB),
                 pending_unplugs=sum(1 for d in self._inventory if d.unplug_pending),
                 queued_event_logs=len(self._rtas_events),
+                faults_fired=self._checks.fired,
+                conduct_findings=self._checks.conduct.total,
             )
 
     def connector(self, index: int) -> ConnectorInfo:

@@ -76,6 +76,8 @@ class PlatformGauges:
     attached_lmbs: int  # LMB connectors with a DIMM attached
     pending_unplugs: int  # devices whose unplug was requested and has not completed
     queued_event_logs: int  # RTAS event logs waiting for check-exception
+    faults_fired: int = 0  # fault rules fired since the platform was made (or restored) in this run
+    conduct_findings: int = 0  # conduct findings ever made (kept across restores)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,8 @@ so requests are timed only when one of the two is on):
 
 Read from the model at scrape time (:class:`ModelCollector`), through its public surface:
 ``papr_emu_platforms``, and per platform ``papr_emu_attached_lmbs``,
-``papr_emu_pending_unplugs``, ``papr_emu_queued_event_logs`` and ``papr_emu_open_streams``.
+``papr_emu_pending_unplugs``, ``papr_emu_queued_event_logs``, ``papr_emu_open_streams``, and
+the counters ``papr_emu_faults_fired_total`` and ``papr_emu_conduct_findings_total``.
 
 Example::
 
@@ -28,7 +29,7 @@ from typing import Any
 import grpc
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from ..addresses import host_port
@@ -90,7 +91,7 @@ class ModelCollector(Collector):
     def describe(self) -> list[GaugeMetricFamily]:
         return []  # no describe-time scrape of the model
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         listed = self._platforms.list()
         yield GaugeMetricFamily("papr_emu_platforms", "Platforms the server holds", value=len(listed))
         lmbs = GaugeMetricFamily("papr_emu_attached_lmbs", "LMB connectors with a DIMM attached", labels=["platform"])
@@ -98,12 +99,18 @@ class ModelCollector(Collector):
         logs = GaugeMetricFamily(
             "papr_emu_queued_event_logs", "RTAS event logs waiting for check-exception", labels=["platform"]
         )
+        fired = CounterMetricFamily("papr_emu_faults_fired", "Fault rules fired (FaultService)", labels=["platform"])
+        findings = CounterMetricFamily(
+            "papr_emu_conduct_findings", "Guest conduct findings made (FaultService.GetConduct)", labels=["platform"]
+        )
         for platform in listed:
             gauges = platform.gauges()
             lmbs.add_metric([platform.name], gauges.attached_lmbs)
             pending.add_metric([platform.name], gauges.pending_unplugs)
             logs.add_metric([platform.name], gauges.queued_event_logs)
-        yield from (lmbs, pending, logs)
+            fired.add_metric([platform.name], gauges.faults_fired)
+            findings.add_metric([platform.name], gauges.conduct_findings)
+        yield from (lmbs, pending, logs, fired, findings)
         if self._slots is not None:
             streams = GaugeMetricFamily(
                 "papr_emu_open_streams", "Open streams (WatchEvents, WatchInterrupts, RTAS sessions)",
