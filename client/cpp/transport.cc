@@ -100,7 +100,8 @@ std::vector<pb::RtasResult> RtasTransport::Run(std::vector<pb::RtasCall> calls, 
 
 pb::RtasResult RtasTransport::CallAgain(pb::RtasCall call, pb::RtasResult result) {
   const bool walk = call.call_case() == pb::RtasCall::kConfigureConnectorWalk;
-  google::protobuf::RepeatedPtrField<pb::ConfigureConnectorResponse> steps;  // a walk's calls before
+  // A walk's calls before the ones answered "call again", which its result leaves out.
+  google::protobuf::RepeatedPtrField<pb::ConfigureConnectorResponse> steps;
   for (int retry = 0; retry < kMaxRetries && AnsweredAgain(call, result); ++retry) {
     const std::chrono::milliseconds delay = *RetryDelay(ResultStatus(result));
     if (delay.count() > 0) std::this_thread::sleep_for(delay);  // steady: never less than asked
