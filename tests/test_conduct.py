@@ -7,7 +7,7 @@ import grpc
 import pytest
 
 from helpers import Watcher, drain, plug, unplug
-from papr.v1 import device_pb2, fault_pb2
+from papr.v1 import device_pb2, fault_pb2, guest_pb2
 from papr_emu_client import Client, Guest, ReferenceGuest
 from papr_emu_client.workarea import new_work_area
 
@@ -89,7 +89,7 @@ def test_starting_a_dr_sequence_without_fetching_its_log(client: Client, platfor
     guest.acquire_drc(CPU1)  # allocation usable, then unisolate: one finding for the one log
     (finding,) = findings(client, platform)
     assert (finding.kind, finding.requirement, finding.call, finding.drc_index, finding.detail) == (
-        F.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED, "LoPAR sec_rtas_hot_plug", "set-indicator(9003, 0x10000001, 1)", CPU1,
+        F.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED, "R1-10.2-4", "set-indicator(9003, 0x10000001, 1)", CPU1,
         "hotplug log 0 still queued",
     )  # fmt: skip
     assert "check-exception" in finding.explanation
@@ -105,18 +105,24 @@ def test_starting_a_dr_sequence_without_fetching_its_log(client: Client, platfor
 def test_a_log_not_announced_or_for_another_connector_is_no_finding(
     client: Client, platform: str, guest: Guest
 ) -> None:
-    # The add log of dimm1 names its LMBs; acting on core1 is not acting on them.
+    ov5 = bytes([22, 0, 0, 0, 0, 0, 0x04] + [0] * 17)  # the hot-plug event source: DIMM logs name their LMBs
+    client.guest.ClientArchitectureSupport(guest_pb2.ClientArchitectureSupportRequest(platform=platform,
+                                                                                      option_vector_5=ov5))  # fmt: skip
     plug_and_drain(client, platform, guest, "core1", CORE1)
     plug(client, platform, "dimm1", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)))
-    guest.acquire_drc(CPU1)
+    guest.acquire_drc(CPU1)  # dimm1's queued log names LMB 4, not core 1
     assert findings(client, platform) == []
+    guest.acquire_drc(LMBS[0])  # ... and does make a finding on LMB 4
+    assert kinds(client, platform) == [(F.CONDUCT_FINDING_KIND_LOG_NOT_DRAINED, "R1-10.2-4", LMBS[0])]
+    assert drain(guest) == 1
     # A log queued with its interrupt withheld (a fault) was never announced.
     rule = F.FaultRule(name="quiet", effect=F.FAULT_EFFECT_INTERRUPT_DELAY, device_id="dimm2")
     client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
-    drain(guest)
     plug(client, platform, "dimm2", device_pb2.DeviceSpec(dimm=device_pb2.DimmSpec(size_bytes=256 << 20)))
+    (quiet,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
+    assert quiet.fired == 1
     guest.acquire_drc(LMBS[1])
-    assert findings(client, platform) == []
+    assert len(findings(client, platform)) == 1
 
 
 def test_a_duplicated_log_is_no_finding_while_its_twin_is_handled(client: Client, platform: str, guest: Guest) -> None:
@@ -125,6 +131,30 @@ def test_a_duplicated_log_is_no_finding_while_its_twin_is_handled(client: Client
     plug(client, platform, "core1", CORE1)
     assert guest.check_exception(0xFFFFFFFF, 2048)[0] == 0  # the first copy; its twin stays queued
     guest.acquire_drc(CPU1)
+    assert findings(client, platform) == []
+
+
+def test_a_cas_ends_every_sequence_under_way(client: Client, platform: str, guest: Guest) -> None:
+    plug_and_drain(client, platform, guest, "core1", CORE1)
+    guest.acquire_drc(CPU1)
+    assert guest.configure_step(new_work_area(CPU1))[0] == 2  # a sequence under way
+    ov5 = bytes([22] + [0] * 23)
+    client.guest.ClientArchitectureSupport(guest_pb2.ClientArchitectureSupportRequest(platform=platform,
+                                                                                      option_vector_5=ov5))  # fmt: skip
+    guest.set_indicator(9002, CPU1, 1)  # the connector was reset with the rest: nothing abandoned
+    assert findings(client, platform) == []
+
+
+def test_giving_up_after_status_5_abandons_nothing(client: Client, platform: str, guest: Guest) -> None:
+    rule = F.FaultRule(name="five", effect=F.FAULT_EFFECT_NEED_MEMORY, drc_index=CPU1, times=1)
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+    plug_and_drain(client, platform, guest, "core1", CORE1)
+    raw = Guest(client.rtas, platform, retry=None)  # sees the 5 itself
+    raw.acquire_drc(CPU1)
+    assert raw.configure_step(new_work_area(CPU1))[0] == 5
+    raw.set_indicator(ISO, CPU1, 0)  # as Linux does with 5: an error, the connector given back
+    raw.set_indicator(ALLOC, CPU1, 0)
+    raw.close()
     assert findings(client, platform) == []
 
 

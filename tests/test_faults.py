@@ -125,6 +125,21 @@ def test_retry_before_the_extended_delay_is_a_finding(client: Client, platform: 
     assert finding.detail.endswith("ms early") and finding.explanation
 
 
+def test_another_indicator_after_an_extended_delay_is_no_retry(client: Client, platform: str) -> None:
+    add_rule(client, platform, "slow", F.FAULT_EFFECT_EXTENDED_DELAY, call=F.FAULT_CALL_SET_INDICATOR,
+             status=9903, times=1)  # fmt: skip
+    plug(client, platform, "core1", CORE1)
+    guest = Guest(client.rtas, platform, retry=None)
+    drain(guest)
+    assert guest.set_indicator(9003, CPU1, 1) == 0  # allocation: no rule on it (isolation only)
+    assert guest.set_indicator(9001, CPU1, 1) == 9903  # unisolate: wait 1 s
+    guest.set_indicator(9002, CPU1, 1)  # at once, the DR indicator (-3 here): another call, no retry
+    assert findings(client, platform) == []
+    assert guest.set_indicator(9001, CPU1, 1) == 0  # the unisolate again, too soon: that one is early
+    assert [f.kind for f in findings(client, platform)] == [F.CONDUCT_FINDING_KIND_RETRY_TOO_SOON]
+    guest.close()
+
+
 def test_hardware_error_aborts_the_add_and_rolls_back(client: Client) -> None:
     # PowerVM's memory model (QEMU's DIMM platforms refuse to isolate an LMB no unplug asked for,
     # so Linux's rollback of a DIMM add cannot give LMBs back there).

@@ -74,8 +74,9 @@ class FindingKind(enum.Enum):
         "unisolated a logical connector without first setting its allocation-state usable",
     )
     LOG_NOT_DRAINED = (
-        # No R-number found for it: the section of LoPAR that reference/papr-drc.md §6.1 cites.
-        "LoPAR sec_rtas_hot_plug",
+        # "OSs must have interrupt handlers for the enabled interrupts ... which call the RTAS
+        # check-exception function" (LoPAR 2.9, as docs/faults.md quotes it).
+        "R1-10.2-4",
         "started a DR sequence on a connector whose hotplug event log an interrupt announced and the "
         "guest never fetched with check-exception (Linux fetches it in the interrupt handler)",
     )
@@ -154,7 +155,7 @@ class Conduct:
         if drc.index in self._configuring:
             self._configuring.discard(drc.index)
             found.append(
-                self._finding(FindingKind.ABANDONED_CONFIGURE, call, drc.index, "sequence left after a 1-4 status")
+                self._finding(FindingKind.ABANDONED_CONFIGURE, call, drc.index, "sequence left after a 2-4 status")
             )
         action = _STARTS.get((indicator, value))
         refusal = action == HP_ACTION_ADD and drc.unplug_requested  # a refusal signal, not an add
@@ -184,17 +185,18 @@ class Conduct:
         return [self._finding(FindingKind.CONFIGURE_NOT_UNISOLATED, "ibm,configure-connector", drc.index, detail)]
 
     def after_configure(self, drc_index: int, status: int) -> None:
-        """Remember whether the connector's sequence goes on (a set-indicator then abandons it)."""
-        if status in _CONTINUES or status == 5 or status == -2 or 9900 <= status <= 9905:
+        """Remember whether the connector's sequence goes on (a set-indicator then abandons it).
+
+        Busy, extended delay and 5 (memory wanted) neither start nor end a sequence: a guest that
+        gives up on one of those before the walk began (Linux, answered 5) abandons nothing.
+        """
+        if status in _CONTINUES:
             self._configuring.add(drc_index)
-        else:
+        elif not (status in (-2, 5) or 9900 <= status <= 9905):  # -2 busy
             self._configuring.discard(drc_index)
 
-    def forget(self, drc_index: int) -> None:
-        """The connector was reset (CAS, reboot, its device deleted): no sequence is under way."""
-        self._configuring.discard(drc_index)
-
     def reset(self) -> None:
+        """Every connector was reset (CAS): no sequence is under way."""
         self._configuring.clear()
 
     def state(self) -> tuple[list[Finding], int, list[int]]:

@@ -25,10 +25,10 @@ Example::
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
-import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from papr_emu_client.constants import HOT_ADD_REFUSED
@@ -92,8 +92,11 @@ _POWER_CALLS: Final = frozenset({Call.SET_POWER_LEVEL, Call.GET_POWER_LEVEL})
 ALLOWED_CALLS: Final[Mapping[Effect, frozenset[Call]]] = {
     # R1-13.5.3.2-2, R1-13.5.3.4-3; Linux's rtas_get_sensor retries busy too.
     Effect.BUSY: _DR_CALLS | _POWER_CALLS,
-    # set-indicator: isolation-state only (R1-13.5.3.4-3); configure-connector: R1-13.7.4.3-7.
-    Effect.EXTENDED_DELAY: frozenset({Call.SET_INDICATOR, Call.CONFIGURE_CONNECTOR, Call.SET_POWER_LEVEL}),
+    # set-indicator: isolation-state only (R1-13.5.3.4-3); configure-connector: R1-13.7.4.3-7;
+    # get-sensor-state: R1-7.3.5.5-2.
+    Effect.EXTENDED_DELAY: frozenset(
+        {Call.SET_INDICATOR, Call.GET_SENSOR_STATE, Call.CONFIGURE_CONNECTOR, Call.SET_POWER_LEVEL}
+    ),
     Effect.HARDWARE_ERROR: frozenset(Call) - {Call.HOTPLUG_LOG},
     Effect.NOT_SUPPORTED_IN_SYSTEM: frozenset({Call.CONFIGURE_CONNECTOR}),
     Effect.NOT_SUPPORTED_IN_CONNECTOR: frozenset({Call.CONFIGURE_CONNECTOR}),
@@ -150,15 +153,23 @@ class Target:
     fresh_unisolate: bool = False
 
 
+def _fraction(seed: int, n: int) -> float:
+    """Draw ``n`` of a rule seeded ``seed``: a number in [0, 1), the same on every run and machine."""
+    digest = hashlib.blake2b(n.to_bytes(8, "big"), digest_size=8, key=seed.to_bytes(8, "big")).digest()
+    return int.from_bytes(digest, "big") / (1 << 64)
+
+
 @dataclass
 class FaultRule:
     """One fault rule. ``None`` / ``""`` / 0 in a match field: any.
 
     ``times``: fire on this many matching calls, then never again (0: no limit).
-    ``probability``: each matching call fires with this probability, drawn from
-    ``random.Random(seed)``. ``status``: the extended-delay status (9900..9905, default
-    9901) or the refusal status of REFUSE_HOT_ADD (default -9005); the other effects'
-    statuses are fixed. ``matched`` and ``fired`` count matching calls and firings.
+    ``probability``: each matching call fires with this probability: the n-th matching call
+    (from 0) draws ``blake2b(seed, n)`` as a fraction of 2**64, so a rule's firings depend on
+    its seed and the order of matching calls alone, and a saved rule goes on in O(1).
+    ``status``: the extended-delay status (9900..9905, default 9901) or the refusal status of
+    REFUSE_HOT_ADD (default -9005); the other effects' statuses are fixed.
+    ``matched`` and ``fired`` count matching calls and firings.
     """
 
     name: str
@@ -173,7 +184,6 @@ class FaultRule:
     seed: int = 0
     matched: int = 0
     fired: int = 0
-    _random: random.Random = field(default_factory=random.Random, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.effect = Effect(self.effect)
@@ -181,9 +191,6 @@ class FaultRule:
         self._validate()
         if not self.status:
             self.status = self.default_status()
-        self._random = random.Random(self.seed)
-        for _ in range(self.matched):  # the state a saved rule had: one draw per matching call
-            self._random.random()
 
     def default_status(self) -> int:
         if self.effect is Effect.EXTENDED_DELAY:
@@ -200,8 +207,10 @@ class FaultRule:
             raise InvalidArgument("drc_type", self.drc_type, f"must be one of {', '.join(DRC_TYPE_LABELS)}")
         if not 0.0 < self.probability <= 1.0 or math.isnan(self.probability):
             raise InvalidArgument("probability", self.probability, "must be more than 0 and at most 1")
-        if self.times < 0 or self.matched < 0 or self.fired < 0:
-            raise InvalidArgument("times", self.times, "must not be negative")
+        for name in ("drc_index", "seed", "times", "matched", "fired"):  # proto uint32 / uint64
+            number, bits = getattr(self, name), 32 if name == "drc_index" else 64
+            if not 0 <= number < 1 << bits:
+                raise InvalidArgument(name, number, f"must be 0 to 2**{bits} - 1")
         if self.effect is Effect.EXTENDED_DELAY:
             if self.status and not is_extended_delay(self.status):
                 raise InvalidArgument("status", self.status, "an extended delay is 9900 to 9905")
@@ -234,8 +243,8 @@ class FaultRule:
     def draw(self) -> bool:
         """One matching call: does the rule fire on it? (Always draws, so the sequence depends on
         the matching calls alone.)"""
+        fires = _fraction(self.seed, self.matched) < self.probability
         self.matched += 1
-        fires = self._random.random() < self.probability
         if fires and not self.exhausted:
             self.fired += 1
             return True
@@ -295,7 +304,8 @@ class Faults:
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self._monotonic = monotonic
         self.rules: list[FaultRule] = []
-        self._delay_until: dict[tuple[Call, int], float] = {}  # a 990x answered: retry not before
+        # A 990x answered: the same call (kind, connector, indicator) again not before this time.
+        self._delay_until: dict[tuple[Call, int, int], float] = {}
         self._extent_owed: set[int] = set()  # connectors answered 5: the next call must pass a page
 
     def add(self, rule: FaultRule) -> None:
@@ -314,12 +324,12 @@ class Faults:
         self.rules = [r for r in self.rules if names and r.name not in names]
         return before - len(self.rules)
 
-    def too_soon(self, call: Call, drc_index: int) -> float | None:
+    def too_soon(self, call: Call, target: Target) -> float | None:
         """Seconds early, if this call retries one answered with an extended delay before the delay passed.
 
         The delay counted is the hint clamped to Linux's 1 s (rtas_busy_delay), so Linux is never early.
         """
-        until = self._delay_until.pop((call, drc_index), None)
+        until = self._delay_until.pop((call, target.drc_index, target.indicator), None)
         now = self._monotonic()
         if until is None or now >= until:
             return None
@@ -342,7 +352,7 @@ class Faults:
                 fired = Fired(rule.name, rule.effect, call, target.drc_index, rule.status)
                 if rule.effect is Effect.EXTENDED_DELAY:
                     delay = min(extended_delay_seconds(rule.status), LINUX_MAX_DELAY_SECONDS)
-                    self._delay_until[(call, target.drc_index)] = self._monotonic() + delay
+                    self._delay_until[(call, target.drc_index, target.indicator)] = self._monotonic() + delay
                 elif rule.effect is Effect.NEED_MEMORY:
                     self._extent_owed.add(target.drc_index)
                 return fired
@@ -350,6 +360,11 @@ class Faults:
 
     def owes_extent(self, drc_index: int) -> bool:
         return drc_index in self._extent_owed
+
+    def reset(self) -> None:
+        """The connectors were reset (CAS): no page is owed, no delay hinted (the rules stay)."""
+        self._extent_owed.clear()
+        self._delay_until.clear()
 
     def state(self) -> tuple[list[dict[str, Any]], list[int]]:
         """What a snapshot keeps: the rules (with their counts) and the connectors owed an extent page.

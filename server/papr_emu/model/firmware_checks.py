@@ -72,7 +72,7 @@ class FirmwareChecks:
 
     def fault(self, call: Call, index: int, target: Target, memory_extent: int = 0) -> int | None:
         """Note an early retry, then the status a fault answers with (None: none fires, the call runs)."""
-        early = self.faults.too_soon(call, index)
+        early = self.faults.too_soon(call, target)  # another indicator on the connector is another call
         if early is not None:
             self.report([self.conduct.record_early(call, index, early)])
         if call is Call.CONFIGURE_CONNECTOR and self.faults.owes_extent(index) and not memory_extent:
@@ -102,6 +102,11 @@ class FirmwareChecks:
         for finding in findings:
             self._events.publish(ConductFindingEvent(finding))
             self._log.warning("guest.conduct", finding=finding.kind.name, drc_index=finding.drc_index)
+
+    def reset(self) -> None:
+        """Every connector was reset (CAS): no configure-connector sequence is under way, no page owed."""
+        self.conduct.reset()
+        self.faults.reset()
 
     def rules(self) -> list[FaultRule]:
         """The rules as they are now (copies: their counters do not move under the caller)."""

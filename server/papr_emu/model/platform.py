@@ -567,6 +567,7 @@ class Platform:
         with self._lock:
             self._hotplug.options = options
             dropped = self._hotplug.reset()
+            self._checks.reset()
             self.log.info(
                 "guest.cas", hotplug_events=options.hotplug_events, drconf_memory=options.drconf_memory,
                 dynamic_memory_v2=options.dynamic_memory_v2, drc_info=options.drc_info, dropped_logs=dropped,

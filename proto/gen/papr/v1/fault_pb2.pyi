@@ -208,8 +208,7 @@ class _ConductFindingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Co
     CONDUCT_FINDING_KIND_LOG_NOT_DRAINED: _ConductFindingKind.ValueType  # 7
     """A DR sequence started (allocation usable or unisolate for an add, isolate
     for a remove) on a connector whose hotplug event log, announced by an
-    interrupt, the guest never fetched with check-exception (LoPAR's hot plug
-    event section; no requirement number found).
+    interrupt, the guest never fetched with check-exception (R1-10.2-4).
     """
 
 class ConductFindingKind(_ConductFindingKind, metaclass=_ConductFindingKindEnumTypeWrapper):
@@ -242,8 +241,7 @@ CONDUCT_FINDING_KIND_UNISOLATE_UNALLOCATED: ConductFindingKind.ValueType  # 6
 CONDUCT_FINDING_KIND_LOG_NOT_DRAINED: ConductFindingKind.ValueType  # 7
 """A DR sequence started (allocation usable or unisolate for an add, isolate
 for a remove) on a connector whose hotplug event log, announced by an
-interrupt, the guest never fetched with check-exception (LoPAR's hot plug
-event section; no requirement number found).
+interrupt, the guest never fetched with check-exception (R1-10.2-4).
 """
 Global___ConductFindingKind: _TypeAlias = ConductFindingKind  # noqa: Y015
 
