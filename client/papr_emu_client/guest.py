@@ -327,8 +327,8 @@ class Guest:
     ``"unary"`` (one typed RPC per RTAS call, as before batches existed). Every method works
     over all three; the many-connector methods make the same calls in the same order
     over all three, the batched transports just carry them in few messages.
-    ``retry`` (default: as Linux and librtas): busy (-2) is called again at once, extended delay
-    (990x) after its clamped delay, configure-connector's 5 with a memory extent page; None: the
+    ``retry`` (default: as Linux): busy (-2) is called again at once, extended delay (990x) after
+    its clamped delay, configure-connector's 5 with a memory extent page (as LoPAR says); None: the
     caller sees those statuses (see :class:`~papr_emu_client.transport.RetryPolicy`).
     ``max_message_bytes`` and ``max_batch_calls`` must match the server's limits when it
     runs with lower ones than the defaults.

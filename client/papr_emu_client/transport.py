@@ -74,14 +74,15 @@ EXTENT_PAGE: Final = 0x0F00_0000
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How a guest's RTAS layer answers "call again": Linux's ``rtas_busy_delay`` and librtas's
-    ``rtas_cfg_connector``.
+    """How a guest's RTAS layer answers "call again": Linux's ``rtas_busy_delay``, and status 5 as
+    LoPAR says (neither Linux nor librtas 2.0.x calls again after 5: docs/faults.md).
 
     busy (-2): call again at once (the kernel only yields). Extended delay 9900+n: sleep 10^n ms,
     clamped to [1 ms, 1 s] as Linux does, times ``delay_scale`` (1: as Linux; tests may shrink it,
     at the price of retrying sooner than the platform asked: a conduct finding), then call again.
     ibm,configure-connector status 5: call again at once with a memory extent page in args[1], and
-    keep passing it (librtas). After ``max_retries`` calls again, the last status stands.
+    keep passing it (LoPAR R1-13.5.3.5-1; librtas means to, but its loop returns 5).
+    After ``max_retries`` calls again, the last status stands.
 
     Example::
 
