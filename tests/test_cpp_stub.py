@@ -44,6 +44,7 @@ from papr_emu import PaprServer
 from papr_emu.model import Platforms
 from papr_emu.security import Security
 from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
+from papr_emu_client.transport import RetryPolicy
 
 SOURCE_DIR = Path(__file__).resolve().parent.parent / "client" / "cpp"
 # One build directory per checkout, so that two clones do not fight over a CMake cache.
@@ -257,16 +258,37 @@ def check_platform(client: Client, platform: str, boot_events: int) -> list[faul
     return [e.fault_fired for e in events if e.WhichOneof("kind") == "fault_fired"]
 
 
-# Faults on the calls the stub makes (get-sensor-state, set-indicator, configure-connector),
-# each fired with a seeded probability, so that some land inside a batch and inside a walk.
-# Extended delays are short (1 and 10 ms) so that the test stays fast.
+# Faults on the calls the stub makes, answered busy or extended delay (a short one, 1 or 10 ms,
+# so that the test stays fast): a rule firing with a seeded probability, so that some land
+# inside a batch and inside a walk, then one firing once on each kind of call, so that every
+# kind is hit whatever the draws.
 F = fault_pb2
-FAULTS = {
-    "busy": (F.FAULT_EFFECT_BUSY, 0, {F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR,
-                                      F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-}  # fmt: skip
+CALLS = [F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR]
+FAULTS = {  # name: effect, status
+    "busy": (F.FAULT_EFFECT_BUSY, -2),
+    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900),
+    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901),
+}
+
+
+def add_fault_rules(client: Client, platform: str, fault: str) -> None:
+    effect, status = FAULTS[fault]
+    rules = [F.FaultRule(name=fault, effect=effect, status=status, probability=0.3, seed=12)]
+    rules += [
+        F.FaultRule(name=f"{fault}-{n}", effect=effect, status=status, call=c, times=1) for n, c in enumerate(CALLS)
+    ]
+    for rule in rules:
+        client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+
+
+def check_faults(client: Client, platform: str, fault: str, fired: Sequence[fault_pb2.FaultFired]) -> None:
+    """The events of the faults that fired, by the rules' counts: each kind of call hit."""
+    effect, status = FAULTS[fault]
+    listed = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
+    assert sum(rule.fired for rule in listed) == len(fired)
+    assert 0 < listed[0].fired < listed[0].matched  # the one with a probability
+    assert {(f.effect, f.status) for f in fired} == {(effect, status)}
+    assert {f.call for f in fired} == set(CALLS)
 
 
 @pytest.mark.parametrize("mode", ["session", "unary"])
@@ -284,18 +306,13 @@ def test_cpp_stub_calls_again_after_busy_and_extended_delay(
     as without faults: it calls each one again (a busy one at once, a delayed one after the
     hint, so the platform finds no retry too soon), and the fault_fired events account for
     each call again."""
-    effect, status, calls = FAULTS[fault]
-    rule = F.FaultRule(name=fault, effect=effect, status=status, probability=0.3, seed=12)
-    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=cpp_platform, rule=rule))
+    add_fault_rules(client, cpp_platform, fault)
     boot_events = last_sequence(client, cpp_platform)
     result = run_stub(stub_binary, server.addresses[0], cpp_platform, *(["--unary"] if mode == "unary" else []))
     assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"
     fired = check_platform(client, cpp_platform, boot_events)  # no finding: no retry too soon
     check_run(result, reference_outcomes, mode, fired)
-    (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=cpp_platform)).rules
-    assert 0 < listed.fired == len(fired) < listed.matched
-    assert {(f.rule, f.effect, f.status) for f in fired} == {(fault, effect, status or -2)}
-    assert {f.call for f in fired} == calls  # every kind of call the rule may hit was hit
+    check_faults(client, cpp_platform, fault, fired)
 
 
 def test_cpp_stub_fails_loudly(server: PaprServer, stub_binary: Path) -> None:
@@ -512,3 +529,24 @@ def test_cpp_stub_does_not_trust_another_ca(secure: SecureServer, stub_binary: P
         assert_no_secret(result, guest_token, manager_token)
     finally:
         secure.admin.platforms.DeletePlatform(platform_pb2.DeletePlatformRequest(platform=platform))
+
+
+def test_cpp_stub_gives_up_after_10000_calls_again(
+    client: Client, server: PaprServer, stub_binary: Path, cpp_platform: str
+) -> None:
+    """A call busy for ever is called again 10,000 times (the reference guest's bound), then its
+    status stands: the add fails on it, and the stub says so."""
+    first_lmb = 0x80000004
+    rule = F.FaultRule(
+        name="stuck", effect=F.FAULT_EFFECT_BUSY, call=F.FAULT_CALL_GET_SENSOR_STATE, drc_index=first_lmb
+    )
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=cpp_platform, rule=rule))
+    result = run_stub(stub_binary, server.addresses[0], cpp_platform)
+    assert result.returncode == 1, result.stderr
+    (failure,) = [line for line in result.stderr.splitlines() if "FAIL:" in line]
+    assert "add event: expected done" in failure and "get-sensor-state(dr-entity-sense)" in failure, failure
+    assert "on 0x80000004 returned -2" in failure, failure
+    (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=cpp_platform)).rules
+    assert listed.matched == listed.fired == 1 + RetryPolicy().max_retries  # the same bound as the reference guest
+    conduct = client.faults.GetConduct(F.GetConductRequest(platform=cpp_platform))
+    assert (list(conduct.findings), conduct.total) == ([], 0)  # busy may be called again at once

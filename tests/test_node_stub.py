@@ -43,6 +43,7 @@ from papr_emu import PaprServer
 from papr_emu.model import Platforms
 from papr_emu.security import Security
 from papr_emu_client import Client, Outcome, ReferenceGuest, RefusalPolicy
+from papr_emu_client.transport import RetryPolicy
 
 NODE_DIR = Path(__file__).resolve().parent.parent / "client" / "node"
 CORE_DRC = 0x10000001
@@ -263,16 +264,37 @@ def test_node_stub_matches_the_reference_guest(
         delete(client, python_platform)
 
 
-# Faults on the calls the stub makes (get-sensor-state, set-indicator, configure-connector),
-# each fired with a seeded probability, so that some land inside a batch and inside a walk.
-# Extended delays are short (1 and 10 ms) so that the test stays fast.
+# Faults on the calls the stub makes, answered busy or extended delay (a short one, 1 or 10 ms,
+# so that the test stays fast): a rule firing with a seeded probability, so that some land
+# inside a batch and inside a walk, then one firing once on each kind of call, so that every
+# kind is hit whatever the draws.
 F = fault_pb2
-FAULTS = {
-    "busy": (F.FAULT_EFFECT_BUSY, 0, {F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR,
-                                      F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901, {F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR}),
-}  # fmt: skip
+CALLS = [F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR]
+FAULTS = {  # name: effect, status
+    "busy": (F.FAULT_EFFECT_BUSY, -2),
+    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900),
+    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901),
+}
+
+
+def add_fault_rules(client: Client, platform: str, fault: str) -> None:
+    effect, status = FAULTS[fault]
+    rules = [F.FaultRule(name=fault, effect=effect, status=status, probability=0.4, seed=12)]
+    rules += [
+        F.FaultRule(name=f"{fault}-{n}", effect=effect, status=status, call=c, times=1) for n, c in enumerate(CALLS)
+    ]
+    for rule in rules:
+        client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+
+
+def check_faults(client: Client, platform: str, fault: str, fired: Sequence[fault_pb2.FaultFired]) -> None:
+    """The events of the faults that fired, by the rules' counts: each kind of call hit."""
+    effect, status = FAULTS[fault]
+    listed = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
+    assert sum(rule.fired for rule in listed) == len(fired)
+    assert 0 < listed[0].fired < listed[0].matched  # the one with a probability
+    assert {(f.effect, f.status) for f in fired} == {(effect, status)}
+    assert {f.call for f in fired} == set(CALLS)
 
 
 @pytest.mark.parametrize("rtas", ["session", "unary"])
@@ -284,22 +306,34 @@ def test_node_stub_calls_again_after_busy_and_extended_delay(
     as the reference guest does without faults: it calls each one again (a busy one at once,
     a delayed one after the hint, so the platform finds no retry too soon), and the
     fault_fired events account for each call again."""
-    effect, status, calls = FAULTS[fault]
     node_platform = new_platform(client)
     python_platform = new_platform(client)
-    rule = F.FaultRule(name=fault, effect=effect, status=status, probability=0.4, seed=7)
-    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=node_platform, rule=rule))
+    add_fault_rules(client, node_platform, fault)
     after = {p: last_sequence(client, p) for p in (node_platform, python_platform)}
     try:
         result = run_stub(node, server.addresses[1], node_platform, *(["--unary"] if rtas == "unary" else []))
         fired = check_stub_run(result, client, node_platform, python_platform, after, rtas, PLAINTEXT)
-        (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=node_platform)).rules
-        assert 0 < listed.fired == len(fired) < listed.matched
-        assert {(f.rule, f.effect, f.status) for f in fired} == {(fault, effect, status or -2)}
-        assert {f.call for f in fired} == calls  # every kind of call the rule may hit was hit
+        check_faults(client, node_platform, fault, fired)
     finally:
         delete(client, node_platform)
         delete(client, python_platform)
+
+
+def test_node_stub_gives_up_after_10000_calls_again(node: str, server: PaprServer, client: Client) -> None:
+    """A call busy for ever is called again 10,000 times (the reference guest's bound), then its
+    status stands: the acquire fails on it, and the stub says so."""
+    platform = new_platform(client)
+    rule = F.FaultRule(name="stuck", effect=F.FAULT_EFFECT_BUSY, call=F.FAULT_CALL_GET_SENSOR_STATE, drc_index=CORE_DRC)
+    client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
+    try:
+        result = run_stub(node, server.addresses[1], platform)
+        assert result.returncode == 1, result.stderr
+        assert f"FAILED: acquire {CORE_DRC:#x}: sense -2/0, want 0/2" in result.stderr, result.stderr
+        (listed,) = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
+        assert listed.matched == listed.fired == 1 + RetryPolicy().max_retries  # the same bound as the reference guest
+        check_no_findings(client, platform)  # busy may be called again at once
+    finally:
+        delete(client, platform)
 
 
 def test_node_stub_fails_loudly(node: str, server: PaprServer) -> None:
