@@ -551,6 +551,7 @@ class CallingAgain {
       }
       this.retries++;
       [result] = await this.transport.run([call], false);
+      check(result !== undefined, `RTAS: no result for a ${kind} call made again`);
     }
     if (steps.length) result = { result: kind, [kind]: { calls: [...steps, ...result[kind].calls] } };
     return result;
