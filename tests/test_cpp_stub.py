@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import pytest
 from pki import Issued, Pki
+from stub_faults import FAULTS, F, add_fault_rules, check_faults
 
 from conftest import new_platform
 from helpers import connector, events_since, last_sequence
@@ -258,39 +259,6 @@ def check_platform(client: Client, platform: str, boot_events: int) -> list[faul
     return [e.fault_fired for e in events if e.WhichOneof("kind") == "fault_fired"]
 
 
-# Faults on the calls the stub makes, answered busy or extended delay (a short one, 1 or 10 ms,
-# so that the test stays fast): a rule firing with a seeded probability, so that some land
-# inside a batch and inside a walk, then one firing once on each kind of call, so that every
-# kind is hit whatever the draws.
-F = fault_pb2
-CALLS = [F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR]
-FAULTS = {  # name: effect, status
-    "busy": (F.FAULT_EFFECT_BUSY, -2),
-    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900),
-    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901),
-}
-
-
-def add_fault_rules(client: Client, platform: str, fault: str) -> None:
-    effect, status = FAULTS[fault]
-    rules = [F.FaultRule(name=fault, effect=effect, status=status, probability=0.3, seed=12)]
-    rules += [
-        F.FaultRule(name=f"{fault}-{n}", effect=effect, status=status, call=c, times=1) for n, c in enumerate(CALLS)
-    ]
-    for rule in rules:
-        client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
-
-
-def check_faults(client: Client, platform: str, fault: str, fired: Sequence[fault_pb2.FaultFired]) -> None:
-    """The events of the faults that fired, by the rules' counts: each kind of call hit."""
-    effect, status = FAULTS[fault]
-    listed = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
-    assert sum(rule.fired for rule in listed) == len(fired)
-    assert 0 < listed[0].fired < listed[0].matched  # the one with a probability
-    assert {(f.effect, f.status) for f in fired} == {(effect, status)}
-    assert {f.call for f in fired} == set(CALLS)
-
-
 @pytest.mark.parametrize("mode", ["session", "unary"])
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_cpp_stub_calls_again_after_busy_and_extended_delay(
@@ -306,7 +274,7 @@ def test_cpp_stub_calls_again_after_busy_and_extended_delay(
     as without faults: it calls each one again (a busy one at once, a delayed one after the
     hint, so the platform finds no retry too soon), and the fault_fired events account for
     each call again."""
-    add_fault_rules(client, cpp_platform, fault)
+    add_fault_rules(client, cpp_platform, fault, probability=0.3)
     boot_events = last_sequence(client, cpp_platform)
     result = run_stub(stub_binary, server.addresses[0], cpp_platform, *(["--unary"] if mode == "unary" else []))
     assert result.returncode == 0, f"papr-guest-cpp exited {result.returncode}:\n{result.stderr}"

@@ -29,6 +29,7 @@ from typing import Any
 import grpc
 import pytest
 from pki import Issued, Pki
+from stub_faults import FAULTS, F, add_fault_rules, check_faults
 
 from conftest import new_platform
 from helpers import connector, events_since, last_sequence
@@ -264,39 +265,6 @@ def test_node_stub_matches_the_reference_guest(
         delete(client, python_platform)
 
 
-# Faults on the calls the stub makes, answered busy or extended delay (a short one, 1 or 10 ms,
-# so that the test stays fast): a rule firing with a seeded probability, so that some land
-# inside a batch and inside a walk, then one firing once on each kind of call, so that every
-# kind is hit whatever the draws.
-F = fault_pb2
-CALLS = [F.FAULT_CALL_GET_SENSOR_STATE, F.FAULT_CALL_SET_INDICATOR, F.FAULT_CALL_CONFIGURE_CONNECTOR]
-FAULTS = {  # name: effect, status
-    "busy": (F.FAULT_EFFECT_BUSY, -2),
-    "delay-9900": (F.FAULT_EFFECT_EXTENDED_DELAY, 9900),
-    "delay-9901": (F.FAULT_EFFECT_EXTENDED_DELAY, 9901),
-}
-
-
-def add_fault_rules(client: Client, platform: str, fault: str) -> None:
-    effect, status = FAULTS[fault]
-    rules = [F.FaultRule(name=fault, effect=effect, status=status, probability=0.4, seed=12)]
-    rules += [
-        F.FaultRule(name=f"{fault}-{n}", effect=effect, status=status, call=c, times=1) for n, c in enumerate(CALLS)
-    ]
-    for rule in rules:
-        client.faults.AddFaultRule(F.AddFaultRuleRequest(platform=platform, rule=rule))
-
-
-def check_faults(client: Client, platform: str, fault: str, fired: Sequence[fault_pb2.FaultFired]) -> None:
-    """The events of the faults that fired, by the rules' counts: each kind of call hit."""
-    effect, status = FAULTS[fault]
-    listed = client.faults.ListFaultRules(F.ListFaultRulesRequest(platform=platform)).rules
-    assert sum(rule.fired for rule in listed) == len(fired)
-    assert 0 < listed[0].fired < listed[0].matched  # the one with a probability
-    assert {(f.effect, f.status) for f in fired} == {(effect, status)}
-    assert {f.call for f in fired} == set(CALLS)
-
-
 @pytest.mark.parametrize("rtas", ["session", "unary"])
 @pytest.mark.parametrize("fault", sorted(FAULTS))
 def test_node_stub_calls_again_after_busy_and_extended_delay(
@@ -308,7 +276,7 @@ def test_node_stub_calls_again_after_busy_and_extended_delay(
     fault_fired events account for each call again."""
     node_platform = new_platform(client)
     python_platform = new_platform(client)
-    add_fault_rules(client, node_platform, fault)
+    add_fault_rules(client, node_platform, fault, probability=0.4)
     after = {p: last_sequence(client, p) for p in (node_platform, python_platform)}
     try:
         result = run_stub(node, server.addresses[1], node_platform, *(["--unary"] if rtas == "unary" else []))
