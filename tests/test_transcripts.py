@@ -34,8 +34,8 @@ from test_node_stub import node  # noqa: F401 (a fixture)
 from test_node_stub import run_stub as run_node_stub
 
 from conftest import new_platform
-from helpers import last_sequence
-from papr.v1 import device_pb2, guest_pb2, hotplug_pb2, platform_pb2
+from helpers import Watcher, last_sequence
+from papr.v1 import device_pb2, fault_pb2, guest_pb2, hotplug_pb2, platform_pb2
 from papr_emu import PaprServer
 from papr_emu.model import DimmRequest, Platforms, default_geometry
 from papr_emu.replay import load, replay
@@ -95,12 +95,12 @@ def wait_closed(path: Path, last_method: str, timeout: float = 5.0) -> list[dict
         time.sleep(0.05)
 
 
-def reference_guest_run(client: Client, platform: str) -> list[str]:
+def reference_guest_run(client: Client, platform: str, transport: str = "session") -> list[str]:
     """Add a DIMM, remove it, add it again, and a removal the guest refuses (unisolate): the results."""
     client.guest.ClientArchitectureSupport(
         guest_pb2.ClientArchitectureSupportRequest(platform=platform, option_vector_5=HOTPLUG_EVENTS_VECTOR)
     )
-    guest = ReferenceGuest(client, platform)
+    guest = ReferenceGuest(client, platform, transport=transport)  # type: ignore[arg-type]
     guest.start()
     plug = hotplug_pb2.PlugDeviceRequest(platform=platform, id="dimm-rec", spec=DIMM)
     unplug = hotplug_pb2.UnplugDeviceRequest(platform=platform, id="dimm-rec")
@@ -167,6 +167,35 @@ def _session_result(records: list[dict[str, Any]], kind: str) -> tuple[int, dict
             if kind in result:
                 return index, result
     raise AssertionError(f"no {kind} result recorded")
+
+
+@pytest.mark.parametrize("transport", ["session", "unary"])
+def test_a_run_under_extended_delays_replays_clean(
+    rec_client: Client, record_dir: Path, replay_client: Client, transport: str
+) -> None:
+    """The guest waited out each 990x before calling again; the replay waits as long, so the
+    platform finds no retry too soon there either (an extra conduct_finding event otherwise)."""
+    platform = new_platform(rec_client)
+    rule = fault_pb2.FaultRule(name="slow", effect=fault_pb2.FAULT_EFFECT_EXTENDED_DELAY, status=9902,
+                               call=fault_pb2.FAULT_CALL_SET_INDICATOR, times=3)  # fmt: skip
+    rec_client.faults.AddFaultRule(fault_pb2.AddFaultRuleRequest(platform=platform, rule=rule))
+    watcher = Watcher(rec_client, platform)  # its events are recorded: a finding would be one more
+    try:
+        assert reference_guest_run(rec_client, platform, transport) == ["done", "done", "done", "refused"]
+    finally:
+        watcher.close()
+    path = record_dir / f"{platform}.jsonl"
+    records = wait_closed(path, "/papr.v1.PlatformService/DeletePlatform")
+    answers = [  # set-indicator's answers, unary or in a session's results
+        r.get("response", {})
+        if r.get("method") == "/papr.v1.RtasService/SetIndicator"
+        else result.get("set_indicator", {})
+        for r in records
+        for result in r.get("response", {}).get("results", [{"set_indicator": {}}])
+    ]
+    assert [a.get("status") for a in answers].count(9902) == 3, "the rule fired in the recorded run"
+    report = replay(path, replay_client)
+    assert report.first is None, report.text()
 
 
 def test_a_changed_result_is_reported_at_its_line(

@@ -42,6 +42,7 @@ import queue
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -225,6 +226,22 @@ def _normalized_error(code: str, message: str, platform: str) -> dict[str, Any]:
         "code": code,
         "message": message.replace(repr(platform), repr(PLATFORM_MARK)).replace(platform, PLATFORM_MARK),
     }
+
+
+def hinted_wait(result: Any) -> float:
+    """The seconds a guest waits before calling again after ``result`` (a normalized response):
+    the longest extended delay (990x) among its statuses, clamped to 1 s as Linux and the stubs do.
+
+        >>> hinted_wait({"results": [{"status": 0}, {"status": 9902}]}), hinted_wait({"status": -2})
+        (0.1, 0.0)
+    """
+    if isinstance(result, dict):
+        status = result.get("status")
+        own = min(10 ** (status - 9900) / 1000, 1.0) if isinstance(status, int) and 9900 <= status <= 9905 else 0.0
+        return max([own, *(hinted_wait(value) for value in result.values())])
+    if isinstance(result, list):
+        return max((hinted_wait(value) for value in result), default=0.0)
+    return 0.0
 
 
 def first_difference(recorded: Any, replayed: Any, path: str = "") -> tuple[str, Any, Any] | None:
@@ -479,7 +496,9 @@ class Replayer:
             replayed = _normalized_error(code, message, self.name)
             return self._differs(line, record, method, "status", recorded, replayed)
         recorded = self._recorded(method, record.get("response", {}))
-        return self._differs(line, record, method, "response", recorded, normalized(response, self.name, self._offset))
+        replayed = normalized(response, self.name, self._offset)
+        time.sleep(hinted_wait(replayed))  # the guest waited out an extended delay before its next call
+        return self._differs(line, record, method, "response", recorded, replayed)
 
     def _open(self, stream_id: Any, record: dict[str, Any]) -> None:
         method = record["method"]
@@ -512,7 +531,10 @@ class Replayer:
         if item[0] is _END:
             ended = _normalized_error(item[1], item[2], self.name)
             return self._differs(line, record, stream.method, what, recorded, {"stream ended": ended})
-        return self._differs(line, record, stream.method, what, recorded, normalized(item[1], self.name, self._offset))
+        replayed = normalized(item[1], self.name, self._offset)
+        if stream.bidi:  # an RTAS session's results: the guest waited out an extended delay before its next call
+            time.sleep(hinted_wait(replayed))
+        return self._differs(line, record, stream.method, what, recorded, replayed)
 
     def _drain(self, stream_id: int, stream: _Stream, wait: float) -> bool:
         """Compare the server stream's recorded responses that have arrived (waiting up to ``wait`` for each)."""
